@@ -1,1 +1,189 @@
-//! placeholder
+//! The one typed settings struct of Inside, loaded once at start-up.
+//!
+//! Precedence: process environment, then `.env`, then `inside.toml`, then
+//! defaults. Every value is validated here so a bad setting stops the process
+//! with a message that names it, instead of failing later mid-request.
+
+mod parse;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use secrecy::{ExposeSecret, SecretString};
+
+use parse::Raw;
+
+/// Placeholder keys from the Python seed's examples that must never reach production.
+const DEFAULT_KEYS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "secret",
+    "your-secret-key",
+    "your-secret-key-here",
+    "dev-secret-key",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+    #[error("reading {path}: {message}")]
+    File { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub app_name: String,
+    pub app_version: String,
+    pub debug: bool,
+    pub bind_addr: SocketAddr,
+    pub worker_bind_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: SecretString,
+    pub database_kind: DatabaseKind,
+    pub database_echo: bool,
+    pub database_max_connections: u32,
+    pub redis_url: Option<SecretString>,
+    pub redis_queue_url: Option<SecretString>,
+    pub nats_url: Option<String>,
+    /// Prefix of every NATS subject (`inside` in production; tests pick their own).
+    pub nats_subject_prefix: String,
+    /// `None`: generate one and keep it in the data directory (dev only).
+    pub secret_key: Option<SecretString>,
+    pub algorithm: String,
+    pub access_token_expire_minutes: u64,
+    pub refresh_token_expire_days: u64,
+    pub bcrypt_cost: u32,
+    pub cors_origins: Vec<String>,
+    pub websocket_heartbeat_interval: f64,
+    pub websocket_timeout: f64,
+    pub nudge_rate_limit_seconds: f64,
+    pub speaking_rate_threshold: f64,
+    pub overlap_ratio_threshold: f64,
+    pub login_max_failures: u32,
+    pub login_window_seconds: u64,
+    pub poke_limit: u32,
+    pub poke_window_seconds: u64,
+    pub sendgrid_api_key: Option<SecretString>,
+    pub sendgrid_api_url: String,
+    pub email_from_address: String,
+    pub email_from_name: String,
+    pub ecapa_model_dir: Option<PathBuf>,
+    pub max_audio_seconds: f64,
+    pub report_job_poll_ms: u64,
+}
+
+impl Settings {
+    /// Loads from the real process environment, `./.env` and `./inside.toml`.
+    pub fn load() -> Result<Self, SettingsError> {
+        Self::load_from(Path::new("."), std::env::vars().collect())
+    }
+
+    /// Loads with `dir` holding the optional `.env` and `inside.toml`, and
+    /// `env` standing for the process environment.
+    pub fn load_from(dir: &Path, env: HashMap<String, String>) -> Result<Self, SettingsError> {
+        let mut layers = parse::toml_layer(&dir.join("inside.toml"))?;
+        layers.extend(parse::dotenv_layer(&dir.join(".env"))?);
+        layers.extend(env);
+        Self::from_map(&layers)
+    }
+
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        let r = Raw(map);
+        let data_dir = PathBuf::from(r.string("DATA_DIR", "./data"));
+        let default_db = format!("sqlite://{}/inside.db", data_dir.display());
+        let database_url = r.string("DATABASE_URL", &default_db);
+        let database_kind = parse::database_kind(&database_url)?;
+        let debug = r.boolean("DEBUG", false)?;
+        let secret_key = r.optional("SECRET_KEY");
+        let settings = Settings {
+            app_name: r.string("APP_NAME", "Inside"),
+            app_version: r.string("APP_VERSION", env!("CARGO_PKG_VERSION")),
+            debug,
+            bind_addr: r.parsed("BIND_ADDR", "0.0.0.0:8000")?,
+            worker_bind_addr: r.parsed("WORKER_BIND_ADDR", "0.0.0.0:8001")?,
+            data_dir,
+            database_url: database_url.into(),
+            database_kind,
+            database_echo: r.boolean("DATABASE_ECHO", false)?,
+            database_max_connections: r.ranged("DATABASE_MAX_CONNECTIONS", 32, 1, 1000)?,
+            redis_url: parse::url_opt(&r, "REDIS_URL", &["redis", "rediss"])?.map(Into::into),
+            redis_queue_url: parse::url_opt(&r, "REDIS_QUEUE_URL", &["redis", "rediss"])?
+                .map(Into::into),
+            nats_url: parse::url_opt(&r, "NATS_URL", &["nats", "tls", "ws", "wss"])?,
+            nats_subject_prefix: parse::subject_prefix(&r.string("NATS_SUBJECT_PREFIX", "inside"))?,
+            secret_key: secret_key.clone().map(Into::into),
+            algorithm: r.string("ALGORITHM", "HS256"),
+            access_token_expire_minutes: r.ranged("ACCESS_TOKEN_EXPIRE_MINUTES", 15, 1, 24 * 60)?,
+            refresh_token_expire_days: r.ranged("REFRESH_TOKEN_EXPIRE_DAYS", 30, 1, 365)?,
+            bcrypt_cost: r.ranged("BCRYPT_COST", 12, 4, 31)?,
+            cors_origins: r
+                .string("CORS_ORIGINS", "http://localhost:*,http://127.0.0.1:*")
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            websocket_heartbeat_interval: r.float("WEBSOCKET_HEARTBEAT_INTERVAL", 30.0, 0.01, 3600.0)?,
+            websocket_timeout: r.float("WEBSOCKET_TIMEOUT", 60.0, 0.01, 86400.0)?,
+            nudge_rate_limit_seconds: r.float("NUDGE_RATE_LIMIT_SECONDS", 10.0, 0.0, 86400.0)?,
+            speaking_rate_threshold: r.float("SPEAKING_RATE_THRESHOLD", 3.0, 0.001, 100.0)?,
+            overlap_ratio_threshold: r.float("OVERLAP_RATIO_THRESHOLD", 0.3, 0.001, 1.0)?,
+            login_max_failures: r.ranged("LOGIN_MAX_FAILURES", 10, 1, 10_000)?,
+            login_window_seconds: r.ranged("LOGIN_WINDOW_SECONDS", 300, 1, 86400)?,
+            poke_limit: r.ranged("POKE_LIMIT", 10, 1, 10_000)?,
+            poke_window_seconds: r.ranged("POKE_WINDOW_SECONDS", 60, 1, 86400)?,
+            sendgrid_api_key: r.optional("SENDGRID_API_KEY").map(Into::into),
+            sendgrid_api_url: parse::url_opt(&r, "SENDGRID_API_URL", &["http", "https"])?
+                .unwrap_or_else(|| "https://api.sendgrid.com/v3/mail/send".into()),
+            email_from_address: r.string("EMAIL_FROM_ADDRESS", "noreply@inside.app"),
+            email_from_name: r.string("EMAIL_FROM_NAME", "Inside"),
+            ecapa_model_dir: r.optional("ECAPA_MODEL_DIR").map(PathBuf::from),
+            max_audio_seconds: r.float("MAX_AUDIO_SECONDS", 600.0, 1.0, 86400.0)?,
+            report_job_poll_ms: r.ranged("REPORT_JOB_POLL_MS", 500, 10, 60_000)?,
+        };
+        settings.validate(secret_key.as_deref())
+    }
+
+    fn validate(self, secret_key: Option<&str>) -> Result<Self, SettingsError> {
+        if self.algorithm != "HS256" {
+            return Err(invalid("ALGORITHM", "only HS256 is supported"));
+        }
+        let weak = secret_key.is_none_or(|k| DEFAULT_KEYS.contains(&k.trim()));
+        if !self.debug && self.database_kind == DatabaseKind::Postgres && weak {
+            return Err(invalid(
+                "SECRET_KEY",
+                "missing or a default value while DEBUG=false with PostgreSQL; \
+                 set a random key of at least 32 bytes (e.g. `openssl rand -hex 32`)",
+            ));
+        }
+        if let Some(k) = secret_key {
+            if k.len() < 32 && !self.debug {
+                return Err(invalid("SECRET_KEY", "must be at least 32 bytes"));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Nudge limit window; `None` when `NUDGE_RATE_LIMIT_SECONDS=0` turns it off.
+    pub fn nudge_window(&self) -> Option<std::time::Duration> {
+        (self.nudge_rate_limit_seconds > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.nudge_rate_limit_seconds))
+    }
+}
+
+fn invalid(name: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        name,
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

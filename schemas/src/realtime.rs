@@ -1,0 +1,78 @@
+//! Realtime payloads: feature frames, nudges and speaker attributions, as they
+//! travel over the WebSocket and the NATS subjects.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `client.feature_frame` payload, computed by the phone.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FeatureFrame {
+    pub timestamp_ms: i64,
+    /// Syllables per second, ≥ 0.
+    pub speaking_rate: f64,
+    /// Share of the frame where both talk, 0..=1.
+    pub overlap_ratio: f64,
+    /// Echoed in the nudge this frame causes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NudgeType {
+    SlowDown,
+    LetPartnerFinish,
+    BalanceTalkTime,
+}
+
+impl NudgeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NudgeType::SlowDown => "SLOW_DOWN",
+            NudgeType::LetPartnerFinish => "LET_PARTNER_FINISH",
+            NudgeType::BalanceTalkTime => "BALANCE_TALK_TIME",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "SLOW_DOWN" => Some(NudgeType::SlowDown),
+            "LET_PARTNER_FINISH" => Some(NudgeType::LetPartnerFinish),
+            "BALANCE_TALK_TIME" => Some(NudgeType::BalanceTalkTime),
+            _ => None,
+        }
+    }
+}
+
+/// `server.nudge` payload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Nudge {
+    pub nudge_type: NudgeType,
+    /// 1 (gentle) ..= 3 (strong).
+    pub intensity: u8,
+    pub message: String,
+    pub frame_seq: Option<i64>,
+    pub frame_timestamp_ms: Option<i64>,
+}
+
+/// `server.speaker` payload: who spoke in an audio segment.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SpeakerSegment {
+    /// Null when no voiceprint scored over the threshold.
+    pub user_id: Option<Uuid>,
+    pub score: f64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+/// `server.session_state` payload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionState {
+    pub sid: Uuid,
+    pub participants: Vec<Uuid>,
+}

@@ -1,0 +1,59 @@
+//! The session report and activity suggestions (`GET /v1/sessions/{sid}/report`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Report {
+    pub session_id: Uuid,
+    pub generated_at: DateTime<Utc>,
+    pub duration_s: f64,
+    pub frames: u64,
+    pub nudges: NudgeSummary,
+    pub speakers: Vec<SpeakerStats>,
+    pub highlights: Vec<String>,
+    pub suggested_activities: Vec<Activity>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NudgeSummary {
+    pub total: u64,
+    /// Count per nudge type, e.g. `{"SLOW_DOWN": 3}`.
+    pub by_type: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SpeakerStats {
+    pub user_id: Uuid,
+    pub talk_time_s: f64,
+    /// Share of the attributed talk time, 0..=1.
+    pub talk_share: f64,
+    pub avg_speaking_rate: f64,
+    pub overlap_ratio: f64,
+    pub nudges: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Activity {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub minutes: u32,
+    /// Why this activity was chosen for this relationship.
+    pub reason: String,
+}
+
+/// `202 {"status": "pending"}` while a report is being written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportPending {
+    /// Always `pending`.
+    pub status: String,
+}
