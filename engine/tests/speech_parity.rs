@@ -1,0 +1,143 @@
+//! Parity of our fbank and ECAPA-TDNN with SpeechBrain itself, on the fixture that
+//! `scripts/make_ecapa_fixture.py` wrote with SpeechBrain (reduced channels, seeded random
+//! weights, randomised BatchNorm statistics). No Python is needed here.
+//!
+//! Tolerances (documented in the README):
+//! - fbank: max |Δ| ≤ 2e-3 dB on values spanning ~80 dB (f32 FFT vs torch's, log10 rounding);
+//! - embedding: cosine ≥ 0.9999 and max |Δ| ≤ 1e-3 · max |e| (f32 GEMMs in another order).
+//!
+//! With `ECAPA_FULL_DIR` set to a directory written by the script's `--full`, the same checks
+//! run on the full 1024-channel configuration.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use inside_engine::speech::{cosine, decode, AudioLimits, Fbank, SpeakerModel};
+
+const FBANK_TOL_DB: f32 = 2e-3;
+const EMB_COSINE_MIN: f32 = 0.9999;
+const EMB_REL_TOL: f32 = 1e-3;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ecapa_small")
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn expected(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("embedding.json")).unwrap()).unwrap()
+}
+
+fn as_vec(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn input(dir: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(dir.join("input.wav")).unwrap();
+    decode(bytes, None, &AudioLimits::default())
+        .unwrap()
+        .samples
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check_embedding(name: &str, got: &[f32], want: &[f32]) {
+    let cos = cosine(got, want);
+    let diff = max_abs_diff(got, want);
+    let scale = want.iter().map(|x| x.abs()).fold(0.0, f32::max);
+    eprintln!("{name}: cosine {cos:.8}, max |diff| {diff:.3e} (max |e| {scale:.3})");
+    assert!(cos >= EMB_COSINE_MIN, "{name}: cosine {cos}");
+    assert!(
+        diff <= EMB_REL_TOL * scale,
+        "{name}: max |diff| {diff} > {}",
+        EMB_REL_TOL * scale
+    );
+}
+
+fn check_dir(dir: &Path) {
+    let exp = expected(dir);
+    let samples = input(dir);
+    assert_eq!(samples.len() as u64, exp["samples"].as_u64().unwrap());
+    let frames = exp["frames"].as_u64().unwrap() as usize;
+
+    let fb = Fbank::new();
+    let ours = fb.compute(&samples);
+    let theirs = read_f32(&dir.join("fbank.f32"));
+    assert_eq!(ours.len(), frames * 80);
+    let d = max_abs_diff(&ours, &theirs);
+    eprintln!("fbank: max |diff| {d:.3e} dB over {frames} frames");
+    assert!(d <= FBANK_TOL_DB, "fbank max |diff| {d}");
+    let feats = fb.features(&samples);
+    let theirs_feats = read_f32(&dir.join("feats.f32"));
+    let d = max_abs_diff(&feats, &theirs_feats);
+    eprintln!("normalised feats: max |diff| {d:.3e}");
+    assert!(d <= FBANK_TOL_DB, "feats max |diff| {d}");
+
+    let model = SpeakerModel::load(dir).unwrap();
+    let want = as_vec(&exp["embedding"]);
+    // the network alone, on SpeechBrain's own features
+    let from_feats = model.embed_features_batch(theirs_feats, frames).unwrap();
+    check_embedding("network on SpeechBrain feats", &from_feats[0], &want);
+    // end to end from the decoded wav
+    let got = model.embed(&samples).unwrap();
+    check_embedding("end to end", &got, &want);
+    // a 1.5 s live-length segment
+    let short = model.embed(&samples[..24_000]).unwrap();
+    check_embedding(
+        "1.5 s segment",
+        &short,
+        &as_vec(&exp["embedding_short_1_5s"]),
+    );
+    // batching must not change anything
+    let batch = model
+        .embed_batch(&[&samples[..24_000], &samples, &samples[..24_000]])
+        .unwrap();
+    assert!(
+        max_abs_diff(&batch[0], &short) < 1e-4 * short.iter().map(|x| x.abs()).fold(0.0, f32::max)
+    );
+    assert!(
+        max_abs_diff(&batch[2], &short) < 1e-4 * short.iter().map(|x| x.abs()).fold(0.0, f32::max)
+    );
+    assert!(cosine(&batch[1], &got) > 0.999_999);
+}
+
+#[test]
+fn small_config_matches_speechbrain() {
+    check_dir(&fixture_dir());
+}
+
+#[test]
+fn full_config_matches_speechbrain_when_available() {
+    let Some(dir) = std::env::var_os("ECAPA_FULL_DIR") else {
+        eprintln!("ECAPA_FULL_DIR not set: full-size parity skipped");
+        return;
+    };
+    check_dir(Path::new(&dir));
+}
+
+#[test]
+fn model_dir_errors_are_clear() {
+    let err = SpeakerModel::load(Path::new("/nonexistent-model-dir")).unwrap_err();
+    assert!(err.to_string().contains("no model weights"), "{err}");
+    let model = SpeakerModel::load(&fixture_dir()).unwrap();
+    assert_eq!(model.embedding_dim(), 192);
+    assert!(model.embed(&[0.0; 100]).is_err());
+    assert!(model.embed(&[]).is_err());
+}
