@@ -76,3 +76,31 @@ pub struct SessionState {
     pub sid: Uuid,
     pub participants: Vec<Uuid>,
 }
+
+/// One thing that happened in a session, as recorded for its report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum EventBody {
+    Frame(FeatureFrame),
+    Nudge(Nudge),
+    Speaker(SpeakerSegment),
+}
+
+impl EventBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Frame(_) => "frame",
+            EventBody::Nudge(_) => "nudge",
+            EventBody::Speaker(_) => "speaker",
+        }
+    }
+
+    /// The session-clock time it refers to, in ms.
+    pub fn ts_ms(&self) -> i64 {
+        match self {
+            EventBody::Frame(f) => f.timestamp_ms,
+            EventBody::Nudge(n) => n.frame_timestamp_ms.unwrap_or(0),
+            EventBody::Speaker(s) => s.start_ms,
+        }
+    }
+}
