@@ -1,1 +1,113 @@
-//! placeholder
+//! The Inside gateway: REST and WebSocket in front of the store, the bus and
+//! the workers. `app(state)` is the whole HTTP surface, so tests can drive
+//! it; `serve` runs it until shutdown.
+
+pub mod auth;
+pub mod cors;
+pub mod error;
+pub mod extract;
+pub mod mail;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::error::ApiError;
+pub use crate::state::AppState;
+
+/// JSON bodies are small; audio routes set their own limit.
+const JSON_BODY_LIMIT: usize = 1 << 20;
+
+pub fn app(state: AppState) -> Router {
+    let cors = cors::layer(&state.settings.cors_origins);
+    let api = Router::new()
+        .merge(routes::auth::router())
+        .merge(routes::users::router())
+        .merge(routes::relationships::router())
+        .merge(routes::sessions::router())
+        .merge(routes::history::router())
+        .merge(routes::activities::router())
+        .merge(routes::pokes::router())
+        .merge(routes::health::router())
+        .route(
+            "/openapi.json",
+            axum::routing::get(|| async { axum::Json(openapi::ApiDoc::openapi()) }),
+        )
+        .route_layer(axum::middleware::from_fn(telemetry::observe))
+        .merge(Scalar::with_url("/docs", openapi::ApiDoc::openapi()));
+    api.fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(inside_schemas::ErrorBody::new(
+                    "method_not_allowed",
+                    "method not allowed on this route",
+                )),
+            )
+        })
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` fires, with the report runner of the
+/// embedded default beside it; waits for in-flight requests to finish.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let mut background = Vec::new();
+    if state.nats.is_none() {
+        // Embedded default: this process also runs the report jobs.
+        background.push(tokio::spawn(state.jobs.clone().run(shutdown.child_token())));
+    }
+    tracing::info!(%addr, database = ?state.store.backend(), nats = state.nats.is_some(), redis = state.settings.redis_url.is_some(), "Inside gateway listening");
+    let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let token = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+    shutdown.cancel();
+    for task in background {
+        let _ = task.await;
+    }
+    state.store.close().await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown signal received; draining");
+        token.cancel();
+    });
+}

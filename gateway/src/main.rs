@@ -1,1 +1,65 @@
-fn main() {}
+//! `gateway`: the Inside server. With no settings it serves everything from
+//! one process on embedded defaults (SQLite, in-process bus, memory limiter).
+
+use clap::{Parser, Subcommand};
+use inside_gateway::{cancel_on_signals, serve, AppState};
+use inside_settings::Settings;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Inside gateway: REST + WebSocket API (embedded default: everything in one process)",
+    long_about = "Settings come from the environment, then .env, then inside.toml, then defaults. \
+        Main ones: BIND_ADDR (0.0.0.0:8000), DATABASE_URL (sqlite://./data/inside.db or postgres://…), \
+        REDIS_URL, NATS_URL, SECRET_KEY, ECAPA_MODEL_DIR. See README.md for the full table."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gateway: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    inside_gateway::telemetry::init_tracing(settings.debug);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            AppState::build(settings).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => {
+            raise_open_files_limit();
+            let listener = tokio::net::TcpListener::bind(settings.bind_addr).await?;
+            let state = AppState::build(settings).await?;
+            let shutdown = CancellationToken::new();
+            cancel_on_signals(shutdown.clone());
+            serve(state, listener, shutdown).await
+        }
+    }
+}
+
+/// Thousands of sockets need more than the default 1,024 descriptors.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(open_files = n, "open-files limit raised"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
+}

@@ -1,1 +1,7 @@
-//! placeholder
+//! The Inside worker: turns recorded sessions into reports, and (with NATS)
+//! runs the analysis pipeline in the queue group `workers`. The embedded
+//! default runs the same code inside the gateway process.
+
+pub mod reports;
+
+pub use reports::{write_report, ReportJobs};

@@ -1,0 +1,99 @@
+//! `/v1/pokes`: little signals between partners, rate limited per sender and
+//! relationship, delivered live to the partner's open sockets.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use inside_schemas::{CreatePoke, ErrorBody, Poke, PokeKind, PokePage};
+use inside_store::limiter::Hit;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Query};
+use crate::routes::{page_cursor, page_limit, require_member};
+use crate::state::AppState;
+
+const MAX_MESSAGE_CHARS: usize = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/pokes", get(list).post(create))
+}
+
+#[utoipa::path(post, path = "/v1/pokes", tag = "pokes", security(("bearer" = [])), request_body = CreatePoke,
+    responses((status = 201, body = Poke), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, description = "unknown kind, message too long, or a custom poke without a message", body = ErrorBody),
+        (status = 429, description = "too many pokes; see Retry-After", body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(req): Json<CreatePoke>,
+) -> ApiResult<(StatusCode, Json<Poke>)> {
+    let message = req
+        .message
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    if message.is_some_and(|m| m.chars().count() > MAX_MESSAGE_CHARS) {
+        return Err(ApiError::validation(format!(
+            "message must be at most {MAX_MESSAGE_CHARS} characters"
+        )));
+    }
+    if req.kind == PokeKind::Custom && message.is_none() {
+        return Err(ApiError::validation("a custom poke needs a message"));
+    }
+    require_member(&state, req.relationship_id, user.id).await?;
+    let key = format!("poke:{}:{}", user.id, req.relationship_id);
+    let window = Duration::from_secs(state.settings.poke_window_seconds);
+    if let Hit::Limited(wait) = state
+        .limiter
+        .hit(&key, u64::from(state.settings.poke_limit), window)
+        .await?
+    {
+        return Err(ApiError::RateLimited {
+            retry_after_s: wait.as_secs(),
+        });
+    }
+    let poke = state
+        .store
+        .create_poke(req.relationship_id, user.id, req.kind, message)
+        .await?;
+    let partners: Vec<Uuid> = state
+        .store
+        .member_ids(req.relationship_id)
+        .await?
+        .into_iter()
+        .filter(|m| *m != user.id)
+        .collect();
+    state.deliver_poke(&partners, &poke).await;
+    Ok((StatusCode::CREATED, Json(poke)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PokeParams {
+    /// The relationship whose pokes to list.
+    pub rid: Uuid,
+    /// 1..=100, default 20.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/pokes", tag = "pokes", security(("bearer" = [])), params(PokeParams),
+    responses((status = 200, body = PokePage), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, description = "bad rid, limit or cursor", body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(p): Query<PokeParams>,
+) -> ApiResult<Json<PokePage>> {
+    let limit = page_limit(p.limit)?;
+    let before = page_cursor(p.cursor.as_deref())?;
+    require_member(&state, p.rid, user.id).await?;
+    let (items, next_cursor) = state.store.pokes(p.rid, limit, before).await?;
+    Ok(Json(PokePage { items, next_cursor }))
+}

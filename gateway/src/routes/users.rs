@@ -1,0 +1,141 @@
+//! `/v1/users/me` and the caller's voiceprint.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use inside_engine::speech::{AudioLimits, Codec, SpeechError, Vad, VadConfig};
+use inside_schemas::{ErrorBody, User, VoiceprintEnrolled, VoiceprintStatus};
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
+use crate::state::AppState;
+
+/// Enrolment audio: 3..=60 s.
+const MIN_SECONDS: f64 = 3.0;
+const MAX_SECONDS: f64 = 60.0;
+/// 60 s of 48 kHz stereo 16-bit WAV is 11.5 MB.
+pub const MAX_AUDIO_BYTES: usize = 16 << 20;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/users/me", get(me)).route(
+        "/v1/users/me/voiceprint",
+        get(voiceprint_status)
+            .put(enrol_voiceprint)
+            .delete(delete_voiceprint)
+            .layer(DefaultBodyLimit::max(MAX_AUDIO_BYTES)),
+    )
+}
+
+#[utoipa::path(get, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<User>> {
+    match state.store.user(user.id).await {
+        Ok(u) => Ok(Json(u)),
+        Err(inside_store::StoreError::NotFound) => {
+            Err(ApiError::unauthorized("user no longer exists"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/users/me/voiceprint", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = VoiceprintStatus), (status = 401, body = ErrorBody)))]
+pub async fn voiceprint_status(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<VoiceprintStatus>> {
+    let updated_at = state.store.voiceprint_updated_at(user.id).await?;
+    Ok(Json(VoiceprintStatus {
+        enrolled: updated_at.is_some(),
+        updated_at,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/users/me/voiceprint", tag = "users", security(("bearer" = [])),
+    responses((status = 204, description = "removed (also when there was none)"), (status = 401, body = ErrorBody)))]
+pub async fn delete_voiceprint(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<StatusCode> {
+    state.store.delete_voiceprint(user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/v1/users/me/voiceprint", tag = "users", security(("bearer" = [])),
+    request_body(content = Vec<u8>, description = "3–60 s of the user's voice", content_type = "audio/wav"),
+    responses((status = 200, body = VoiceprintEnrolled), (status = 401, body = ErrorBody),
+        (status = 413, description = "over 60 s or 16 MiB", body = ErrorBody), (status = 415, description = "not audio/wav, audio/flac, audio/ogg or audio/mpeg", body = ErrorBody),
+        (status = 422, description = "corrupt, too short, or no speech", body = ErrorBody),
+        (status = 503, description = "no speaker model configured (`model_unavailable`)", body = ErrorBody)))]
+pub async fn enrol_voiceprint(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<VoiceprintEnrolled>> {
+    let codec = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Codec::from_mime)
+        .filter(|c| *c != Codec::PcmS16le)
+        .ok_or_else(|| {
+            ApiError::UnsupportedMediaType(
+                "expected audio/wav, audio/flac, audio/ogg or audio/mpeg".into(),
+            )
+        })?;
+    let Some(model) = state.speaker.clone() else {
+        return Err(ApiError::Unavailable(
+            "model_unavailable",
+            "no speaker model is configured (ECAPA_MODEL_DIR)".into(),
+        ));
+    };
+    let limits = AudioLimits {
+        max_bytes: MAX_AUDIO_BYTES,
+        max_seconds: MAX_SECONDS,
+    };
+    let (embedding, seconds, quality) =
+        tokio::task::spawn_blocking(move || -> Result<_, SpeechError> {
+            let audio = inside_engine::speech::decode(body.to_vec(), Some(codec), &limits)?;
+            let seconds = audio.seconds();
+            if seconds < MIN_SECONDS {
+                return Err(SpeechError::TooShort {
+                    got: audio.samples.len(),
+                    need: (MIN_SECONDS * 16_000.0) as usize,
+                });
+            }
+            let quality = Vad::new(VadConfig::default()).voiced_fraction(&audio.samples);
+            let embedding = model.embed(&audio.samples)?;
+            Ok((embedding, seconds, f64::from(quality)))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(speech_error)?;
+    if quality < 0.2 {
+        return Err(ApiError::validation("no speech detected in the recording"));
+    }
+    state
+        .store
+        .put_voiceprint(user.id, &embedding, seconds, quality)
+        .await?;
+    tracing::info!(user = %user.id, seconds, quality, "voiceprint enrolled");
+    Ok(Json(VoiceprintEnrolled {
+        enrolled: true,
+        seconds,
+        quality,
+    }))
+}
+
+pub(crate) fn speech_error(e: SpeechError) -> ApiError {
+    match e {
+        SpeechError::TooLarge(m) => ApiError::PayloadTooLarge(m),
+        SpeechError::TooShort { .. } => ApiError::validation(format!(
+            "recording too short: at least {MIN_SECONDS} s of speech needed"
+        )),
+        SpeechError::Unsupported(m) => ApiError::UnsupportedMediaType(m),
+        SpeechError::ModelMissing(_) => ApiError::Unavailable("model_unavailable", e.to_string()),
+        other => ApiError::validation(other.to_string()),
+    }
+}

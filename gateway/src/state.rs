@@ -1,0 +1,157 @@
+//! Everything a request handler needs, built once at start-up from the settings.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use inside_settings::{ExposeSecret, Settings};
+use inside_store::limiter::Limiter;
+use inside_store::Store;
+use inside_workers::ReportJobs;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rand::RngCore;
+
+use crate::auth::{PasswordHasher, TokenKeys};
+use crate::mail::{self, Mailer};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub limiter: Limiter,
+    pub keys: TokenKeys,
+    pub hasher: PasswordHasher,
+    pub mailer: Arc<dyn Mailer>,
+    pub jobs: ReportJobs,
+    pub nats: Option<async_nats::Client>,
+    pub metrics: PrometheusHandle,
+    pub speaker: Option<Arc<inside_engine::speech::SpeakerModel>>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Connects to what the settings name and applies migrations.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = Store::connect(
+            settings.database_url.expose_secret(),
+            settings.database_max_connections,
+            settings.database_echo,
+        )
+        .await
+        .context("connecting to the database (DATABASE_URL)")?;
+        store.migrate().await.context("applying migrations")?;
+        let limiter = match &settings.redis_url {
+            Some(url) => Limiter::redis(url.expose_secret(), &settings.nats_subject_prefix)
+                .await
+                .context("connecting to Redis (REDIS_URL)")?,
+            None => Limiter::memory(),
+        };
+        let nats = match &settings.nats_url {
+            Some(url) => Some(
+                async_nats::ConnectOptions::new()
+                    .name("inside-gateway")
+                    .connect(url)
+                    .await
+                    .context("connecting to NATS (NATS_URL)")?,
+            ),
+            None => None,
+        };
+        let secret = secret_key(&settings)?;
+        let keys = TokenKeys::new(
+            &secret,
+            Duration::from_secs(settings.access_token_expire_minutes * 60),
+            Duration::from_secs(settings.refresh_token_expire_days * 86_400),
+        );
+        // Leave a core to the async runtime so bcrypt cannot starve requests.
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let hasher = PasswordHasher::new(settings.bcrypt_cost, cores.saturating_sub(1).max(1))?;
+        let mailer = mail::from_settings(&settings)?;
+        let jobs = ReportJobs::new(
+            store.clone(),
+            Duration::from_millis(settings.report_job_poll_ms),
+        );
+        let settings_model_dir = settings.ecapa_model_dir.clone();
+        Ok(Self(Arc::new(Inner {
+            settings: Arc::new(settings),
+            store,
+            limiter,
+            keys,
+            hasher,
+            mailer,
+            jobs,
+            nats,
+            metrics: crate::telemetry::metrics_handle(),
+            speaker: load_speaker(&settings_model_dir),
+        })))
+    }
+}
+
+/// `SECRET_KEY`, or a random key generated once and kept in the data directory.
+fn secret_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(k) = &settings.secret_key {
+        return Ok(k.expose_secret().as_bytes().to_vec());
+    }
+    let path = settings.data_dir.join("secret_key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        if k.trim().len() >= 32 {
+            return Ok(k.trim().as_bytes().to_vec());
+        }
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = hex::encode(bytes);
+    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(path = %path.display(), "SECRET_KEY not set: generated a development key (set SECRET_KEY in production)");
+    Ok(key.into_bytes())
+}
+
+impl AppState {
+    /// Delivers a poke to the partners' open sockets, on whichever gateway.
+    pub async fn deliver_poke(&self, to: &[uuid::Uuid], poke: &inside_schemas::Poke) {
+        let Some(nats) = &self.nats else { return };
+        let subjects =
+            inside_schemas::subjects::Subjects::new(self.settings.nats_subject_prefix.clone());
+        let Ok(payload) = serde_json::to_vec(poke) else {
+            return;
+        };
+        for uid in to {
+            if let Err(e) = nats
+                .publish(subjects.pokes(*uid), payload.clone().into())
+                .await
+            {
+                tracing::warn!(error = %e, "publishing a poke failed");
+            }
+        }
+    }
+}
+
+/// The speaker model, when `ECAPA_MODEL_DIR` names one that loads. Without it
+/// the server still runs and voiceprint enrolment answers 503.
+fn load_speaker(
+    dir: &Option<std::path::PathBuf>,
+) -> Option<Arc<inside_engine::speech::SpeakerModel>> {
+    let dir = dir.as_ref()?;
+    match inside_engine::speech::SpeakerModel::load(dir) {
+        Ok(m) => {
+            tracing::info!(dir = %dir.display(), "speaker model loaded");
+            Some(Arc::new(m))
+        }
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "speaker model not loaded; voiceprints unavailable");
+            None
+        }
+    }
+}

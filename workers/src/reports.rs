@@ -1,0 +1,116 @@
+//! Report jobs: the database-backed runner (embedded default and single-node
+//! deployments) and the work of writing one report, which is idempotent so
+//! that a redelivered job stores the same report once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use inside_store::{jobs::Job, Store};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How long a claimed job is ours before another runner may take it.
+const LEASE: Duration = Duration::from_secs(120);
+/// Attempts before a job is given up as failed.
+const MAX_ATTEMPTS: i64 = 5;
+/// Earlier reports of the relationship that inform activity suggestions.
+const HISTORY: u32 = 5;
+
+/// Builds and stores the report of session `sid` from its recorded events.
+pub async fn write_report(store: &Store, sid: Uuid) -> anyhow::Result<()> {
+    let session = store.session(sid).await?;
+    let members = store.member_ids(session.relationship_id).await?;
+    let events = store.session_events(sid).await?;
+    let history = store
+        .recent_reports(session.relationship_id, HISTORY)
+        .await?;
+    let report = tokio::task::spawn_blocking(move || {
+        inside_engine::build_report(
+            sid,
+            &members,
+            events.iter().map(|e| (e.user_id, &e.body)),
+            chrono::Utc::now(),
+            &history,
+        )
+    })
+    .await?;
+    store.store_report(&report).await?;
+    metrics::counter!("inside_reports_written_total").increment(1);
+    Ok(())
+}
+
+/// Runs report jobs from the database queue until cancelled.
+#[derive(Clone)]
+pub struct ReportJobs {
+    store: Store,
+    wake: Arc<Notify>,
+    poll: Duration,
+}
+
+impl ReportJobs {
+    pub fn new(store: Store, poll: Duration) -> Self {
+        Self {
+            store,
+            wake: Arc::new(Notify::new()),
+            poll,
+        }
+    }
+
+    /// Call after enqueueing, so the job starts without waiting for the poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!("report job runner started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match self.store.claim_job(LEASE).await {
+                Ok(Some(job)) => self.run_one(job).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(self.poll) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming a report job failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(self.poll.max(Duration::from_secs(1))) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("report job runner stopped");
+    }
+
+    async fn run_one(&self, job: Job) {
+        let span = tracing::info_span!("report_job", sid = %job.session_id, attempt = job.attempts);
+        let _enter = span.enter();
+        let started = std::time::Instant::now();
+        let outcome = write_report(&self.store, job.session_id).await;
+        let result = match outcome {
+            Ok(()) => {
+                tracing::info!(ms = started.elapsed().as_millis() as u64, "report stored");
+                metrics::counter!("inside_jobs_total", "outcome" => "done").increment(1);
+                self.store.complete_job(job.id).await
+            }
+            Err(e) => {
+                let retry = (job.attempts < MAX_ATTEMPTS)
+                    .then(|| Duration::from_secs((job.attempts * job.attempts) as u64));
+                tracing::warn!(error = %e, will_retry = retry.is_some(), "report job failed");
+                metrics::counter!("inside_jobs_total", "outcome" => "failed").increment(1);
+                self.store.fail_job(job.id, &e.to_string(), retry).await
+            }
+        };
+        if let Err(e) = result {
+            // The lease runs out and the job is claimed again: nothing is lost.
+            tracing::warn!(error = %e, "recording the job outcome failed");
+        }
+    }
+}
