@@ -10,8 +10,18 @@ pub struct CatalogueEntry {
     pub minutes: u32,
 }
 
-const fn entry(id: &'static str, title: &'static str, description: &'static str, minutes: u32) -> CatalogueEntry {
-    CatalogueEntry { id, title, description, minutes }
+const fn entry(
+    id: &'static str,
+    title: &'static str,
+    description: &'static str,
+    minutes: u32,
+) -> CatalogueEntry {
+    CatalogueEntry {
+        id,
+        title,
+        description,
+        minutes,
+    }
 }
 
 pub const ACTIVITIES: &[CatalogueEntry] = &[
@@ -52,21 +62,47 @@ pub fn suggest_activities(reports: &[Report]) -> Vec<Activity> {
         }
     };
     if reports.is_empty() {
-        add("daily-check-in", "A gentle start while there are no session reports yet.".into());
-        add("high-low", "An easy way to open up before your first coached talk.".into());
-        add("36-questions", "Builds closeness from the first conversation.".into());
-        add("appreciation-round", "Starting with appreciation makes harder talks easier.".into());
+        add(
+            "daily-check-in",
+            "A gentle start while there are no session reports yet.".into(),
+        );
+        add(
+            "high-low",
+            "An easy way to open up before your first coached talk.".into(),
+        );
+        add(
+            "36-questions",
+            "Builds closeness from the first conversation.".into(),
+        );
+        add(
+            "appreciation-round",
+            "Starting with appreciation makes harder talks easier.".into(),
+        );
         return picks;
     }
     let n = reports.len();
-    let count = |t: &str| -> u64 { reports.iter().map(|r| r.nudges.by_type.get(t).copied().unwrap_or(0)).sum() };
+    let count = |t: &str| -> u64 {
+        reports
+            .iter()
+            .map(|r| r.nudges.by_type.get(t).copied().unwrap_or(0))
+            .sum()
+    };
     let slow = count("SLOW_DOWN");
     let finish = count("LET_PARTNER_FINISH");
     let balance = count("BALANCE_TALK_TIME");
-    let overlap = mean(reports.iter().flat_map(|r| r.speakers.iter().map(|s| s.overlap_ratio)));
-    let max_share = mean(reports.iter().map(|r| r.speakers.iter().map(|s| s.talk_share).fold(0.0, f64::max)));
+    let overlap = mean(
+        reports
+            .iter()
+            .flat_map(|r| r.speakers.iter().map(|s| s.overlap_ratio)),
+    );
+    let max_share = mean(
+        reports
+            .iter()
+            .map(|r| r.speakers.iter().map(|s| s.talk_share).fold(0.0, f64::max)),
+    );
 
-    let mut needs: Vec<(u64, &str)> = vec![(slow, "pace"), (finish, "finish"), (balance, "balance")];
+    let mut needs: Vec<(u64, &str)> =
+        vec![(slow, "pace"), (finish, "finish"), (balance, "balance")];
     needs.sort_by(|a, b| b.0.cmp(&a.0));
     for (times, need) in needs {
         if times == 0 {
@@ -79,7 +115,9 @@ pub fn suggest_activities(reports: &[Report]) -> Vec<Activity> {
                 add("slow-talk-timer", why);
             }
             "finish" => {
-                let why = format!("{times} “let your partner finish” nudges in your last {n} session(s).");
+                let why = format!(
+                    "{times} “let your partner finish” nudges in your last {n} session(s)."
+                );
                 add("speaker-listener", why.clone());
                 add("pause-signal", why);
             }
@@ -91,24 +129,53 @@ pub fn suggest_activities(reports: &[Report]) -> Vec<Activity> {
         }
     }
     if overlap > 0.2 {
-        add("talking-object", format!("You talked over each other {:.0}% of the time on average.", overlap * 100.0));
+        add(
+            "talking-object",
+            format!(
+                "You talked over each other {:.0}% of the time on average.",
+                overlap * 100.0
+            ),
+        );
     }
     if max_share > 0.65 {
-        add("two-minute-turns", format!("One voice held {:.0}% of the talk time on average.", max_share * 100.0));
+        add(
+            "two-minute-turns",
+            format!(
+                "One voice held {:.0}% of the talk time on average.",
+                max_share * 100.0
+            ),
+        );
     }
     let total_nudges: u64 = reports.iter().map(|r| r.nudges.total).sum();
     if total_nudges == 0 {
-        add("appreciation-round", format!("No nudges in your last {n} session(s): celebrate how well you talk."));
-        add("gratitude-letters", "Your conversations flow well; deepen them with gratitude.".into());
+        add(
+            "appreciation-round",
+            format!("No nudges in your last {n} session(s): celebrate how well you talk."),
+        );
+        add(
+            "gratitude-letters",
+            "Your conversations flow well; deepen them with gratitude.".into(),
+        );
     }
-    add("reflective-listening", "A habit that helps every conversation.".into());
-    add("walk-and-talk", "A relaxed setting for your next talk.".into());
-    add("daily-check-in", "Small daily talks keep the big ones easy.".into());
+    add(
+        "reflective-listening",
+        "A habit that helps every conversation.".into(),
+    );
+    add(
+        "walk-and-talk",
+        "A relaxed setting for your next talk.".into(),
+    );
+    add(
+        "daily-check-in",
+        "Small daily talks keep the big ones easy.".into(),
+    );
     picks
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
-    let (sum, n) = values.filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    let (sum, n) = values
+        .filter(|v| v.is_finite())
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     if n == 0 {
         0.0
     } else {

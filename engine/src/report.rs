@@ -34,7 +34,8 @@ pub fn build_report<'a>(
     generated_at: DateTime<Utc>,
     history: &[Report],
 ) -> Report {
-    let mut tallies: HashMap<Uuid, Tally> = members.iter().map(|m| (*m, Tally::default())).collect();
+    let mut tallies: HashMap<Uuid, Tally> =
+        members.iter().map(|m| (*m, Tally::default())).collect();
     let mut nudges = NudgeSummary::default();
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut frames = 0u64;
@@ -60,7 +61,10 @@ pub fn build_report<'a>(
             }
             EventBody::Nudge(n) => {
                 nudges.total += 1;
-                *nudges.by_type.entry(n.nudge_type.as_str().to_string()).or_default() += 1;
+                *nudges
+                    .by_type
+                    .entry(n.nudge_type.as_str().to_string())
+                    .or_default() += 1;
                 if let Some(u) = user {
                     tallies.entry(u).or_default().nudges += 1;
                 }
@@ -75,7 +79,11 @@ pub fn build_report<'a>(
             }
         }
     }
-    let duration_s = if last >= first { (last - first) as f64 / 1000.0 } else { 0.0 };
+    let duration_s = if last >= first {
+        (last - first) as f64 / 1000.0
+    } else {
+        0.0
+    };
 
     let mut talk: BTreeMap<Uuid, f64> = BTreeMap::new();
     for (u, t) in &tallies {
@@ -94,14 +102,22 @@ pub fn build_report<'a>(
             SpeakerStats {
                 user_id: *u,
                 talk_time_s: round3(*secs),
-                talk_share: if total_talk > 0.0 { round3(secs / total_talk) } else { 0.0 },
+                talk_share: if total_talk > 0.0 {
+                    round3(secs / total_talk)
+                } else {
+                    0.0
+                },
                 avg_speaking_rate: round3(ratio(t.rate_sum, t.rate_n)),
                 overlap_ratio: round3(ratio(t.overlap_sum, t.overlap_n)),
                 nudges: t.nudges,
             }
         })
         .collect();
-    speakers.sort_by(|a, b| b.talk_time_s.total_cmp(&a.talk_time_s).then(a.user_id.cmp(&b.user_id)));
+    speakers.sort_by(|a, b| {
+        b.talk_time_s
+            .total_cmp(&a.talk_time_s)
+            .then(a.user_id.cmp(&b.user_id))
+    });
 
     let mut report = Report {
         session_id: sid,
@@ -122,7 +138,11 @@ pub fn build_report<'a>(
 
 /// Median gap between a speaker's frames: the length one frame stands for.
 fn frame_ms(ts: &[i64]) -> f64 {
-    let mut gaps: Vec<i64> = ts.windows(2).map(|w| (w[1] - w[0]).abs()).filter(|g| *g > 0).collect();
+    let mut gaps: Vec<i64> = ts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .filter(|g| *g > 0)
+        .collect();
     if gaps.is_empty() {
         return DEFAULT_FRAME_MS;
     }
@@ -157,18 +177,33 @@ fn highlights(speakers: &[SpeakerStats], nudges: &NudgeSummary, frames: u64) -> 
                 b.talk_share * 100.0
             ));
         } else {
-            out.push(format!("One voice held {:.0}% of the talk time.", a.talk_share * 100.0));
+            out.push(format!(
+                "One voice held {:.0}% of the talk time.",
+                a.talk_share * 100.0
+            ));
         }
     }
     match nudges.total {
         0 => out.push("No nudges were needed: a calm, attentive conversation.".to_string()),
         n => {
-            let top = nudges.by_type.iter().max_by_key(|(_, c)| **c).map(|(t, _)| t.as_str()).unwrap_or("");
+            let top = nudges
+                .by_type
+                .iter()
+                .max_by_key(|(_, c)| **c)
+                .map(|(t, _)| t.as_str())
+                .unwrap_or("");
             out.push(format!("{n} nudge(s) in total, most often {top}."));
         }
     }
-    if let Some(s) = speakers.iter().filter(|s| s.overlap_ratio > 0.3).max_by(|a, b| a.overlap_ratio.total_cmp(&b.overlap_ratio)) {
-        out.push(format!("Voices overlapped {:.0}% of the time: try letting each other finish.", s.overlap_ratio * 100.0));
+    if let Some(s) = speakers
+        .iter()
+        .filter(|s| s.overlap_ratio > 0.3)
+        .max_by(|a, b| a.overlap_ratio.total_cmp(&b.overlap_ratio))
+    {
+        out.push(format!(
+            "Voices overlapped {:.0}% of the time: try letting each other finish.",
+            s.overlap_ratio * 100.0
+        ));
     }
     out
 }

@@ -42,7 +42,10 @@ impl NudgePolicy {
 
     /// `BALANCE_TALK_TIME` for a speaker holding more than the allowed share.
     pub fn evaluate_balance(&self, own_talk_s: f64, total_talk_s: f64) -> Option<Nudge> {
-        if !own_talk_s.is_finite() || !total_talk_s.is_finite() || total_talk_s < self.min_talk_time_s {
+        if !own_talk_s.is_finite()
+            || !total_talk_s.is_finite()
+            || total_talk_s < self.min_talk_time_s
+        {
             return None;
         }
         let share = own_talk_s / total_talk_s;
@@ -56,7 +59,8 @@ impl NudgePolicy {
 
 /// `value / threshold` when the value is a real number strictly over the threshold.
 fn over(value: f64, threshold: f64) -> Option<f64> {
-    (value.is_finite() && value >= 0.0 && threshold > 0.0 && value > threshold).then(|| value / threshold)
+    (value.is_finite() && value >= 0.0 && threshold > 0.0 && value > threshold)
+        .then(|| value / threshold)
 }
 
 /// 1 just over the threshold, 2 from 25 % over, 3 from 50 % over.
@@ -86,11 +90,19 @@ fn message(kind: NudgeType, intensity: u8) -> &'static str {
         (NudgeType::SlowDown, 2) => "Take a breath and slow down; there's time.",
         (NudgeType::SlowDown, _) => "Pause for a moment, breathe, then continue more slowly.",
         (NudgeType::LetPartnerFinish, 1) => "Let your partner finish their thought.",
-        (NudgeType::LetPartnerFinish, 2) => "You're talking over each other; let them finish first.",
-        (NudgeType::LetPartnerFinish, _) => "Pause and listen: let your partner finish before you answer.",
+        (NudgeType::LetPartnerFinish, 2) => {
+            "You're talking over each other; let them finish first."
+        }
+        (NudgeType::LetPartnerFinish, _) => {
+            "Pause and listen: let your partner finish before you answer."
+        }
         (NudgeType::BalanceTalkTime, 1) => "Invite your partner to share their view.",
-        (NudgeType::BalanceTalkTime, 2) => "You've done most of the talking; ask your partner what they think.",
-        (NudgeType::BalanceTalkTime, _) => "Give your partner the floor for a while and just listen.",
+        (NudgeType::BalanceTalkTime, 2) => {
+            "You've done most of the talking; ask your partner what they think."
+        }
+        (NudgeType::BalanceTalkTime, _) => {
+            "Give your partner the floor for a while and just listen."
+        }
     }
 }
 

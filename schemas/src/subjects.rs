@@ -71,7 +71,10 @@ impl Subjects {
 
     /// JetStream stream holding report jobs: `INSIDE_JOBS` for the default prefix.
     pub fn jobs_stream(&self) -> String {
-        format!("{}_JOBS", self.prefix.to_uppercase().replace(['.', '-'], "_"))
+        format!(
+            "{}_JOBS",
+            self.prefix.to_uppercase().replace(['.', '-'], "_")
+        )
     }
 }
 

@@ -130,7 +130,12 @@ impl Settings {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect(),
-            websocket_heartbeat_interval: r.float("WEBSOCKET_HEARTBEAT_INTERVAL", 30.0, 0.01, 3600.0)?,
+            websocket_heartbeat_interval: r.float(
+                "WEBSOCKET_HEARTBEAT_INTERVAL",
+                30.0,
+                0.01,
+                3600.0,
+            )?,
             websocket_timeout: r.float("WEBSOCKET_TIMEOUT", 60.0, 0.01, 86400.0)?,
             nudge_rate_limit_seconds: r.float("NUDGE_RATE_LIMIT_SECONDS", 10.0, 0.0, 86400.0)?,
             speaking_rate_threshold: r.float("SPEAKING_RATE_THRESHOLD", 3.0, 0.001, 100.0)?,

@@ -41,7 +41,13 @@ impl Raw<'_> {
         }
     }
 
-    pub fn ranged<T>(&self, name: &'static str, default: T, min: T, max: T) -> Result<T, SettingsError>
+    pub fn ranged<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> Result<T, SettingsError>
     where
         T: FromStr + PartialOrd + std::fmt::Display + Copy,
         T::Err: std::fmt::Display,
@@ -58,7 +64,13 @@ impl Raw<'_> {
         Ok(n)
     }
 
-    pub fn float(&self, name: &'static str, default: f64, min: f64, max: f64) -> Result<f64, SettingsError> {
+    pub fn float(
+        &self,
+        name: &'static str,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, SettingsError> {
         let n = self.ranged(name, default, min, max)?;
         if !n.is_finite() {
             return Err(invalid(name, "must be a finite number"));
@@ -81,7 +93,11 @@ pub(crate) fn database_kind(url: &str) -> Result<DatabaseKind, SettingsError> {
     }
 }
 
-pub(crate) fn url_opt(r: &Raw<'_>, name: &'static str, schemes: &[&str]) -> Result<Option<String>, SettingsError> {
+pub(crate) fn url_opt(
+    r: &Raw<'_>,
+    name: &'static str,
+    schemes: &[&str],
+) -> Result<Option<String>, SettingsError> {
     let Some(v) = r.optional(name) else {
         return Ok(None);
     };
@@ -89,7 +105,11 @@ pub(crate) fn url_opt(r: &Raw<'_>, name: &'static str, schemes: &[&str]) -> Resu
     if !schemes.contains(&url.scheme()) {
         return Err(invalid(
             name,
-            format!("scheme {:?} not one of {}", url.scheme(), schemes.join(", ")),
+            format!(
+                "scheme {:?} not one of {}",
+                url.scheme(),
+                schemes.join(", ")
+            ),
         ));
     }
     Ok(Some(v))
@@ -98,7 +118,9 @@ pub(crate) fn url_opt(r: &Raw<'_>, name: &'static str, schemes: &[&str]) -> Resu
 pub(crate) fn subject_prefix(p: &str) -> Result<String, SettingsError> {
     let ok = !p.is_empty()
         && p.split('.').all(|t| {
-            !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         });
     if ok {
         Ok(p.to_string())
@@ -123,7 +145,11 @@ pub(crate) fn toml_layer(path: &Path) -> Result<HashMap<String, String>, Setting
             toml::Value::String(s) => s,
             toml::Value::Array(items) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             other => other.to_string(),
@@ -138,7 +164,9 @@ pub(crate) fn dotenv_layer(path: &Path) -> Result<HashMap<String, String>, Setti
         Ok(iter) => iter
             .map(|item| item.map_err(|e| file_err(path, e)))
             .collect(),
-        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(HashMap::new())
+        }
         Err(e) => Err(file_err(path, e)),
     }
 }

@@ -3,7 +3,10 @@ use std::collections::HashMap;
 use super::*;
 
 fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -20,12 +23,19 @@ fn defaults_are_the_embedded_setup() {
 #[test]
 fn env_beats_dotenv_beats_toml() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("inside.toml"), "app_name = \"toml\"\ndebug = true\nspeaking_rate_threshold = 4.5\n").unwrap();
+    std::fs::write(
+        dir.path().join("inside.toml"),
+        "app_name = \"toml\"\ndebug = true\nspeaking_rate_threshold = 4.5\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join(".env"), "APP_NAME=dotenv\nDEBUG=false\n").unwrap();
     let s = Settings::load_from(dir.path(), map(&[("APP_NAME", "env")])).unwrap();
     assert_eq!(s.app_name, "env");
     assert!(!s.debug, ".env overrides inside.toml");
-    assert_eq!(s.speaking_rate_threshold, 4.5, "inside.toml overrides the default");
+    assert_eq!(
+        s.speaking_rate_threshold, 4.5,
+        "inside.toml overrides the default"
+    );
 }
 
 #[test]
@@ -38,7 +48,11 @@ fn out_of_range_threshold_names_the_setting() {
 
 #[test]
 fn bad_urls_are_refused() {
-    for (k, v) in [("DATABASE_URL", "mysql://x"), ("REDIS_URL", "http://x"), ("NATS_URL", "not a url")] {
+    for (k, v) in [
+        ("DATABASE_URL", "mysql://x"),
+        ("REDIS_URL", "http://x"),
+        ("NATS_URL", "not a url"),
+    ] {
         let err = Settings::from_map(&map(&[(k, v), ("DEBUG", "true")])).unwrap_err();
         assert!(err.to_string().contains(k), "{err}");
     }
@@ -60,11 +74,18 @@ fn zero_nudge_window_turns_the_limit_off() {
     let s = Settings::from_map(&map(&[("NUDGE_RATE_LIMIT_SECONDS", "0")])).unwrap();
     assert!(s.nudge_window().is_none());
     let s = Settings::from_map(&map(&[("NUDGE_RATE_LIMIT_SECONDS", "0.25")])).unwrap();
-    assert_eq!(s.nudge_window(), Some(std::time::Duration::from_millis(250)));
+    assert_eq!(
+        s.nudge_window(),
+        Some(std::time::Duration::from_millis(250))
+    );
 }
 
 #[test]
 fn secrets_never_print() {
-    let s = Settings::from_map(&map(&[("SECRET_KEY", "0123456789abcdef0123456789abcdef-x")])).unwrap();
+    let s = Settings::from_map(&map(&[(
+        "SECRET_KEY",
+        "0123456789abcdef0123456789abcdef-x",
+    )]))
+    .unwrap();
     assert!(!format!("{s:?}").contains("0123456789abcdef"));
 }

@@ -28,17 +28,27 @@ impl Store {
         }
         let mut tx = self.pool().begin().await?;
         for chunk in events.chunks(BATCH_ROWS) {
-            let mut sql = String::from("INSERT INTO session_events (session_id, user_id, kind, ts_ms, payload) VALUES ");
+            let mut sql = String::from(
+                "INSERT INTO session_events (session_id, user_id, kind, ts_ms, payload) VALUES ",
+            );
             for i in 0..chunk.len() {
                 let b = i * 5;
                 if i > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&format!("(${},${},${},${},${})", b + 1, b + 2, b + 3, b + 4, b + 5));
+                sql.push_str(&format!(
+                    "(${},${},${},${},${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                ));
             }
             let mut q = sqlx::query(&sql);
             for e in chunk {
-                let payload = serde_json::to_string(&e.body).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                let payload = serde_json::to_string(&e.body)
+                    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
                 q = q
                     .bind(e.session_id.to_string())
                     .bind(e.user_id.map(|u| u.to_string()))
@@ -54,10 +64,12 @@ impl Store {
 
     /// Every event of a session in the order it was recorded.
     pub async fn session_events(&self, sid: Uuid) -> Result<Vec<SessionEvent>> {
-        let rows = sqlx::query("SELECT user_id, payload FROM session_events WHERE session_id = $1 ORDER BY id")
-            .bind(sid.to_string())
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT user_id, payload FROM session_events WHERE session_id = $1 ORDER BY id",
+        )
+        .bind(sid.to_string())
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|row| {
                 let user: Option<String> = row.try_get("user_id")?;
@@ -65,7 +77,8 @@ impl Store {
                 Ok(SessionEvent {
                     session_id: sid,
                     user_id: user.as_deref().map(parse_uuid).transpose()?,
-                    body: serde_json::from_str(payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    body: serde_json::from_str(payload)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 })
             })
             .collect()

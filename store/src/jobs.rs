@@ -77,7 +77,10 @@ impl Store {
     /// Puts a failed job back to run after `retry_in`, or gives up for good.
     pub async fn fail_job(&self, id: Uuid, error: &str, retry_in: Option<Duration>) -> Result<()> {
         let (status, run_after) = match retry_in {
-            Some(d) => ("pending", now_micros() + i64::try_from(d.as_micros()).unwrap_or(0)),
+            Some(d) => (
+                "pending",
+                now_micros() + i64::try_from(d.as_micros()).unwrap_or(0),
+            ),
             None => ("failed", now_micros()),
         };
         sqlx::query("UPDATE jobs SET status = $1, run_after = $2, locked_until = NULL, last_error = $3 WHERE id = $4")
@@ -92,9 +95,10 @@ impl Store {
 
     /// Jobs not yet done (pending or running), for health and metrics.
     pub async fn open_jobs(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status IN ('pending', 'running')")
-            .fetch_one(self.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status IN ('pending', 'running')")
+                .fetch_one(self.pool())
+                .await?;
         Ok(row.try_get("n")?)
     }
 }

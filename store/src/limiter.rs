@@ -21,7 +21,10 @@ pub enum Hit {
 #[derive(Clone)]
 pub enum Limiter {
     Memory(Arc<DashMap<String, (u64, Instant)>>),
-    Redis { conn: ConnectionManager, prefix: String },
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+    },
 }
 
 /// Memory entries kept before expired ones are swept.

@@ -9,7 +9,13 @@ use crate::time::{enum_from_db, enum_to_db, from_micros, parse_uuid};
 use crate::{now_micros, Result, Store};
 
 impl Store {
-    pub async fn create_poke(&self, rid: Uuid, from: Uuid, kind: PokeKind, message: Option<&str>) -> Result<Poke> {
+    pub async fn create_poke(
+        &self,
+        rid: Uuid,
+        from: Uuid,
+        kind: PokeKind,
+        message: Option<&str>,
+    ) -> Result<Poke> {
         let id = Uuid::now_v7();
         let now = now_micros();
         sqlx::query("INSERT INTO pokes (id, relationship_id, from_user_id, kind, message, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -32,7 +38,12 @@ impl Store {
     }
 
     /// One page of a relationship's pokes, newest first.
-    pub async fn pokes(&self, rid: Uuid, limit: u32, before: Option<(i64, String)>) -> Result<(Vec<Poke>, Option<String>)> {
+    pub async fn pokes(
+        &self,
+        rid: Uuid,
+        limit: u32,
+        before: Option<(i64, String)>,
+    ) -> Result<(Vec<Poke>, Option<String>)> {
         let (t, id) = before.unwrap_or((i64::MAX, "~".to_string()));
         let rows = sqlx::query(
             "SELECT id, relationship_id, from_user_id, kind, message, created_at FROM pokes \

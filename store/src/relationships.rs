@@ -26,13 +26,15 @@ impl Store {
         let id = Uuid::now_v7();
         let now = now_micros();
         let mut tx = self.pool().begin().await?;
-        sqlx::query("INSERT INTO relationships (id, kind, created_by, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(id.to_string())
-            .bind(enum_to_db(&kind))
-            .bind(creator.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO relationships (id, kind, created_by, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.to_string())
+        .bind(enum_to_db(&kind))
+        .bind(creator.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let partner: Option<String> = sqlx::query("SELECT id FROM users WHERE email = $1")
             .bind(partner_email)
             .fetch_optional(&mut *tx)
@@ -73,13 +75,15 @@ impl Store {
             .fetch_optional(self.pool())
             .await?
             .ok_or(StoreError::NotFound)?;
-        let members = sqlx::query(&format!("{MEMBERS} WHERE m.relationship_id = $1 ORDER BY m.position"))
-            .bind(id.to_string())
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(member_from)
-            .collect::<Result<Vec<_>>>()?;
+        let members = sqlx::query(&format!(
+            "{MEMBERS} WHERE m.relationship_id = $1 ORDER BY m.position"
+        ))
+        .bind(id.to_string())
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(member_from)
+        .collect::<Result<Vec<_>>>()?;
         relationship_from(&row, members.into_iter().map(|(_, m)| m).collect())
     }
 
@@ -116,11 +120,13 @@ impl Store {
 
     /// Whether `user` is a member of relationship `rid`.
     pub async fn is_member(&self, rid: Uuid, user: Uuid) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 AS one FROM relationship_members WHERE relationship_id = $1 AND user_id = $2")
-            .bind(rid.to_string())
-            .bind(user.to_string())
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM relationship_members WHERE relationship_id = $1 AND user_id = $2",
+        )
+        .bind(rid.to_string())
+        .bind(user.to_string())
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.is_some())
     }
 
@@ -135,7 +141,12 @@ impl Store {
             .collect()
     }
 
-    pub async fn set_consent(&self, rid: Uuid, user: Uuid, consent: ConsentStatus) -> Result<Relationship> {
+    pub async fn set_consent(
+        &self,
+        rid: Uuid,
+        user: Uuid,
+        consent: ConsentStatus,
+    ) -> Result<Relationship> {
         let done = sqlx::query("UPDATE relationship_members SET consent = $1 WHERE relationship_id = $2 AND user_id = $3")
             .bind(enum_to_db(&consent))
             .bind(rid.to_string())

@@ -39,13 +39,15 @@ impl Store {
 
     /// active → finalizing; `Conflict` when it was finalized already.
     pub async fn begin_finalize(&self, id: Uuid) -> Result<Session> {
-        let done = sqlx::query("UPDATE sessions SET status = $1, finalized_at = $2 WHERE id = $3 AND status = $4")
-            .bind(enum_to_db(&SessionStatus::Finalizing))
-            .bind(now_micros())
-            .bind(id.to_string())
-            .bind(enum_to_db(&SessionStatus::Active))
-            .execute(self.pool())
-            .await?;
+        let done = sqlx::query(
+            "UPDATE sessions SET status = $1, finalized_at = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(enum_to_db(&SessionStatus::Finalizing))
+        .bind(now_micros())
+        .bind(id.to_string())
+        .bind(enum_to_db(&SessionStatus::Active))
+        .execute(self.pool())
+        .await?;
         if done.rows_affected() == 0 {
             self.session(id).await?;
             return Err(StoreError::Conflict("session already finalized".into()));
@@ -54,7 +56,12 @@ impl Store {
     }
 
     /// One page of the sessions of every relationship `user` belongs to, newest first.
-    pub async fn history(&self, user: Uuid, limit: u32, before: Option<(i64, String)>) -> Result<(Vec<HistoryItem>, Option<String>)> {
+    pub async fn history(
+        &self,
+        user: Uuid,
+        limit: u32,
+        before: Option<(i64, String)>,
+    ) -> Result<(Vec<HistoryItem>, Option<String>)> {
         let (t, id) = before.unwrap_or((i64::MAX, "~".to_string()));
         let rows = sqlx::query(
             "SELECT s.id, s.relationship_id, s.status, s.created_at, s.finalized_at, \
@@ -91,7 +98,12 @@ impl Store {
 }
 
 /// Cuts `limit + 1` rows to `limit` and makes the cursor of the last one kept.
-pub(crate) fn page<T>(mut items: Vec<T>, keys: Vec<i64>, limit: u32, id: impl Fn(&T) -> Uuid) -> (Vec<T>, Option<String>) {
+pub(crate) fn page<T>(
+    mut items: Vec<T>,
+    keys: Vec<i64>,
+    limit: u32,
+    id: impl Fn(&T) -> Uuid,
+) -> (Vec<T>, Option<String>) {
     let limit = (limit as usize).max(1);
     if items.len() <= limit {
         return (items, None);

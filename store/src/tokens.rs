@@ -20,7 +20,12 @@ pub enum Rotation {
 
 impl Store {
     /// Starts a new family (a login or signup) and stores its first token.
-    pub async fn start_token_family(&self, user_id: Uuid, token_hash: &str, expires_at: i64) -> Result<Uuid> {
+    pub async fn start_token_family(
+        &self,
+        user_id: Uuid,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<Uuid> {
         let family = Uuid::now_v7();
         let now = now_micros();
         let mut tx = self.pool().begin().await?;
@@ -36,7 +41,12 @@ impl Store {
     }
 
     /// Marks `token_hash` used and stores `next_hash` in the same family, atomically.
-    pub async fn rotate_refresh_token(&self, token_hash: &str, next_hash: &str, next_expires_at: i64) -> Result<Rotation> {
+    pub async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        next_hash: &str,
+        next_expires_at: i64,
+    ) -> Result<Rotation> {
         let now = now_micros();
         let mut tx = self.pool().begin().await?;
         // Only one concurrent presenter can flip used_at from NULL.
@@ -113,7 +123,11 @@ async fn insert_token(
     Ok(())
 }
 
-async fn revoke_family(tx: &mut sqlx::Transaction<'_, sqlx::Any>, family: &str, now: i64) -> Result<()> {
+async fn revoke_family(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    family: &str,
+    now: i64,
+) -> Result<()> {
     sqlx::query("UPDATE token_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(family)

@@ -37,11 +37,13 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::unique(e, "email already registered"))?;
-        sqlx::query("UPDATE relationship_members SET user_id = $1 WHERE email = $2 AND user_id IS NULL")
-            .bind(id.to_string())
-            .bind(email)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE relationship_members SET user_id = $1 WHERE email = $2 AND user_id IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(email)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(User {
             id,
@@ -61,10 +63,12 @@ impl Store {
     }
 
     pub async fn credentials(&self, email: &str) -> Result<Option<Credentials>> {
-        let row = sqlx::query("SELECT id, email, name, created_at, password_hash FROM users WHERE email = $1")
-            .bind(email)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, email, name, created_at, password_hash FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(self.pool())
+        .await?;
         row.map(|row| {
             Ok(Credentials {
                 user: user_from(&row)?,

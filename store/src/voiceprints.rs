@@ -9,7 +9,13 @@ use crate::time::{from_micros, parse_uuid};
 use crate::{now_micros, Result, Store, StoreError};
 
 impl Store {
-    pub async fn put_voiceprint(&self, user: Uuid, embedding: &[f32], seconds: f64, quality: f64) -> Result<()> {
+    pub async fn put_voiceprint(
+        &self,
+        user: Uuid,
+        embedding: &[f32],
+        seconds: f64,
+        quality: f64,
+    ) -> Result<()> {
         let bytes: Vec<u8> = embedding.iter().flat_map(|f| f.to_le_bytes()).collect();
         sqlx::query(
             "INSERT INTO voiceprints (user_id, embedding, seconds, quality, updated_at) VALUES ($1, $2, $3, $4, $5) \
@@ -32,7 +38,8 @@ impl Store {
             .bind(user.to_string())
             .fetch_optional(self.pool())
             .await?;
-        row.map(|r| from_micros(r.try_get("updated_at")?)).transpose()
+        row.map(|r| from_micros(r.try_get("updated_at")?))
+            .transpose()
     }
 
     pub async fn delete_voiceprint(&self, user: Uuid) -> Result<()> {

@@ -3,7 +3,12 @@ use inside_schemas::{FeatureFrame, Nudge, NudgeType, SpeakerSegment};
 use super::*;
 
 fn frame(ts: i64, rate: f64, overlap: f64) -> EventBody {
-    EventBody::Frame(FeatureFrame { timestamp_ms: ts, speaking_rate: rate, overlap_ratio: overlap, seq: None })
+    EventBody::Frame(FeatureFrame {
+        timestamp_ms: ts,
+        speaking_rate: rate,
+        overlap_ratio: overlap,
+        seq: None,
+    })
 }
 
 fn slow_down() -> EventBody {
@@ -28,7 +33,13 @@ fn report_from_frames_counts_talk_time_nudges_and_duration() {
     }
     events.push((Some(a), slow_down()));
     events.push((Some(a), slow_down()));
-    let r = build_report(Uuid::nil(), &[a, b], events.iter().map(|(u, e)| (*u, e)), Utc::now(), &[]);
+    let r = build_report(
+        Uuid::nil(),
+        &[a, b],
+        events.iter().map(|(u, e)| (*u, e)),
+        Utc::now(),
+        &[],
+    );
     assert_eq!(r.frames, 40);
     assert_eq!(r.duration_s, 29.0);
     assert_eq!(r.nudges.total, 2);
@@ -39,20 +50,39 @@ fn report_from_frames_counts_talk_time_nudges_and_duration() {
     assert_eq!(r.speakers[0].avg_speaking_rate, 4.0);
     assert_eq!(r.speakers[0].nudges, 2);
     assert_eq!(r.speakers[1].talk_time_s, 10.0);
-    assert!(r.suggested_activities.iter().any(|x| x.id == "paced-breathing"), "{:?}", r.suggested_activities);
+    assert!(
+        r.suggested_activities
+            .iter()
+            .any(|x| x.id == "paced-breathing"),
+        "{:?}",
+        r.suggested_activities
+    );
     assert!(r.suggested_activities.iter().all(|x| !x.reason.is_empty()));
 }
 
 #[test]
 fn speaker_segments_take_precedence_for_talk_time() {
     let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-    let seg = |u: Option<Uuid>, s: i64, e: i64| EventBody::Speaker(SpeakerSegment { user_id: u, score: 0.9, start_ms: s, end_ms: e });
+    let seg = |u: Option<Uuid>, s: i64, e: i64| {
+        EventBody::Speaker(SpeakerSegment {
+            user_id: u,
+            score: 0.9,
+            start_ms: s,
+            end_ms: e,
+        })
+    };
     let events = [
         (None, seg(Some(a), 0, 1500)),
         (None, seg(Some(b), 1500, 6000)),
         (None, seg(None, 6000, 7500)),
     ];
-    let r = build_report(Uuid::nil(), &[a, b], events.iter().map(|(u, e)| (*u, e)), Utc::now(), &[]);
+    let r = build_report(
+        Uuid::nil(),
+        &[a, b],
+        events.iter().map(|(u, e)| (*u, e)),
+        Utc::now(),
+        &[],
+    );
     assert_eq!(r.duration_s, 7.5);
     assert_eq!(r.speakers[0].user_id, b);
     assert_eq!(r.speakers[0].talk_time_s, 4.5);

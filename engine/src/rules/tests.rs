@@ -1,7 +1,12 @@
 use super::*;
 
 fn frame(rate: f64, overlap: f64) -> FeatureFrame {
-    FeatureFrame { timestamp_ms: 1_000, speaking_rate: rate, overlap_ratio: overlap, seq: Some(7) }
+    FeatureFrame {
+        timestamp_ms: 1_000,
+        speaking_rate: rate,
+        overlap_ratio: overlap,
+        seq: Some(7),
+    }
 }
 
 #[test]
@@ -30,7 +35,9 @@ fn frame_rules_table() {
         (f64::NAN, 0.9, Some((NudgeType::LetPartnerFinish, 3))),
     ];
     for &(rate, overlap, want) in cases {
-        let got = p.evaluate(&frame(rate, overlap)).map(|n| (n.nudge_type, n.intensity));
+        let got = p
+            .evaluate(&frame(rate, overlap))
+            .map(|n| (n.nudge_type, n.intensity));
         assert_eq!(got, want, "rate={rate} overlap={overlap}");
     }
 }
