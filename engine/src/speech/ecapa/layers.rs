@@ -8,12 +8,11 @@ use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::ops::{BiasReluAffine, ReflectUnfold};
+use super::pool_ops::{AttentiveStats, MeanStd, TimeMean};
 use crate::speech::error::Result;
 
 /// SpeechBrain's BatchNorm1d eps (ref: speechbrain/nnet/normalization.py `BatchNorm1d`).
 const BN_EPS: f64 = 1e-5;
-/// ref: ECAPA_TDNN.py `AttentiveStatisticsPooling.eps`.
-const STATS_EPS: f64 = 1e-12;
 
 /// Eval-mode BatchNorm as `y = s·x + t` (running statistics).
 fn batch_norm_affine(vb: &VarBuilder, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
@@ -198,9 +197,10 @@ impl SeBlock {
 
     pub fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
         let (n, c) = x.dims2()?;
-        let x3 = x.reshape((n / frames, frames, c))?;
-        let s = self.conv1.forward(&x3.mean(1)?)?.relu()?;
+        let mean = x.apply_op1_no_bwd(&TimeMean { frames })?;
+        let s = self.conv1.forward(&mean)?.relu()?;
         let s = candle_nn::ops::sigmoid(&self.conv2.forward(&s)?)?;
+        let x3 = x.reshape((n / frames, frames, c))?;
         Ok(x3.broadcast_mul(&s.unsqueeze(1)?)?.reshape((n, c))?)
     }
 }
@@ -251,17 +251,6 @@ impl SeRes2NetBlock {
     }
 }
 
-/// Weighted mean and standard deviation over time of `x3 (B, T, C)` with weights `w (B, T, C)`
-/// summing to one over T (ref: `_compute_statistics`, std clamped at eps before the sqrt).
-fn weighted_stats(x3: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
-    let mean = (x3 * w)?.sum_keepdim(1)?;
-    let var = (x3.broadcast_sub(&mean)?.sqr()? * w)?.sum(1)?;
-    Ok((
-        mean.squeeze(1)?,
-        var.clamp(STATS_EPS, f64::INFINITY)?.sqrt()?,
-    ))
-}
-
 /// ref: ECAPA_TDNN.py `AttentiveStatisticsPooling` with global context: attention over time
 /// from `[x, mean(x), std(x)]`, then the attention-weighted mean and std.
 ///
@@ -310,17 +299,10 @@ impl AttentiveStatisticsPooling {
     pub fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
         let (n, c) = x.dims2()?;
         let b = n / frames;
-        let x3 = x.reshape((b, frames, c))?;
         let mut h = x.matmul(&self.w_x)?;
         if let Some(w_ctx) = &self.w_ctx {
-            // uniform weights 1/T: the plain mean and (biased) variance over time
-            let mean = x3.mean_keepdim(1)?;
-            let var = x3.broadcast_sub(&mean)?.sqr()?.mean(1)?;
-            let (mean, std) = (
-                mean.squeeze(1)?,
-                var.clamp(STATS_EPS, f64::INFINITY)?.sqrt()?,
-            );
-            let ctx = Tensor::cat(&[mean, std], 1)?.matmul(w_ctx)?; // (B, A)
+            // uniform weights 1/T: the plain mean and (biased) std over time
+            let ctx = x.apply_op1_no_bwd(&MeanStd { frames })?.matmul(w_ctx)?; // (B, A)
             let a = ctx.dim(1)?;
             h = h
                 .reshape((b, frames, a))?
@@ -328,10 +310,9 @@ impl AttentiveStatisticsPooling {
                 .reshape((n, a))?;
         }
         self.tdnn.epilogue(&h)?;
-        let logits = self.conv.forward(&h.tanh()?)?.reshape((b, frames, c))?;
-        let attn = candle_nn::ops::softmax(&logits, 1)?;
-        let (mean, std) = weighted_stats(&x3, &attn)?;
-        Ok(Tensor::cat(&[mean, std], 1)?)
+        let logits = self.conv.forward(&h.tanh()?)?;
+        debug_assert_eq!(logits.dims2()?, (n, c));
+        Ok(x.apply_op2_no_bwd(&logits, &AttentiveStats { frames })?)
     }
 }
 

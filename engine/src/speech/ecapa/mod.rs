@@ -9,6 +9,7 @@
 mod config;
 mod layers;
 mod ops;
+mod pool_ops;
 mod random;
 
 use std::collections::HashMap;

@@ -49,7 +49,7 @@ impl CustomOp1 for ReflectUnfold {
         let off = layout.start_offset();
         let (k, d, t) = (self.k, self.dilation, self.frames);
         let pad = d * (k - 1) / 2;
-        if t == 0 || n % t != 0 {
+        if t == 0 || !n.is_multiple_of(t) {
             bail!("reflect-unfold: {n} rows are not whole items of {t} frames")
         }
         if pad >= t {
