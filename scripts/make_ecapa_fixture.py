@@ -174,18 +174,26 @@ def make(out, cfg, seed):
 
 
 def audio_fixtures(out):
-    """Tiny encoded files for the decoder tests (0.5 s stereo 44.1 kHz tone), made by ffmpeg."""
+    """Tiny encoded files for the decoder tests (0.5 s stereo 44.1 kHz tone, by ffmpeg) and a
+    short espeak-ng utterance for the VAD tests."""
     os.makedirs(out, exist_ok=True)
     src = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=0.5", "-ac", "2"]
     jobs = {
         "tone.flac": ["-c:a", "flac"],
         "tone.ogg": ["-c:a", "libvorbis", "-q:a", "2"],
         "tone.mp3": ["-c:a", "libmp3lame", "-b:a", "64k"],
-        "tone.wav": ["-c:a", "pcm_s16le"],
     }
     for name, codec in jobs.items():
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *src, *codec, "-map_metadata", "-1",
                         os.path.join(out, name)], check=True)
+    # real speech for the VAD tests: espeak-ng, 16 kHz mono FLAC
+    if shutil.which("espeak-ng"):
+        wav = os.path.join(out, "speech.tmp.wav")
+        subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", wav,
+                        "Hello there. How are you doing today?"], check=True)
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", wav, "-ar", "16000", "-ac", "1",
+                        "-c:a", "flac", "-map_metadata", "-1", os.path.join(out, "speech.flac")], check=True)
+        os.remove(wav)
     print(f"wrote {out}")
 
 

@@ -1,0 +1,236 @@
+//! `spawn_app()`: a real gateway on port 0 with its own fresh database
+//! (SQLite file or PostgreSQL database), driven over HTTP.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use inside_gateway::{serve, AppState};
+use inside_settings::Settings;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub env: HashMap<String, String>,
+    pub state: AppState,
+    _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+/// A fresh, empty database URL for `db`.
+pub async fn fresh_database(db: Db, dir: &std::path::Path) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}/inside.db", dir.display()),
+        Db::Postgres => {
+            let name = format!("inside_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = sqlx::PgPool::connect(PG_ADMIN)
+                .await
+                .expect("PostgreSQL must run on 127.0.0.1:5432 (scripts/services starts it)");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .expect("create database");
+            admin.close().await;
+            format!("postgres://postgres@127.0.0.1:5432/{name}")
+        }
+    }
+}
+
+pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(db, &[]).await
+}
+
+pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    let url = fresh_database(db, dir.path()).await;
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".into(), url),
+        ("DATA_DIR".into(), dir.path().display().to_string()),
+        ("BIND_ADDR".into(), "127.0.0.1:0".into()),
+        (
+            "SECRET_KEY".into(),
+            "test-secret-key-0123456789abcdef0123".into(),
+        ),
+        // Cost 4 keeps the suite fast; cost 12 is the default and has its own test.
+        ("BCRYPT_COST".into(), "4".into()),
+        (
+            "NATS_SUBJECT_PREFIX".into(),
+            format!("t{}", uuid::Uuid::new_v4().simple()),
+        ),
+        ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
+        ("REPORT_JOB_POLL_MS".into(), "50".into()),
+    ]);
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    start(env, dir).await
+}
+
+/// Starts a gateway on `env` (used again to restart on the same database).
+pub async fn start(
+    env: HashMap<String, String>,
+    dir: std::sync::Arc<tempfile::TempDir>,
+) -> TestApp {
+    let settings = Settings::from_map(&env).expect("test settings");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let state = AppState::build(settings).await.expect("build state");
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(serve(state.clone(), listener, shutdown.clone()));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        shutdown,
+        handle: Some(handle),
+        env,
+        state,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) -> (HashMap<String, String>, std::sync::Arc<tempfile::TempDir>) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.expect("join").expect("serve");
+        }
+        (self.env.clone(), self._dir.clone())
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        send(req).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.put(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        send(req).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        send(req).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.delete(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        send(req).await
+    }
+
+    /// Signs up `email` and returns the token pair.
+    pub async fn signup(&self, email: &str) -> Value {
+        let (status, body) = self
+            .post("/v1/auth/signup", None, json!({"email": email, "password": "correct horse", "name": email.split('@').next().unwrap_or("x")}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Two signed-up users in a relationship where both granted consent: (a, b, rid).
+    pub async fn couple(&self) -> (Value, Value, String) {
+        let a = self.signup(&unique_email("a")).await;
+        let b = self.signup(&unique_email("b")).await;
+        let (status, rel) = self
+            .post(
+                "/v1/relationships",
+                Some(token(&a)),
+                json!({"partner_email": b["user"]["email"], "kind": "romantic"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{rel}");
+        let rid = rel["id"].as_str().unwrap().to_string();
+        for u in [&a, &b] {
+            let uid = u["user"]["id"].as_str().unwrap();
+            let (s, body) = self
+                .put(
+                    &format!("/v1/relationships/{rid}/consent/{uid}"),
+                    Some(token(u)),
+                    json!({"status": "granted"}),
+                )
+                .await;
+            assert_eq!(s, 200, "{body}");
+        }
+        (a, b, rid)
+    }
+}
+
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+pub fn token(pair: &Value) -> &str {
+    pair["access_token"].as_str().expect("access_token")
+}
+
+pub fn unique_email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Asserts the API's error shape and code.
+pub fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+/// Runs each listed async test body against SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Db::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Db::Postgres).await
+                }
+            )*
+        }
+    };
+}
