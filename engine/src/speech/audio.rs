@@ -304,7 +304,7 @@ fn decode_interleaved(
     let track_id = track.id;
     let params = track.codec_params.clone();
     let mut decoder = symphonia::default::get_codecs()
-        .make(&params, &DecoderOptions::default())
+        .make(&params, &DecoderOptions { verify: true })
         .map_err(|e| SpeechError::Unsupported(e.to_string()))?;
 
     let mut rate = params.sample_rate.unwrap_or(0);
@@ -362,6 +362,12 @@ fn decode_interleaved(
                 expected,
             });
         }
+    }
+    // FLAC carries an MD5 of the whole decoded stream: damage that still decodes shows here
+    if decoder.finalize().verify_ok == Some(false) {
+        return Err(SpeechError::Corrupt(
+            "decoded audio fails the stream checksum".into(),
+        ));
     }
     if frames == 0 || rate == 0 || channels == 0 {
         return Err(SpeechError::Empty);

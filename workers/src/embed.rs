@@ -1,0 +1,124 @@
+//! `worker embed`: the researchers' CLI around the speaker model. One JSON line per file with
+//! its 192-d ECAPA-TDNN embedding, or with `--compare A B` the cosine score of two files, so
+//! embeddings can be checked against SpeechBrain's or scored offline.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use inside_engine::speech::{cosine, decode, AudioLimits, Codec, SpeakerModel};
+
+/// Recordings up to ten minutes: this is an offline tool, not the live path.
+const CLI_LIMITS: AudioLimits = AudioLimits {
+    max_bytes: 512 << 20,
+    max_seconds: 600.0,
+};
+
+/// Prints to stdout: `{"file": …, "embedding": [..]}` per file, or with `compare` and exactly
+/// two files `{"a": …, "b": …, "cosine": …}`.
+pub fn run_embed(model_dir: &Path, files: &[PathBuf], compare: bool) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    run_embed_to(model_dir, files, compare, &mut out)
+}
+
+/// `run_embed` writing to any sink (tests).
+pub fn run_embed_to(
+    model_dir: &Path,
+    files: &[PathBuf],
+    compare: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    if compare && files.len() != 2 {
+        bail!("--compare takes exactly two files, got {}", files.len());
+    }
+    if files.is_empty() {
+        bail!("no audio files given");
+    }
+    let model = SpeakerModel::load(model_dir)
+        .with_context(|| format!("loading the speaker model from {}", model_dir.display()))?;
+    let mut embeddings = Vec::with_capacity(files.len());
+    for file in files {
+        let e = embed_file(&model, file)?;
+        if !compare {
+            let line = serde_json::json!({ "file": file.display().to_string(), "embedding": e });
+            writeln!(out, "{line}")?;
+        }
+        embeddings.push(e);
+    }
+    if compare {
+        let line = serde_json::json!({
+            "a": files[0].display().to_string(),
+            "b": files[1].display().to_string(),
+            "cosine": cosine(&embeddings[0], &embeddings[1]),
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Decodes (WAV, FLAC, Ogg Vorbis, MP3; 16 kHz mono after resampling) and embeds one file.
+pub fn embed_file(model: &SpeakerModel, path: &Path) -> anyhow::Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let hint = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(|e| e.to_ascii_lowercase().parse::<Codec>().ok())
+        .filter(|c| *c != Codec::PcmS16le);
+    let audio =
+        decode(bytes, hint, &CLI_LIMITS).with_context(|| format!("decoding {}", path.display()))?;
+    model
+        .embed(&audio.samples)
+        .with_context(|| format!("embedding {}", path.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/fixtures/ecapa_small")
+    }
+
+    #[test]
+    fn prints_embeddings_and_cosines() {
+        let dir = fixture();
+        let wav = dir.join("input.wav");
+        let mut buf = Vec::new();
+        run_embed_to(&dir, &[wav.clone(), wav.clone()], false, &mut buf).unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 192);
+        // the fixture's SpeechBrain embedding of the same file
+        let exp: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("embedding.json")).unwrap())
+                .unwrap();
+        let to_vec = |v: &serde_json::Value| -> Vec<f32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        };
+        assert!(cosine(&to_vec(&lines[0]["embedding"]), &to_vec(&exp["embedding"])) > 0.9999);
+
+        let mut buf = Vec::new();
+        run_embed_to(&dir, &[wav.clone(), wav.clone()], true, &mut buf).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert!((v["cosine"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+        assert!(run_embed_to(&dir, &[wav], true, &mut Vec::new()).is_err());
+        assert!(run_embed_to(
+            Path::new("/nonexistent"),
+            &[dir.join("input.wav")],
+            false,
+            &mut Vec::new()
+        )
+        .is_err());
+    }
+}
