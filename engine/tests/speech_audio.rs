@@ -10,6 +10,7 @@ use std::path::Path;
 
 use inside_engine::speech::{
     decode, decode_pcm_s16le, AudioLimits, Codec, SpeechError, StreamSegmenter, Vad,
+    WavStreamHeader,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -413,4 +414,32 @@ fn vad_regions_find_the_speech() {
     let r = regions[0];
     assert!(r.start_ms >= 900 && r.start_ms <= 1200, "{r:?}");
     assert!(r.end_ms >= 2200 && r.end_ms <= 2600, "{r:?}");
+}
+
+#[test]
+fn streamed_wav_header() {
+    let pcm = to_i16(&tone(440.0, 48_000, 0.1, 0.3));
+    let file = wav(&interleave(&pcm, 2), 48_000, 2);
+    for cut in 0..44 {
+        assert_eq!(
+            WavStreamHeader::parse(&file[..cut]).unwrap(),
+            None,
+            "cut {cut}"
+        );
+    }
+    let h = WavStreamHeader::parse(&file).unwrap().unwrap();
+    assert_eq!(
+        h,
+        WavStreamHeader {
+            sample_rate: 48_000,
+            channels: 2,
+            data_offset: 44
+        }
+    );
+    let mut seg = StreamSegmenter::new(h.sample_rate, h.channels, 1500, 60.0).unwrap();
+    assert!(seg.push_s16le(&file[h.data_offset..]).unwrap().is_empty());
+    assert!(WavStreamHeader::parse(b"RIFX\0\0\0\0WAVEfmt ").is_err());
+    let mut float = file.clone();
+    float[34] = 32; // 32-bit samples
+    assert!(WavStreamHeader::parse(&float).is_err());
 }

@@ -141,3 +141,48 @@ fn model_dir_errors_are_clear() {
     assert!(model.embed(&[0.0; 100]).is_err());
     assert!(model.embed(&[]).is_err());
 }
+
+#[test]
+fn parameter_names_are_the_checkpoint_keys() {
+    use inside_engine::speech::ecapa::parameter_shapes;
+    let dir = fixture_dir();
+    let cfg = inside_engine::speech::EcapaConfig::from_yaml(
+        &std::fs::read_to_string(dir.join("hyperparams.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut ckpt: Vec<(String, Vec<usize>)> =
+        candle_core::pickle::read_all(dir.join("embedding_model.ckpt"))
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+            .map(|(k, t)| (k, t.dims().to_vec()))
+            .collect();
+    let mut ours = parameter_shapes(&cfg);
+    ckpt.sort();
+    ours.sort();
+    assert_eq!(ours, ckpt);
+}
+
+#[test]
+fn random_model_embeds_and_batches() {
+    let cfg = inside_engine::speech::EcapaConfig {
+        channels: vec![32, 32, 32, 32, 96],
+        attention_channels: 8,
+        se_channels: 8,
+        ..Default::default()
+    };
+    let model = SpeakerModel::random(cfg, 1).unwrap();
+    let a: Vec<f32> = (0..16_000)
+        .map(|i| ((i as f32) * 0.05).sin() * 0.2)
+        .collect();
+    let b: Vec<f32> = (0..20_000)
+        .map(|i| ((i as f32) * 0.11).sin() * 0.2)
+        .collect();
+    let e = model.embed_batch(&[&a, &b, &a]).unwrap();
+    assert_eq!(e.len(), 3);
+    assert!(e
+        .iter()
+        .all(|v| v.len() == 192 && v.iter().all(|x| x.is_finite())));
+    assert!(cosine(&e[0], &e[2]) > 0.999_999);
+    assert!(cosine(&e[0], &model.embed(&a).unwrap()) > 0.999_999);
+}

@@ -21,5 +21,5 @@ pub use audio::{decode, decode_pcm_s16le, AudioLimits, Codec, DecodedAudio, SAMP
 pub use ecapa::{cosine, EcapaConfig, SpeakerModel};
 pub use error::{Result, SpeechError};
 pub use fbank::Fbank;
-pub use stream::{Segment, StreamSegmenter};
+pub use stream::{Segment, StreamSegmenter, WavStreamHeader, DEFAULT_SEGMENT_MS};
 pub use vad::{SpeechRegion, Vad, VadConfig};

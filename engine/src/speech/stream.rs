@@ -202,6 +202,89 @@ impl StreamSegmenter {
     }
 }
 
+/// The format of a streamed WAV (`client.audio_start` with codec `wav`): the live path reads
+/// the RIFF header itself and feeds the data chunk to a [`StreamSegmenter`] as raw PCM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WavStreamHeader {
+    pub sample_rate: u32,
+    pub channels: usize,
+    /// Bytes of header before the PCM data.
+    pub data_offset: usize,
+}
+
+/// Largest header we wait for (fmt, LIST/INFO and other chunks before `data`).
+const MAX_WAV_HEADER: usize = 64 * 1024;
+
+impl WavStreamHeader {
+    /// Parses the start of a streamed 16-bit PCM WAV. `Ok(None)`: more bytes needed.
+    /// Streaming writers put unknown sizes in the RIFF/data lengths; those are ignored.
+    pub fn parse(bytes: &[u8]) -> Result<Option<Self>> {
+        let bad = |m: &str| Err(SpeechError::Corrupt(format!("wav header: {m}")));
+        if bytes.len() < 12 {
+            return Ok(None);
+        }
+        if &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+            return bad("not RIFF/WAVE");
+        }
+        let mut pos = 12;
+        let mut fmt: Option<(u32, usize)> = None;
+        loop {
+            if pos + 8 > bytes.len() {
+                return if pos > MAX_WAV_HEADER {
+                    bad("no data chunk")
+                } else {
+                    Ok(None)
+                };
+            }
+            let id = &bytes[pos..pos + 4];
+            let len = u32::from_le_bytes([
+                bytes[pos + 4],
+                bytes[pos + 5],
+                bytes[pos + 6],
+                bytes[pos + 7],
+            ]) as usize;
+            let body = pos + 8;
+            if id == b"data" {
+                let Some((sample_rate, channels)) = fmt else {
+                    return bad("data before fmt");
+                };
+                return Ok(Some(Self {
+                    sample_rate,
+                    channels,
+                    data_offset: body,
+                }));
+            }
+            if body + len > bytes.len() {
+                return if body + len > MAX_WAV_HEADER {
+                    bad("oversized chunk before data")
+                } else {
+                    Ok(None)
+                };
+            }
+            if id == b"fmt " {
+                if len < 16 {
+                    return bad("short fmt chunk");
+                }
+                let f = &bytes[body..body + 16];
+                let format = u16::from_le_bytes([f[0], f[1]]);
+                let channels = usize::from(u16::from_le_bytes([f[2], f[3]]));
+                let rate = u32::from_le_bytes([f[4], f[5], f[6], f[7]]);
+                let bits = u16::from_le_bytes([f[14], f[15]]);
+                // 1 = PCM, 0xFFFE = extensible (its sub-format is PCM for 16-bit writers)
+                if !(format == 1 || format == 0xFFFE) || bits != 16 {
+                    return Err(SpeechError::Unsupported(format!(
+                        "streamed wav must be 16-bit PCM (format {format}, {bits} bits)"
+                    )));
+                }
+                check_params(rate, channels)?;
+                fmt = Some((rate, channels));
+            }
+            // chunks are padded to even lengths
+            pos = body + len + (len & 1);
+        }
+    }
+}
+
 fn push_after_delay(buf: &mut Vec<f32>, delay_left: &mut usize, out: &[f32]) {
     let skip = (*delay_left).min(out.len());
     *delay_left -= skip;
