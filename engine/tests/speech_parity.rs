@@ -62,7 +62,10 @@ fn check_embedding(name: &str, got: &[f32], want: &[f32]) {
     let cos = cosine(got, want);
     let diff = max_abs_diff(got, want);
     let scale = want.iter().map(|x| x.abs()).fold(0.0, f32::max);
-    eprintln!("{name}: cosine {cos:.8}, max |diff| {diff:.3e} (max |e| {scale:.3})");
+    eprintln!(
+        "{name}: cosine {cos:.8} (1 - cos = {:.1e}), max |diff| {diff:.3e} (max |e| {scale:.3})",
+        1.0 - f64::from(cos)
+    );
     assert!(cos >= EMB_COSINE_MIN, "{name}: cosine {cos}");
     assert!(
         diff <= EMB_REL_TOL * scale,
@@ -185,4 +188,12 @@ fn random_model_embeds_and_batches() {
         .all(|v| v.len() == 192 && v.iter().all(|x| x.is_finite())));
     assert!(cosine(&e[0], &e[2]) > 0.999_999);
     assert!(cosine(&e[0], &model.embed(&a).unwrap()) > 0.999_999);
+}
+
+#[test]
+fn models_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SpeakerModel>();
+    assert_send_sync::<Fbank>();
+    assert_send_sync::<inside_engine::speech::Vad>();
 }
