@@ -197,3 +197,21 @@ fn models_are_shareable_across_threads() {
     assert_send_sync::<Fbank>();
     assert_send_sync::<inside_engine::speech::Vad>();
 }
+
+#[test]
+fn enrolment_bounds_and_quality() {
+    use inside_engine::speech::{enrol, Vad};
+    let model = SpeakerModel::load(&fixture_dir()).unwrap();
+    let vad = Vad::default();
+    let samples = input(&fixture_dir());
+    let short = enrol(&model, &vad, &samples[..16_000]);
+    assert!(short.is_err());
+    let mut four = samples.clone();
+    four.extend_from_slice(&samples[..16_000]);
+    let vp = enrol(&model, &vad, &four).unwrap();
+    assert_eq!(vp.embedding.len(), 192);
+    assert!((vp.seconds - 4.0).abs() < 1e-3);
+    assert!((0.0..=1.0).contains(&vp.quality));
+    let silent = enrol(&model, &vad, &vec![0.0; 64_000]).unwrap();
+    assert_eq!(silent.quality, 0.0);
+}

@@ -9,11 +9,13 @@
 //! - [`fbank`]: SpeechBrain's `Fbank(n_mels=80)` and sentence mean normalisation, bit-for-bit
 //!   in structure, within float tolerance in value.
 //! - [`ecapa`]: SpeechBrain's ECAPA_TDNN in candle, loading SpeechBrain checkpoints.
+//! - [`scoring`]: cosine attribution against voiceprints, and enrolment.
 
 pub mod audio;
 pub mod ecapa;
 mod error;
 pub mod fbank;
+pub mod scoring;
 pub mod stream;
 pub mod vad;
 
@@ -21,5 +23,6 @@ pub use audio::{decode, decode_pcm_s16le, AudioLimits, Codec, DecodedAudio, SAMP
 pub use ecapa::{cosine, EcapaConfig, SpeakerModel};
 pub use error::{Result, SpeechError};
 pub use fbank::Fbank;
+pub use scoring::{best_match, enrol, SpeakerMatch, Voiceprint, DEFAULT_MATCH_THRESHOLD};
 pub use stream::{Segment, StreamSegmenter, WavStreamHeader, DEFAULT_SEGMENT_MS};
 pub use vad::{SpeechRegion, Vad, VadConfig};
