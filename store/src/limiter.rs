@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::Result;
 
@@ -38,7 +38,19 @@ impl Limiter {
     /// `prefix` namespaces keys so tests (or deployments) can share one Redis.
     pub async fn redis(url: &str, prefix: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // Fail fast at start-up on a wrong URL instead of retrying for minutes.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(3))
+            .set_response_timeout(Duration::from_secs(3))
+            .set_number_of_retries(2);
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::IoError, "timed out connecting to Redis"))
+        })??;
         Ok(Limiter::Redis {
             conn,
             prefix: prefix.to_string(),
