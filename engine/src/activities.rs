@@ -103,7 +103,7 @@ pub fn suggest_activities(reports: &[Report]) -> Vec<Activity> {
 
     let mut needs: Vec<(u64, &str)> =
         vec![(slow, "pace"), (finish, "finish"), (balance, "balance")];
-    needs.sort_by(|a, b| b.0.cmp(&a.0));
+    needs.sort_by_key(|n| std::cmp::Reverse(n.0));
     for (times, need) in needs {
         if times == 0 {
             continue;

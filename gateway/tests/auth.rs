@@ -1,5 +1,7 @@
 //! Signup, login, refresh-token rotation and reuse, logout, bad tokens.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -1,5 +1,7 @@
 //! Relationships, consent, sessions, reports, history, activities and pokes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

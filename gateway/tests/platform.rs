@@ -2,6 +2,8 @@
 //! CORS, health, docs, metrics, login throttling, Redis, SendGrid, voiceprints
 //! without a model.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -62,7 +62,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let bytes: Vec<u8> = r.try_get("embedding")?;
-                if bytes.len() % 4 != 0 {
+                if !bytes.len().is_multiple_of(4) {
                     return Err(StoreError::Corrupt("embedding length".into()));
                 }
                 let emb = bytes

@@ -2,6 +2,8 @@
 //! runs the analysis pipeline in the queue group `workers`. The embedded
 //! default runs the same code inside the gateway process.
 
+pub mod embed;
+pub mod ops;
 pub mod reports;
 
 pub use reports::{write_report, ReportJobs};

@@ -1,5 +1,8 @@
 use super::*;
 
+/// (speaking_rate, overlap_ratio, expected (type, intensity))
+type FrameCase = (f64, f64, Option<(NudgeType, u8)>);
+
 fn frame(rate: f64, overlap: f64) -> FeatureFrame {
     FeatureFrame {
         timestamp_ms: 1_000,
@@ -13,7 +16,7 @@ fn frame(rate: f64, overlap: f64) -> FeatureFrame {
 fn frame_rules_table() {
     let p = NudgePolicy::default();
     // (speaking_rate, overlap_ratio, expected (type, intensity))
-    let cases: &[(f64, f64, Option<(NudgeType, u8)>)] = &[
+    let cases: &[FrameCase] = &[
         (0.0, 0.0, None),
         (2.9, 0.29, None),
         (3.0, 0.3, None), // exactly at the thresholds: no nudge

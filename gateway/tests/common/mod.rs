@@ -1,6 +1,6 @@
 //! `spawn_app()`: a real gateway on port 0 with its own fresh database
 //! (SQLite file or PostgreSQL database), driven over HTTP.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
