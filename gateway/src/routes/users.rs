@@ -16,6 +16,8 @@ use crate::state::AppState;
 /// Enrolment audio: 3..=60 s.
 const MIN_SECONDS: f64 = 3.0;
 const MAX_SECONDS: f64 = 60.0;
+/// Share of the recording that must be speech.
+const MIN_QUALITY: f64 = 0.2;
 /// 60 s of 48 kHz stereo 16-bit WAV is 11.5 MB.
 pub const MAX_AUDIO_BYTES: usize = 16 << 20;
 
@@ -96,29 +98,20 @@ pub async fn enrol_voiceprint(
         max_bytes: MAX_AUDIO_BYTES,
         max_seconds: MAX_SECONDS,
     };
-    let (embedding, seconds, quality) =
-        tokio::task::spawn_blocking(move || -> Result<_, SpeechError> {
-            let audio = inside_engine::speech::decode(body.to_vec(), Some(codec), &limits)?;
-            let seconds = audio.seconds();
-            if seconds < MIN_SECONDS {
-                return Err(SpeechError::TooShort {
-                    got: audio.samples.len(),
-                    need: (MIN_SECONDS * 16_000.0) as usize,
-                });
-            }
-            let quality = Vad::new(VadConfig::default()).voiced_fraction(&audio.samples);
-            let embedding = model.embed(&audio.samples)?;
-            Ok((embedding, seconds, f64::from(quality)))
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(speech_error)?;
-    if quality < 0.2 {
+    let print = tokio::task::spawn_blocking(move || -> Result<_, SpeechError> {
+        let audio = inside_engine::speech::decode(body.to_vec(), Some(codec), &limits)?;
+        inside_engine::speech::enrol(&model, &Vad::new(VadConfig::default()), &audio.samples)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(speech_error)?;
+    let (seconds, quality) = (f64::from(print.seconds), f64::from(print.quality));
+    if quality < MIN_QUALITY {
         return Err(ApiError::validation("no speech detected in the recording"));
     }
     state
         .store
-        .put_voiceprint(user.id, &embedding, seconds, quality)
+        .put_voiceprint(user.id, &print.embedding, seconds, quality)
         .await?;
     tracing::info!(user = %user.id, seconds, quality, "voiceprint enrolled");
     Ok(Json(VoiceprintEnrolled {
@@ -134,8 +127,11 @@ pub(crate) fn speech_error(e: SpeechError) -> ApiError {
         SpeechError::TooShort { .. } => ApiError::validation(format!(
             "recording too short: at least {MIN_SECONDS} s of speech needed"
         )),
-        SpeechError::Unsupported(m) => ApiError::UnsupportedMediaType(m),
-        SpeechError::ModelMissing(_) => ApiError::Unavailable("model_unavailable", e.to_string()),
+        SpeechError::Unsupported(m) => ApiError::validation(format!("not decodable audio: {m}")),
+        SpeechError::ModelMissing(_) | SpeechError::Config(_) | SpeechError::Model(_) => {
+            ApiError::Unavailable("model_unavailable", e.to_string())
+        }
+        SpeechError::Io(_) | SpeechError::Resample(_) => ApiError::internal(e),
         other => ApiError::validation(other.to_string()),
     }
 }
