@@ -156,6 +156,16 @@ async fn repeated_failed_logins_are_throttled(db: Db) {
     let app = spawn_app_with(db, &[("LOGIN_MAX_FAILURES", "3")]).await;
     let email = unique_email("t");
     app.signup(&email).await;
+    for _ in 0..5 {
+        let (s, _) = app
+            .post(
+                "/v1/auth/login",
+                None,
+                json!({"email": email, "password": "correct horse"}),
+            )
+            .await;
+        assert_eq!(s, 200, "successful logins are never throttled");
+    }
     for _ in 0..3 {
         let (s, _) = app
             .post(

@@ -102,9 +102,9 @@ pub async fn login(
         Some(format!("login:email:{email}")),
         ip.map(|ip| format!("login:ip:{ip}")),
     ];
-    // Counting each attempt before checking lets a burst be refused at once.
+    // Only failures count; a busy address that logs in correctly is never limited.
     for key in keys.iter().flatten() {
-        if let Hit::Limited(wait) = state.limiter.hit(key, limit, window).await? {
+        if let Hit::Limited(wait) = state.limiter.check(key, limit).await? {
             return Err(ApiError::RateLimited {
                 retry_after_s: wait.as_secs(),
             });
@@ -125,10 +125,15 @@ pub async fn login(
             }
             Ok(Json(token_pair(&state, c.user, None).await?))
         }
-        _ => Err(ApiError::Unauthorized(
-            "invalid_credentials",
-            "invalid email or password".into(),
-        )),
+        _ => {
+            for key in keys.iter().flatten() {
+                state.limiter.hit(key, limit, window).await?;
+            }
+            Err(ApiError::Unauthorized(
+                "invalid_credentials",
+                "invalid email or password".into(),
+            ))
+        }
     }
 }
 
