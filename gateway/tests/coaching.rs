@@ -429,14 +429,6 @@ async fn pokes_are_listed_newest_first_and_rate_limited(db: Db) {
         .post(
             "/v1/pokes",
             Some(token(&b)),
-            json!({"relationship_id": rid, "kind": "custom"}),
-        )
-        .await;
-    assert_eq!(s, 422, "custom needs a message");
-    let (s, _) = app
-        .post(
-            "/v1/pokes",
-            Some(token(&b)),
             json!({"relationship_id": rid, "kind": "custom", "message": "x".repeat(501)}),
         )
         .await;

@@ -7,11 +7,16 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignupRequest {
-    #[cfg_attr(feature = "openapi", schema(example = "ada@example.com"))]
+    #[cfg_attr(feature = "openapi", schema(example = "ada@example.com", format = Email, max_length = 254))]
     pub email: String,
     /// 8..=72 bytes (bcrypt reads 72 bytes; longer is refused, never cut).
     #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 72))]
     pub password: String,
+    /// 1..=100 characters, not only spaces.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, pattern = r"\S")
+    )]
     pub name: String,
 }
 
@@ -105,6 +110,7 @@ impl From<ConsentChoice> for ConsentStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateRelationship {
+    #[cfg_attr(feature = "openapi", schema(format = Email, max_length = 254))]
     pub partner_email: String,
     pub kind: RelationshipKind,
 }
@@ -194,8 +200,9 @@ pub enum PokeKind {
 pub struct CreatePoke {
     pub relationship_id: Uuid,
     pub kind: PokeKind,
-    /// Up to 500 characters.
+    /// Up to 500 characters; blank is stored as null.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 500))]
     pub message: Option<String>,
 }
 

@@ -23,7 +23,7 @@ pub(crate) async fn require_member(state: &AppState, rid: Uuid, user: Uuid) -> A
     }
 }
 
-/// Checks and trims an email: lower case, one `@`, a dot in the domain.
+/// Checks and trims an email: lower case, one `@`, non-empty parts, no spaces.
 pub(crate) fn normalise_email(raw: &str) -> ApiResult<String> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 254
@@ -31,7 +31,7 @@ pub(crate) fn normalise_email(raw: &str) -> ApiResult<String> {
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
                 && !domain.contains('@')
-                && domain.contains('.')
+                && !domain.is_empty()
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !domain.contains("..")

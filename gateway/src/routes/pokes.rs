@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use inside_schemas::{CreatePoke, ErrorBody, Poke, PokeKind, PokePage};
+use inside_schemas::{CreatePoke, ErrorBody, Poke, PokePage};
 use inside_store::limiter::Hit;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
 
 #[utoipa::path(post, path = "/v1/pokes", tag = "pokes", security(("bearer" = [])), request_body = CreatePoke,
     responses((status = 201, body = Poke), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, description = "unknown kind, message too long, or a custom poke without a message", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, description = "unknown kind or message too long", body = ErrorBody),
         (status = 429, description = "too many pokes; see Retry-After", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -42,9 +42,6 @@ pub async fn create(
         return Err(ApiError::validation(format!(
             "message must be at most {MAX_MESSAGE_CHARS} characters"
         )));
-    }
-    if req.kind == PokeKind::Custom && message.is_none() {
-        return Err(ApiError::validation("a custom poke needs a message"));
     }
     require_member(&state, req.relationship_id, user.id).await?;
     let key = format!("poke:{}:{}", user.id, req.relationship_id);
@@ -78,6 +75,7 @@ pub struct PokeParams {
     /// The relationship whose pokes to list.
     pub rid: Uuid,
     /// 1..=100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
