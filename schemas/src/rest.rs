@@ -9,7 +9,7 @@ use uuid::Uuid;
 pub struct SignupRequest {
     #[cfg_attr(feature = "openapi", schema(example = "ada@example.com", format = Email, max_length = 254))]
     pub email: String,
-    /// 8..=72 bytes (bcrypt reads 72 bytes; longer is refused, never cut).
+    /// At least 8 characters and at most 72 bytes (bcrypt reads 72 bytes; longer is refused, never cut).
     #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 72))]
     pub password: String,
     /// 1..=100 characters, not only spaces.

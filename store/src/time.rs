@@ -25,7 +25,7 @@ pub fn encode_cursor(created_at: i64, id: &uuid::Uuid) -> String {
 pub fn decode_cursor(c: &str) -> Option<(i64, String)> {
     let (t, id) = c.split_once('_')?;
     let t: i64 = t.parse().ok()?;
-    uuid::Uuid::parse_str(id).ok()?;
+    let id = uuid::Uuid::parse_str(id).ok()?;
     Some((t, id.to_string()))
 }
 

@@ -65,8 +65,10 @@ pub async fn signup(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::validation("name must be 1 to 100 characters"));
     }
-    if req.password.len() < 8 || req.password.len() > 72 {
-        return Err(ApiError::validation("password must be 8 to 72 bytes"));
+    if req.password.chars().count() < 8 || req.password.len() > 72 {
+        return Err(ApiError::validation(
+            "password must be at least 8 characters and at most 72 bytes",
+        ));
     }
     let hash = state.hasher.hash(&req.password).await?;
     let user = state

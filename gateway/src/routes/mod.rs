@@ -54,7 +54,6 @@ pub(crate) fn page_limit(limit: Option<i64>) -> ApiResult<u32> {
 
 pub(crate) fn page_cursor(cursor: Option<&str>) -> ApiResult<Option<(i64, String)>> {
     cursor
-        .filter(|c| !c.is_empty())
         .map(|c| {
             inside_store::decode_cursor(c)
                 .ok_or_else(|| ApiError::validation("cursor is not valid"))
