@@ -15,13 +15,14 @@ db="inside_bench_$(date +%s)"
 psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
 data=$(mktemp -d)
 DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" SECRET_KEY="bench-secret-0123456789abcdef0123456789" \
-  BIND_ADDR="127.0.0.1:$port" DATA_DIR="$data" RUST_LOG=warn DATABASE_MAX_CONNECTIONS=${DB_CONNS:-16} \
-  LOGIN_MAX_FAILURES=1000000 "$target/release/gateway" >"$data/gateway.log" 2>&1 &
+  BIND_ADDR="127.0.0.1:$port" DATA_DIR="$data" RUST_LOG=warn DATABASE_MAX_CONNECTIONS=${DB_CONNS:-4} \
+  LOGIN_MAX_FAILURES=10000 "$target/release/gateway" >"$data/gateway.log" 2>&1 &
 gw=$!
 cleanup() { kill "$gw" 2>/dev/null; wait "$gw" 2>/dev/null; psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1; rm -rf "$data"; }
 trap cleanup EXIT
 base="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do curl -fs "$base/health" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$base/health" >/dev/null || { echo "gateway did not start:" >&2; cat "$data/gateway.log" >&2; exit 1; }
 signup() { curl -fs -X POST "$base/v1/auth/signup" -H 'content-type: application/json' -d "{\"email\":\"$1\",\"password\":\"bench-password\",\"name\":\"Bench\"}"; }
 token=$(signup "bench@example.com" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 here=benches/http
