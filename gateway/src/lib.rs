@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod mail;
 pub mod openapi;
+pub mod realtime;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -39,6 +40,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::activities::router())
         .merge(routes::pokes::router())
         .merge(routes::health::router())
+        .merge(realtime::router())
         .route(
             "/openapi.json",
             axum::routing::get(|| async { axum::Json(openapi::ApiDoc::openapi()) }),
@@ -69,19 +71,40 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let mut background = Vec::new();
-    if state.nats.is_none() {
-        // Embedded default: this process also runs the report jobs.
+    let mut pipeline = None;
+    if state.bus.is_local() {
+        // Embedded default: this process also runs the report jobs and the
+        // analysis pipeline, on the in-process bus.
         background.push(tokio::spawn(state.jobs.clone().run(shutdown.child_token())));
+        let consumers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        pipeline = Some(
+            inside_workers::pipeline::Pipeline::start(
+                state.bus.clone(),
+                state.limiter.clone(),
+                state.store.clone(),
+                inside_workers::pipeline::PipelineConfig::from_settings(&state.settings, consumers),
+                shutdown.child_token(),
+            )
+            .await?,
+        );
     }
     tracing::info!(%addr, database = ?state.store.backend(), nats = state.nats.is_some(), redis = state.settings.redis_url.is_some(), "Inside gateway listening");
     let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let token = shutdown.clone();
+    let hub = state.hub.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
+        .with_graceful_shutdown(async move {
+            token.cancelled().await;
+            // Upgraded sockets are not requests: tell them to go.
+            hub.close_all();
+        })
         .await?;
     shutdown.cancel();
     for task in background {
         let _ = task.await;
+    }
+    if let Some(pipeline) = pipeline {
+        pipeline.stopped().await;
     }
     state.store.close().await;
     tracing::info!("gateway stopped");

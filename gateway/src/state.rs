@@ -27,6 +27,9 @@ pub struct Inner {
     pub mailer: Arc<dyn Mailer>,
     pub jobs: ReportJobs,
     pub nats: Option<async_nats::Client>,
+    /// NATS or the in-process bus; the realtime path and pokes go through it.
+    pub bus: inside_bus::Bus,
+    pub hub: crate::realtime::SessionHub,
     pub metrics: PrometheusHandle,
     pub speaker: Option<Arc<inside_engine::speech::SpeakerModel>>,
 }
@@ -55,16 +58,23 @@ impl AppState {
                 .context("connecting to Redis (REDIS_URL)")?,
             None => Limiter::memory(),
         };
-        let nats = match &settings.nats_url {
-            Some(url) => Some(
-                async_nats::ConnectOptions::new()
-                    .name("inside-gateway")
-                    .connect(url)
+        let subjects = inside_bus::Subjects::new(settings.nats_subject_prefix.clone());
+        let bus = match &settings.nats_url {
+            Some(url) => {
+                let bus = inside_bus::Bus::connect_nats(url, "inside-gateway", subjects)
                     .await
-                    .context("connecting to NATS (NATS_URL)")?,
-            ),
-            None => None,
+                    .context("connecting to NATS (NATS_URL)")?;
+                if let Some(client) = bus.nats() {
+                    inside_bus::jobs::ensure_stream(client, bus.subjects())
+                        .await
+                        .context("creating the JetStream report job stream")?;
+                }
+                bus
+            }
+            None => inside_bus::Bus::local(subjects),
         };
+        let nats = bus.nats().cloned();
+        let hub = crate::realtime::SessionHub::new(bus.clone());
         let secret = secret_key(&settings)?;
         let keys = TokenKeys::new(
             &secret,
@@ -91,6 +101,8 @@ impl AppState {
             mailer,
             jobs,
             nats,
+            bus,
+            hub,
             metrics: crate::telemetry::metrics_handle(),
             speaker: load_speaker(&settings_model_dir),
         })))
@@ -119,19 +131,15 @@ fn secret_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
 }
 
 impl AppState {
-    /// Delivers a poke to the partners' open sockets, on whichever gateway.
+    /// Delivers a poke to the partners' open sockets, on whichever gateway
+    /// (through the bus in both modes).
     pub async fn deliver_poke(&self, to: &[uuid::Uuid], poke: &inside_schemas::Poke) {
-        let Some(nats) = &self.nats else { return };
-        let subjects =
-            inside_schemas::subjects::Subjects::new(self.settings.nats_subject_prefix.clone());
         let Ok(payload) = serde_json::to_vec(poke) else {
             return;
         };
         for uid in to {
-            if let Err(e) = nats
-                .publish(subjects.pokes(*uid), payload.clone().into())
-                .await
-            {
+            let subject = self.bus.subjects().pokes(*uid);
+            if let Err(e) = self.bus.publish(subject, payload.clone().into()).await {
                 tracing::warn!(error = %e, "publishing a poke failed");
             }
         }

@@ -4,6 +4,7 @@
 
 pub mod embed;
 pub mod ops;
+pub mod pipeline;
 pub mod reports;
 
 pub use reports::{write_report, ReportJobs};

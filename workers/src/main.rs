@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use inside_settings::{ExposeSecret, Settings};
+use inside_store::limiter::Limiter;
 use inside_store::Store;
+use inside_workers::pipeline::jobs::run_report_jobs;
+use inside_workers::pipeline::{Pipeline, PipelineConfig};
 use inside_workers::{ops, ReportJobs};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +46,46 @@ enum Command {
     },
 }
 
+/// With NATS: the analysis pipeline in the queue group `workers` and report
+/// jobs from JetStream, until a signal; then drains and flushes.
+async fn run_fleet_member(
+    settings: &Settings,
+    url: &str,
+    store: Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let subjects = inside_bus::Subjects::new(settings.nats_subject_prefix.clone());
+    let bus = inside_bus::Bus::connect_nats(url, "inside-worker", subjects.clone())
+        .await
+        .context("connecting to NATS (NATS_URL)")?;
+    let limiter = match &settings.redis_url {
+        Some(url) => Limiter::redis(url.expose_secret(), &settings.nats_subject_prefix)
+            .await
+            .context("connecting to Redis (REDIS_URL)")?,
+        None => Limiter::memory(),
+    };
+    let consumers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pipeline = Pipeline::start(
+        bus.clone(),
+        limiter,
+        store.clone(),
+        PipelineConfig::from_settings(settings, consumers),
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(addr = %settings.worker_bind_addr, "worker started");
+    let client = bus.nats().cloned().context("NATS client")?;
+    let jobs = tokio::spawn(run_report_jobs(client, subjects, store, shutdown.clone()));
+    pipeline.stopped().await;
+    match jobs.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "report jobs stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "report jobs task failed"),
+        Ok(Ok(())) => {}
+    }
+    bus.flush().await.ok();
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -72,13 +115,19 @@ async fn main() -> anyhow::Result<()> {
     store.migrate().await.context("applying migrations")?;
     let shutdown = CancellationToken::new();
     ops::cancel_on_signals(shutdown.clone());
-    let jobs = ReportJobs::new(
-        store.clone(),
-        Duration::from_millis(settings.report_job_poll_ms),
-    );
     let ops_server = ops::serve(settings.worker_bind_addr, store.clone(), shutdown.clone()).await?;
-    tracing::info!(addr = %settings.worker_bind_addr, "worker started");
-    jobs.run(shutdown.clone()).await;
+    match &settings.nats_url {
+        Some(url) => run_fleet_member(&settings, url, store.clone(), shutdown.clone()).await?,
+        None => {
+            tracing::info!(addr = %settings.worker_bind_addr, "worker started (database job queue only; set NATS_URL for the pipeline)");
+            ReportJobs::new(
+                store.clone(),
+                Duration::from_millis(settings.report_job_poll_ms),
+            )
+            .run(shutdown.clone())
+            .await;
+        }
+    }
     shutdown.cancel();
     let _ = ops_server.await;
     store.close().await;

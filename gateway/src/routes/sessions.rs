@@ -90,11 +90,30 @@ pub async fn finalize(
         inside_store::StoreError::Conflict(m) => ApiError::Conflict("already_finalized", m),
         other => other.into(),
     })?;
-    state
-        .store
-        .enqueue_job(inside_store::jobs::REPORT, sid)
-        .await?;
-    state.jobs.wake();
+    match state.bus.nats() {
+        // Distributed: a durable JetStream job, deduplicated by session id.
+        Some(client) => inside_bus::jobs::publish_report_job(client, state.bus.subjects(), sid)
+            .await
+            .map_err(ApiError::internal)?,
+        None => {
+            state
+                .store
+                .enqueue_job(inside_store::jobs::REPORT, sid)
+                .await?;
+            state.jobs.wake();
+        }
+    }
+    // Every gateway closes the session's sockets with 4409.
+    if let Err(e) = state
+        .bus
+        .publish_json(
+            state.bus.subjects().state(sid),
+            &inside_bus::StateEvent::Finalized,
+        )
+        .await
+    {
+        tracing::warn!(%sid, error = %e, "announcing the finalize failed");
+    }
     tracing::info!(%sid, "session finalizing; report job enqueued");
     Ok((StatusCode::ACCEPTED, Json(session)))
 }

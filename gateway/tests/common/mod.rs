@@ -2,6 +2,8 @@
 //! (SQLite file or PostgreSQL database), driven over HTTP.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ws;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 

@@ -1,0 +1,21 @@
+//! What travels on `inside.v1.state.<sid>`: presence announcements by which
+//! gateways learn each other's participants (so `server.session_state` lists
+//! everyone, whichever gateway they are on), and the finalize signal.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StateEvent {
+    /// The users a gateway holds sockets for in this session, after a join or
+    /// leave. `hello` asks the other gateways to announce theirs (a newcomer
+    /// does not know them yet).
+    Presence {
+        gateway: Uuid,
+        participants: Vec<Uuid>,
+        hello: bool,
+    },
+    /// The session was finalized: sockets close with 4409.
+    Finalized,
+}

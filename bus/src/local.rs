@@ -1,0 +1,195 @@
+//! The in-process bus of the embedded default: NATS subject matching (`*`,
+//! `>`), fan-out to plain subscribers, one member per queue group, bounded
+//! buffers that drop and count like a NATS slow consumer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::{BusMessage, SUBSCRIPTION_CAPACITY};
+
+#[derive(Clone, Debug, Default)]
+pub struct LocalBus {
+    inner: Arc<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    subs: RwLock<Subs>,
+    next_id: AtomicU64,
+    /// Round-robin position for queue groups.
+    turn: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Subs {
+    /// Subscriptions without wildcards, found by a map lookup: a gateway
+    /// holds thousands of these, and publishing must not scan them all.
+    exact: HashMap<String, Vec<Sub>>,
+    /// The few wildcard subscriptions (the worker pool, taps).
+    wild: Vec<(Vec<String>, Sub)>,
+}
+
+#[derive(Debug)]
+struct Sub {
+    id: u64,
+    group: Option<String>,
+    tx: mpsc::Sender<BusMessage>,
+}
+
+impl LocalBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn subscribe(&self, subject: &str, group: Option<String>) -> LocalSubscription {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let sub = Sub { id, group, tx };
+        let mut subs = write(&self.inner.subs);
+        if subject.split('.').any(|t| t == "*" || t == ">") {
+            subs.wild
+                .push((subject.split('.').map(str::to_string).collect(), sub));
+        } else {
+            subs.exact.entry(subject.to_string()).or_default().push(sub);
+        }
+        LocalSubscription {
+            rx,
+            id,
+            subject: subject.to_string(),
+            registry: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Delivers to every matching plain subscriber and to one member of each
+    /// matching queue group; never waits.
+    pub fn publish(&self, subject: &str, payload: Bytes) {
+        let subs = read(&self.inner.subs);
+        let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
+        let exact = subs.exact.get(subject).into_iter().flatten();
+        let tokens: Vec<&str> = if subs.wild.is_empty() {
+            Vec::new()
+        } else {
+            subject.split('.').collect()
+        };
+        let wild = subs
+            .wild
+            .iter()
+            .filter(|(pattern, _)| matches(pattern, &tokens))
+            .map(|(_, s)| s);
+        for sub in exact.chain(wild) {
+            match &sub.group {
+                None => deliver(sub, subject, payload.clone()),
+                Some(g) => match groups.iter_mut().find(|(name, _)| *name == g.as_str()) {
+                    Some((_, members)) => members.push(sub),
+                    None => groups.push((g.as_str(), vec![sub])),
+                },
+            }
+        }
+        for (_, members) in groups {
+            let start = self.inner.turn.fetch_add(1, Ordering::Relaxed) as usize;
+            // Skip members whose buffer is full before counting a drop.
+            let chosen = (0..members.len())
+                .map(|i| members[(start + i) % members.len()])
+                .find(|m| m.tx.capacity() > 0)
+                .unwrap_or(members[start % members.len()]);
+            deliver(chosen, subject, payload.clone());
+        }
+    }
+}
+
+fn deliver(sub: &Sub, subject: &str, payload: Bytes) {
+    let msg = BusMessage {
+        subject: subject.to_string(),
+        payload,
+    };
+    if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(msg) {
+        metrics::counter!("inside_bus_slow_consumer_total", "bus" => "local").increment(1);
+        tracing::warn!(
+            subscription = sub.id,
+            "in-process slow consumer: message dropped"
+        );
+    }
+}
+
+/// NATS matching: `*` is one token, a final `>` one or more.
+fn matches(pattern: &[String], tokens: &[&str]) -> bool {
+    for (i, p) in pattern.iter().enumerate() {
+        if p == ">" {
+            return tokens.len() > i;
+        }
+        match tokens.get(i) {
+            Some(t) if p == "*" || p == t => {}
+            _ => return false,
+        }
+    }
+    pattern.len() == tokens.len()
+}
+
+fn read(lock: &RwLock<Subs>) -> std::sync::RwLockReadGuard<'_, Subs> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write(lock: &RwLock<Subs>) -> std::sync::RwLockWriteGuard<'_, Subs> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An in-process subscription; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct LocalSubscription {
+    rx: mpsc::Receiver<BusMessage>,
+    id: u64,
+    subject: String,
+    registry: Weak<Registry>,
+}
+
+impl LocalSubscription {
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<BusMessage>> {
+        self.rx.poll_recv(cx)
+    }
+
+    /// Unregisters; buffered messages are still yielded, then the stream ends.
+    pub(crate) fn drain(&mut self) {
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        let mut subs = write(&registry.subs);
+        if let Some(list) = subs.exact.get_mut(&self.subject) {
+            list.retain(|s| s.id != self.id);
+            if list.is_empty() {
+                subs.exact.remove(&self.subject);
+            }
+        }
+        subs.wild.retain(|(_, s)| s.id != self.id);
+    }
+}
+
+impl Drop for LocalSubscription {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> Vec<String> {
+        s.split('.').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn wildcards_match_like_nats() {
+        let t = |s: &'static str| s.split('.').collect::<Vec<_>>();
+        assert!(matches(&pat("a.b.>"), &t("a.b.c.d")));
+        assert!(!matches(&pat("a.b.>"), &t("a.b")));
+        assert!(matches(&pat("a.*.c"), &t("a.x.c")));
+        assert!(!matches(&pat("a.*.c"), &t("a.x.c.d")));
+        assert!(!matches(&pat("a.*"), &t("b.x")));
+    }
+}

@@ -1,0 +1,206 @@
+//! One WebSocket connection: a send side (queued server messages, heartbeat
+//! pings, idle timeout) and a receive side (client messages, per-connection
+//! budgets) raced under `select!` in one task; whichever ends first ends the
+//! connection, and leaving the hub is the membership's drop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use uuid::Uuid;
+
+use super::budget::Budget;
+use super::hub::Outbound;
+use super::protocol::{self, BadMessage, ClientMessage};
+use crate::state::AppState;
+
+/// Messages per second a connection may send, sustained, and its burst.
+const MESSAGE_RATE: f64 = 2_000.0;
+const MESSAGE_BURST: f64 = 4_000.0;
+/// Bad messages tolerated: a burst of 10, one more every 5 s.
+const BAD_RATE: f64 = 0.2;
+const BAD_BURST: f64 = 10.0;
+/// Time allowed to write a close frame to a peer that may not be reading.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How a connection ends.
+#[derive(Debug)]
+enum Ending {
+    /// Send this close frame.
+    Close(u16, &'static str),
+    /// The peer went away; nothing to send.
+    Gone,
+}
+
+pub struct Connection {
+    pub state: AppState,
+    pub sid: Uuid,
+    pub uid: Uuid,
+}
+
+impl Connection {
+    pub async fn run(self, socket: WebSocket) {
+        let (mut sink, mut stream) = socket.split();
+        let mut membership = match self.state.hub.join(self.sid, self.uid).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(sid = %self.sid, error = %e, "socket could not join the hub");
+                close(&mut sink, 1011, "bus unavailable").await;
+                return;
+            }
+        };
+        tracing::info!(sid = %self.sid, uid = %self.uid, "socket joined");
+        let started = Instant::now();
+        let last_seen = AtomicU64::new(0);
+        let kill = membership.kill.clone();
+        let ending = tokio::select! {
+            e = self.send_side(&mut sink, &mut membership.rx, started, &last_seen) => e,
+            e = self.receive_side(&mut stream, &membership.tx, started, &last_seen) => e,
+            _ = kill.cancelled() => Ending::Close(1013, "send queue full or server stopping"),
+        };
+        if let Ending::Close(code, reason) = ending {
+            close(&mut sink, code, reason).await;
+        }
+        tracing::info!(sid = %self.sid, uid = %self.uid, ?ending, "socket left");
+        drop(membership);
+    }
+
+    async fn send_side(
+        &self,
+        sink: &mut SplitSink<WebSocket, Message>,
+        rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+        started: Instant,
+        last_seen: &AtomicU64,
+    ) -> Ending {
+        let settings = &self.state.settings;
+        let every = Duration::from_secs_f64(settings.websocket_heartbeat_interval.max(0.01));
+        let timeout = Duration::from_secs_f64(settings.websocket_timeout.max(0.01));
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Checks for silence at least as often as the timeout needs.
+        let mut idle_check = tokio::time::interval(timeout.min(every) / 2);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return Ending::Gone };
+                    if let Some(end) = feed(sink, msg).await {
+                        return end;
+                    }
+                    // Batch what else is queued into one flush.
+                    while let Ok(more) = rx.try_recv() {
+                        if let Some(end) = feed(sink, more).await {
+                            return end;
+                        }
+                    }
+                    if sink.flush().await.is_err() {
+                        return Ending::Gone;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return Ending::Gone;
+                    }
+                }
+                _ = idle_check.tick() => {
+                    let silent = started.elapsed().saturating_sub(Duration::from_millis(last_seen.load(Ordering::Relaxed)));
+                    if silent > timeout {
+                        return Ending::Close(1001, "idle timeout");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn receive_side(
+        &self,
+        stream: &mut SplitStream<WebSocket>,
+        tx: &tokio::sync::mpsc::Sender<Outbound>,
+        started: Instant,
+        last_seen: &AtomicU64,
+    ) -> Ending {
+        let bus = self.state.hub.bus();
+        let frames_subject = bus.subjects().frames(self.sid, self.uid);
+        let mut budget = Budget::new(MESSAGE_RATE, MESSAGE_BURST);
+        let mut bad_budget = Budget::new(BAD_RATE, BAD_BURST);
+        let reply = |text: String| tx.try_send(Outbound::Text(Utf8Bytes::from(text))).is_ok();
+        while let Some(msg) = stream.next().await {
+            let Ok(msg) = msg else { return Ending::Gone };
+            last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let outcome = match &msg {
+                Message::Text(text) => {
+                    if !budget.take() {
+                        metrics::counter!("inside_ws_flood_closed_total").increment(1);
+                        return Ending::Close(1008, "message rate over the connection budget");
+                    }
+                    match protocol::parse(text.as_str()) {
+                        Ok(ClientMessage::FeatureFrame(_, raw)) => {
+                            let payload = Bytes::copy_from_slice(raw.as_bytes());
+                            if let Err(e) = bus.publish(frames_subject.clone(), payload).await {
+                                tracing::warn!(sid = %self.sid, error = %e, "publishing a frame failed");
+                                return Ending::Close(1011, "bus unavailable");
+                            }
+                            metrics::counter!("inside_frames_published_total").increment(1);
+                            Ok(())
+                        }
+                        Ok(ClientMessage::Ping) => {
+                            if !reply(protocol::server_raw("server.pong", self.sid, "{}")) {
+                                return Ending::Close(1013, "send queue full");
+                            }
+                            Ok(())
+                        }
+                        Ok(ClientMessage::AudioStart | ClientMessage::AudioStop) => {
+                            Err(BadMessage::AudioUnavailable)
+                        }
+                        Err(bad) => Err(bad),
+                    }
+                }
+                Message::Binary(_) => {
+                    if !budget.take() {
+                        return Ending::Close(1008, "message rate over the connection budget");
+                    }
+                    Err(BadMessage::UnexpectedBinary)
+                }
+                Message::Close(_) => return Ending::Gone,
+                Message::Ping(_) | Message::Pong(_) => Ok(()),
+            };
+            if let Err(bad) = outcome {
+                metrics::counter!("inside_ws_bad_messages_total", "code" => bad.code())
+                    .increment(1);
+                if !bad_budget.take() {
+                    return Ending::Close(1008, "too many bad messages");
+                }
+                if !reply(protocol::error(self.sid, &bad)) {
+                    return Ending::Close(1013, "send queue full");
+                }
+            }
+        }
+        Ending::Gone
+    }
+}
+
+async fn feed(sink: &mut SplitSink<WebSocket, Message>, msg: Outbound) -> Option<Ending> {
+    match msg {
+        Outbound::Text(text) => sink
+            .feed(Message::Text(text))
+            .await
+            .err()
+            .map(|_| Ending::Gone),
+        Outbound::Close(code, reason) => Some(Ending::Close(code, reason)),
+    }
+}
+
+/// Sends a close frame, giving up quickly on a peer that is not reading.
+pub async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = sink.send(frame).await;
+        let _ = sink.close().await;
+    })
+    .await;
+}

@@ -1,0 +1,321 @@
+//! `SessionHub`: the sockets this gateway holds, per (session, user), and the
+//! bus subscriptions that feed them. A route (the session's state subject,
+//! a user's nudge subject, a user's poke subject) is subscribed when the
+//! first socket needing it joins and unsubscribed when the last one leaves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use futures::StreamExt;
+use inside_bus::{Bus, BusError, BusMessage, StateEvent};
+use inside_schemas::SessionState;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::presence;
+use super::protocol;
+
+/// Messages queued per socket before it counts as a slow reader and is dropped.
+pub const SEND_QUEUE: usize = 256;
+/// How long a join waits for its subscriptions to be live.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a connection's send side writes.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Text(Utf8Bytes),
+    Close(u16, &'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("subscribing to the session's subjects failed or timed out")]
+    Subscribe,
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+#[derive(Clone)]
+pub struct SessionHub(Arc<HubInner>);
+
+pub(super) struct HubInner {
+    pub(super) bus: Bus,
+    /// Identifies this gateway in presence announcements.
+    pub(super) gateway: Uuid,
+    next_socket: AtomicU64,
+    pub(super) state: Mutex<HubState>,
+    /// Fired at shutdown: every socket closes with 1001.
+    pub(super) closing: CancellationToken,
+}
+
+#[derive(Default)]
+pub(super) struct HubState {
+    pub(super) sockets: HashMap<(Uuid, Uuid), Vec<Socket>>,
+    routes: HashMap<Route, RouteEntry>,
+    /// Participants other gateways announced, per session and gateway.
+    pub(super) remote: HashMap<Uuid, HashMap<Uuid, Vec<Uuid>>>,
+}
+
+pub(super) struct Socket {
+    id: u64,
+    tx: mpsc::Sender<Outbound>,
+    kill: CancellationToken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Route {
+    State(Uuid),
+    Nudges(Uuid, Uuid),
+    Pokes(Uuid),
+}
+
+struct RouteEntry {
+    refs: usize,
+    ready: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+/// One socket's place in the hub; dropping it leaves (and announces it).
+pub struct Membership {
+    pub sid: Uuid,
+    pub uid: Uuid,
+    id: u64,
+    pub rx: mpsc::Receiver<Outbound>,
+    /// For the connection's own replies (pong, errors).
+    pub tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the socket must go (slow reader, shutdown).
+    pub kill: CancellationToken,
+    hub: SessionHub,
+}
+
+impl SessionHub {
+    pub fn new(bus: Bus) -> Self {
+        Self(Arc::new(HubInner {
+            bus,
+            gateway: Uuid::new_v4(),
+            next_socket: AtomicU64::new(1),
+            state: Mutex::new(HubState::default()),
+            closing: CancellationToken::new(),
+        }))
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.0.bus
+    }
+
+    /// Closes every socket (graceful shutdown).
+    pub fn close_all(&self) {
+        self.0.closing.cancel();
+    }
+
+    /// Sockets held now.
+    pub fn sockets(&self) -> usize {
+        lock(&self.0).sockets.values().map(Vec::len).sum()
+    }
+
+    /// Registers a socket, subscribes what it needs, announces the join.
+    pub async fn join(&self, sid: Uuid, uid: Uuid) -> Result<Membership, HubError> {
+        let (tx, rx) = mpsc::channel(SEND_QUEUE);
+        let kill = self.0.closing.child_token();
+        let id = self.0.next_socket.fetch_add(1, Ordering::Relaxed);
+        let readies = {
+            let mut st = lock(&self.0);
+            st.sockets.entry((sid, uid)).or_default().push(Socket {
+                id,
+                tx: tx.clone(),
+                kill: kill.clone(),
+            });
+            [
+                Route::State(sid),
+                Route::Nudges(sid, uid),
+                Route::Pokes(uid),
+            ]
+            .into_iter()
+            .map(|r| self.acquire(&mut st, r))
+            .collect::<Vec<_>>()
+        };
+        let membership = Membership {
+            sid,
+            uid,
+            id,
+            rx,
+            tx,
+            kill,
+            hub: self.clone(),
+        };
+        for mut ready in readies {
+            let live = tokio::time::timeout(SUBSCRIBE_TIMEOUT, ready.wait_for(|r| *r)).await;
+            if !matches!(live, Ok(Ok(_))) {
+                return Err(HubError::Subscribe);
+            }
+        }
+        metrics::gauge!("inside_ws_connections").increment(1.0);
+        presence::announce(&self.0, sid, true).await?;
+        Ok(membership)
+    }
+
+    fn acquire(&self, st: &mut HubState, route: Route) -> watch::Receiver<bool> {
+        if let Some(entry) = st.routes.get_mut(&route) {
+            entry.refs += 1;
+            return entry.ready.clone();
+        }
+        let (ready_tx, ready) = watch::channel(false);
+        let task = tokio::spawn(route_task(Arc::downgrade(&self.0), route, ready_tx));
+        st.routes.insert(
+            route,
+            RouteEntry {
+                refs: 1,
+                ready: ready.clone(),
+                task,
+            },
+        );
+        ready
+    }
+
+    fn leave(&self, sid: Uuid, uid: Uuid, id: u64) {
+        {
+            let mut st = lock(&self.0);
+            if let Some(list) = st.sockets.get_mut(&(sid, uid)) {
+                list.retain(|s| s.id != id);
+                if list.is_empty() {
+                    st.sockets.remove(&(sid, uid));
+                }
+            }
+            if !st.sockets.keys().any(|(s, _)| *s == sid) {
+                st.remote.remove(&sid);
+            }
+            for route in [
+                Route::State(sid),
+                Route::Nudges(sid, uid),
+                Route::Pokes(uid),
+            ] {
+                release(&mut st, route);
+            }
+        }
+        metrics::gauge!("inside_ws_connections").decrement(1.0);
+        let hub = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(e) = presence::announce(&hub, sid, false).await {
+                tracing::warn!(%sid, error = %e, "announcing a leave failed");
+            }
+        });
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.hub.leave(self.sid, self.uid, self.id);
+    }
+}
+
+fn release(st: &mut HubState, route: Route) {
+    if let Some(entry) = st.routes.get_mut(&route) {
+        entry.refs -= 1;
+        if entry.refs == 0 {
+            if let Some(entry) = st.routes.remove(&route) {
+                // Dropping the subscription inside the task unsubscribes.
+                entry.task.abort();
+            }
+        }
+    }
+}
+
+pub(super) fn lock(hub: &HubInner) -> MutexGuard<'_, HubState> {
+    hub.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn route_task(hub: Weak<HubInner>, route: Route, ready: watch::Sender<bool>) {
+    let Some(bus) = hub.upgrade().map(|h| h.bus.clone()) else {
+        return;
+    };
+    let subjects = bus.subjects();
+    let subject = match route {
+        Route::State(sid) => subjects.state(sid),
+        Route::Nudges(sid, uid) => subjects.nudges(sid, uid),
+        Route::Pokes(uid) => subjects.pokes(uid),
+    };
+    let mut sub = match bus.subscribe(subject).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "subscribing a socket route failed");
+            return;
+        }
+    };
+    // NATS: make sure the server has the interest before the join proceeds.
+    if let Err(e) = bus.flush().await {
+        tracing::warn!(error = %e, "flushing after subscribe failed");
+        return;
+    }
+    let _ = ready.send(true);
+    while let Some(msg) = sub.next().await {
+        let Some(hub) = hub.upgrade() else { return };
+        dispatch(&hub, route, msg).await;
+    }
+}
+
+async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
+    let Ok(payload) = std::str::from_utf8(&msg.payload) else {
+        return;
+    };
+    match route {
+        Route::Nudges(sid, uid) => {
+            metrics::counter!("inside_nudges_delivered_total").increment(1);
+            let text = Utf8Bytes::from(protocol::server_raw("server.nudge", sid, payload));
+            let st = lock(hub);
+            for s in st.sockets.get(&(sid, uid)).into_iter().flatten() {
+                push(s, Outbound::Text(text.clone()));
+            }
+        }
+        Route::Pokes(uid) => {
+            let st = lock(hub);
+            for ((sid, _), sockets) in st.sockets.iter().filter(|((_, u), _)| *u == uid) {
+                let text = Utf8Bytes::from(protocol::server_raw("server.poke", *sid, payload));
+                for s in sockets {
+                    push(s, Outbound::Text(text.clone()));
+                }
+            }
+        }
+        Route::State(sid) => match serde_json::from_str::<StateEvent>(payload) {
+            Ok(event) => presence::on_event(hub, sid, event).await,
+            Err(e) => tracing::debug!(%sid, error = %e, "unknown state event ignored"),
+        },
+    }
+}
+
+/// Queues without waiting; a full queue means a slow reader, which is dropped.
+pub(super) fn push(socket: &Socket, msg: Outbound) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = socket.tx.try_send(msg) {
+        metrics::counter!("inside_ws_slow_readers_total").increment(1);
+        socket.kill.cancel();
+    }
+}
+
+/// `server.session_state` for every local socket of `sid`.
+pub(super) fn broadcast_state(hub: &HubInner, sid: Uuid) {
+    let st = lock(hub);
+    let state = SessionState {
+        sid,
+        participants: presence::participants(&st, sid),
+    };
+    let text = Utf8Bytes::from(protocol::server("server.session_state", sid, &state));
+    for ((_, _), sockets) in st.sockets.iter().filter(|((s, _), _)| *s == sid) {
+        for s in sockets {
+            push(s, Outbound::Text(text.clone()));
+        }
+    }
+}
+
+/// Close every local socket of `sid` with `code`.
+pub(super) fn close_session(hub: &HubInner, sid: Uuid, code: u16, reason: &'static str) {
+    let st = lock(hub);
+    for ((_, _), sockets) in st.sockets.iter().filter(|((s, _), _)| *s == sid) {
+        for s in sockets {
+            push(s, Outbound::Close(code, reason));
+        }
+    }
+}

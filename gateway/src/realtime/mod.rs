@@ -1,0 +1,22 @@
+//! The realtime WebSocket: upgrade and auth, one task per connection, and the
+//! `SessionHub` that routes nudges, session state and pokes from the bus to
+//! the sockets this gateway holds.
+
+mod budget;
+mod connection;
+pub mod hub;
+mod presence;
+pub mod protocol;
+mod upgrade;
+
+use axum::routing::get;
+use axum::Router;
+
+pub use hub::SessionHub;
+pub use presence::CLOSE_FINALIZED;
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/sessions/{sid}/ws", get(upgrade::upgrade))
+}

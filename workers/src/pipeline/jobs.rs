@@ -1,0 +1,100 @@
+//! Report jobs from JetStream (`INSIDE_JOBS`, work-queue retention): a pull
+//! consumer shared by every worker; a job is acked only after its report is
+//! stored (an idempotent upsert, so a redelivery stores it once), nak'd with
+//! a delay on failure, and kept alive with `Progress` while it runs.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::AckKind;
+use futures::StreamExt;
+use inside_bus::Subjects;
+use inside_store::Store;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::write_report;
+
+/// Durable consumer name shared by the fleet.
+const CONSUMER: &str = "report-writers";
+const ACK_WAIT: Duration = Duration::from_secs(30);
+const MAX_DELIVER: i64 = 10;
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// Runs report jobs until `shutdown`; the job in hand is finished first.
+pub async fn run_report_jobs(
+    client: async_nats::Client,
+    subjects: Subjects,
+    store: Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let stream = inside_bus::jobs::ensure_stream(&client, &subjects).await?;
+    let consumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            pull::Config {
+                durable_name: Some(CONSUMER.to_string()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_deliver: MAX_DELIVER,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the report consumer: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("pulling report jobs: {e}"))?;
+    tracing::info!(stream = %subjects.jobs_stream(), "JetStream report jobs started");
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = messages.next() => match m {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pulling a report job failed");
+                    continue;
+                }
+                None => break,
+            },
+        };
+        let sid = std::str::from_utf8(&msg.payload)
+            .ok()
+            .and_then(|s| s.parse::<Uuid>().ok());
+        let Some(sid) = sid else {
+            tracing::warn!("report job without a session id; terminated");
+            let _ = msg.ack_with(AckKind::Term).await;
+            continue;
+        };
+        let span = tracing::info_span!("report_job", %sid);
+        let _enter = span.enter();
+        let work = write_report(&store, sid);
+        tokio::pin!(work);
+        let mut progress = tokio::time::interval(ACK_WAIT / 3);
+        progress.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                metrics::counter!("inside_jobs_total", "outcome" => "done").increment(1);
+                tracing::info!("report stored");
+                if let Err(e) = msg.double_ack().await {
+                    // Redelivered and stored again, idempotently.
+                    tracing::warn!(error = %e, "acking a report job failed");
+                }
+            }
+            Err(e) => {
+                metrics::counter!("inside_jobs_total", "outcome" => "failed").increment(1);
+                tracing::warn!(error = %e, "report job failed; will be redelivered");
+                let _ = msg.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+        }
+    }
+    tracing::info!("JetStream report jobs stopped");
+    Ok(())
+}

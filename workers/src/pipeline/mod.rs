@@ -1,0 +1,100 @@
+//! The analysis pipeline: feature frames in (queue group `workers`), the
+//! engine's rules, the per-(sid, uid) nudge limit, nudges out on
+//! `inside.v1.nudges.<sid>.<uid>`, frames and nudges recorded for the report.
+//! The same code runs in `worker` processes on NATS and inside the gateway on
+//! the in-process bus.
+
+mod frames;
+pub mod jobs;
+mod writer;
+
+pub use frames::FrameConsumer;
+pub use writer::EventWriter;
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use inside_bus::{Bus, BusError, WORKERS};
+use inside_engine::NudgePolicy;
+use inside_settings::Settings;
+use inside_store::limiter::Limiter;
+use inside_store::Store;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What the pipeline needs from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    pub policy: NudgePolicy,
+    /// `None` turns the nudge limit off (`NUDGE_RATE_LIMIT_SECONDS=0`).
+    pub nudge_window: Option<Duration>,
+    /// Consumers in the queue group (the in-process pool size).
+    pub consumers: usize,
+}
+
+impl PipelineConfig {
+    pub fn from_settings(settings: &Settings, consumers: usize) -> Self {
+        Self {
+            policy: NudgePolicy {
+                speaking_rate_threshold: settings.speaking_rate_threshold,
+                overlap_ratio_threshold: settings.overlap_ratio_threshold,
+                ..NudgePolicy::default()
+            },
+            nudge_window: settings.nudge_window(),
+            consumers: consumers.max(1),
+        }
+    }
+}
+
+/// A running pipeline; `stopped` resolves after a graceful stop.
+pub struct Pipeline {
+    consumers: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Subscribes every consumer before returning, so no frame published
+    /// afterwards is missed, then runs until `shutdown`.
+    pub async fn start(
+        bus: Bus,
+        limiter: Limiter,
+        store: Store,
+        config: PipelineConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BusError> {
+        let (writer, writer_task) = EventWriter::start(store);
+        let mut consumers = Vec::with_capacity(config.consumers);
+        for _ in 0..config.consumers {
+            let sub = bus
+                .queue_subscribe(bus.subjects().all_frames(), WORKERS)
+                .await?;
+            let consumer = FrameConsumer::new(
+                bus.clone(),
+                limiter.clone(),
+                writer.clone(),
+                config.policy,
+                config.nudge_window,
+            );
+            consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
+        }
+        // The writer stops once every consumer has dropped its handle.
+        drop(writer);
+        bus.flush().await?;
+        tracing::info!(
+            consumers = config.consumers,
+            nudge_window_s = config.nudge_window.map(|w| w.as_secs_f64()),
+            "analysis pipeline started"
+        );
+        Ok(Self {
+            consumers,
+            writer: writer_task,
+        })
+    }
+
+    /// Waits for the consumers to drain and the writer to flush.
+    pub async fn stopped(self) {
+        join_all(self.consumers).await;
+        let _ = self.writer.await;
+        tracing::info!("analysis pipeline stopped");
+    }
+}

@@ -1,0 +1,72 @@
+//! Batched recording of session events: a bounded channel drained into
+//! `Store::append_events` every ~50 ms or 500 events, whichever comes first,
+//! because one INSERT per frame would cap the pipeline at the commit rate.
+
+use std::time::Duration;
+
+use inside_store::events::SessionEvent;
+use inside_store::Store;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const BATCH: usize = 500;
+const LINGER: Duration = Duration::from_millis(50);
+/// Events buffered before recording waits (backpressure, not memory growth).
+const CAPACITY: usize = 16_384;
+
+#[derive(Clone)]
+pub struct EventWriter {
+    tx: mpsc::Sender<SessionEvent>,
+}
+
+impl EventWriter {
+    /// The writer and its task; the task ends after every handle is dropped
+    /// and the last batch is stored.
+    pub fn start(store: Store) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        (Self { tx }, tokio::spawn(run(store, rx)))
+    }
+
+    pub async fn record(&self, event: SessionEvent) {
+        if self.tx.send(event).await.is_err() {
+            tracing::warn!("event writer stopped; event not recorded");
+        }
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<SessionEvent>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        if rx.recv_many(&mut batch, BATCH).await == 0 {
+            break;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut closed = false;
+        while batch.len() < BATCH {
+            let room = BATCH - batch.len();
+            tokio::select! {
+                n = rx.recv_many(&mut batch, room) => if n == 0 { closed = true; break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        flush(&store, &mut batch).await;
+        if closed {
+            break;
+        }
+    }
+    flush(&store, &mut batch).await;
+}
+
+async fn flush(store: &Store, batch: &mut Vec<SessionEvent>) {
+    if batch.is_empty() {
+        return;
+    }
+    match store.append_events(batch).await {
+        Ok(()) => metrics::counter!("inside_events_recorded_total").increment(batch.len() as u64),
+        Err(e) => {
+            metrics::counter!("inside_events_lost_total").increment(batch.len() as u64);
+            tracing::error!(events = batch.len(), error = %e, "recording session events failed");
+        }
+    }
+    batch.clear();
+}
