@@ -106,6 +106,11 @@ pub async fn start(
 }
 
 impl TestApp {
+    /// Another gateway on the same database, settings and subject prefix.
+    pub async fn another_gateway(&self) -> TestApp {
+        start(self.env.clone(), self._dir.clone()).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

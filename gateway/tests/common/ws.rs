@@ -69,6 +69,14 @@ impl Ws {
         .await;
     }
 
+    /// Sends, tolerating a socket the server already closed.
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.stream
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .is_ok()
+    }
+
     /// The next JSON message, skipping pings; `None` on timeout or close.
     pub async fn next_json(&mut self, within: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + within;
