@@ -113,7 +113,12 @@ impl Settings {
             database_url: database_url.into(),
             database_kind,
             database_echo: r.boolean("DATABASE_ECHO", false)?,
-            database_max_connections: r.ranged("DATABASE_MAX_CONNECTIONS", default_pool_size(), 1, 1000)?,
+            database_max_connections: r.ranged(
+                "DATABASE_MAX_CONNECTIONS",
+                default_pool_size(),
+                1,
+                1000,
+            )?,
             redis_url: parse::url_opt(&r, "REDIS_URL", &["redis", "rediss"])?.map(Into::into),
             redis_queue_url: parse::url_opt(&r, "REDIS_QUEUE_URL", &["redis", "rediss"])?
                 .map(Into::into),
@@ -186,7 +191,9 @@ impl Settings {
 /// Two connections per core: measured fastest for short queries (fewer
 /// PostgreSQL backends contending for the same cores); see README benchmarks.
 fn default_pool_size() -> u32 {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     (2 * cores as u32).max(4)
 }
 
