@@ -39,6 +39,8 @@ struct Sub {
     id: u64,
     group: Option<String>,
     tx: mpsc::Sender<BusMessage>,
+    /// Messages dropped on a full buffer, for a log that does not flood.
+    dropped: AtomicU64,
 }
 
 impl LocalBus {
@@ -49,7 +51,12 @@ impl LocalBus {
     pub(crate) fn subscribe(&self, subject: &str, group: Option<String>) -> LocalSubscription {
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let sub = Sub { id, group, tx };
+        let sub = Sub {
+            id,
+            group,
+            tx,
+            dropped: AtomicU64::new(0),
+        };
         let mut subs = write(&self.inner.subs);
         if subject.split('.').any(|t| t == "*" || t == ">") {
             subs.wild
@@ -109,10 +116,15 @@ fn deliver(sub: &Sub, subject: &str, payload: Bytes) {
     };
     if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(msg) {
         metrics::counter!("inside_bus_slow_consumer_total", "bus" => "local").increment(1);
-        tracing::warn!(
-            subscription = sub.id,
-            "in-process slow consumer: message dropped"
-        );
+        let dropped = sub.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // Log the 1st, 2nd, 4th, 8th… drop: visible, not one line per message.
+        if dropped.is_power_of_two() {
+            tracing::warn!(
+                subscription = sub.id,
+                dropped,
+                "in-process slow consumer: messages dropped"
+            );
+        }
     }
 }
 
