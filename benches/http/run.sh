@@ -32,7 +32,7 @@ case "$what" in
     ;;
   login-storm)
     echo "== 8 clients logging in back to back (bcrypt cost 12) =="
-    wrk -t1 -c8 -d"$duration" -s "$here/login.lua" "$base/v1/auth/login" >"$data/login.txt" &
+    wrk -t1 -c8 -d"$duration" --timeout 30s --latency -s "$here/login.lua" "$base/v1/auth/login" >"$data/login.txt" &
     storm=$!
     sleep 2
     echo "== GET /v1/users/me meanwhile (wrk -t1 -c16) =="
