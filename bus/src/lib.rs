@@ -8,12 +8,14 @@ pub mod events;
 pub mod jobs;
 mod local;
 mod nats;
+pub mod uploads;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+pub use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 pub use inside_schemas::subjects::Subjects;
 
 pub use crate::events::StateEvent;
@@ -35,17 +37,46 @@ pub enum BusError {
     Subscribe(#[from] async_nats::SubscribeError),
     #[error("flushing NATS: {0}")]
     Flush(#[from] async_nats::client::FlushError),
+    #[error("NATS did not echo a sync message within {0:?}")]
+    Sync(std::time::Duration),
+    #[error("request on NATS: {0}")]
+    Request(#[from] async_nats::RequestError),
+    #[error("request/reply needs NATS; the in-process bus answers in-process")]
+    NoRequestReply,
     #[error("JetStream: {0}")]
     JetStream(String),
     #[error("encoding a payload: {0}")]
     Encode(#[from] serde_json::Error),
 }
 
+/// How long [`Bus::flush`] waits for the server's echo.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One message as a subscriber sees it.
 #[derive(Debug, Clone)]
 pub struct BusMessage {
     pub subject: String,
     pub payload: Bytes,
+    /// Metadata of binary payloads (audio segments); `None` on JSON subjects.
+    pub headers: Option<HeaderMap>,
+    /// Where a request wants its answer (request/reply on NATS).
+    pub reply: Option<String>,
+}
+
+impl BusMessage {
+    /// A header's value, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.as_ref()?.get(name).map(|v| v.as_str())
+    }
+}
+
+/// Header pairs to a NATS header map.
+pub fn header_map(pairs: &[(&str, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.insert(*name, value.as_str());
+    }
+    map
 }
 
 /// A handle to the bus; cheap to clone.
@@ -105,6 +136,63 @@ impl Bus {
         }
     }
 
+    /// Publishes a binary payload with its metadata in headers.
+    pub async fn publish_with_headers(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        match self {
+            Bus::Nats { client, .. } => Ok(client
+                .publish_with_headers(subject, headers, payload)
+                .await?),
+            Bus::Local { bus, .. } => {
+                bus.publish_with_headers(&subject, Some(headers), payload);
+                Ok(())
+            }
+        }
+    }
+
+    /// A NATS request with headers, answered by one member of a queue group
+    /// (voiceprint enrolment on `inside.v1.embed`). A payload over the server's
+    /// `max_payload` travels through [`uploads`]; responders read it with
+    /// [`Bus::request_body`]. The in-process bus has no request/reply: the
+    /// embedded default calls the engine directly.
+    pub async fn request(
+        &self,
+        subject: String,
+        mut headers: HeaderMap,
+        mut payload: Bytes,
+        timeout: std::time::Duration,
+    ) -> Result<Bytes, BusError> {
+        match self {
+            Bus::Nats { client, subjects } => {
+                if uploads::needs_upload(client, payload.len()) {
+                    let name = uploads::put(client, subjects, &payload).await?;
+                    headers.insert(uploads::UPLOAD_HEADER, name.as_str());
+                    payload = Bytes::new();
+                }
+                let request = async_nats::Request::new()
+                    .headers(headers)
+                    .payload(payload)
+                    .timeout(Some(timeout));
+                Ok(client.send_request(subject, request).await?.payload)
+            }
+            Bus::Local { .. } => Err(BusError::NoRequestReply),
+        }
+    }
+
+    /// The body of a request: its payload, or the upload its `Inside-Upload` header names.
+    pub async fn request_body(&self, msg: &BusMessage) -> Result<Bytes, BusError> {
+        match (self, msg.header(uploads::UPLOAD_HEADER)) {
+            (Bus::Nats { client, subjects }, Some(name)) => {
+                uploads::take(client, subjects, name).await
+            }
+            _ => Ok(msg.payload.clone()),
+        }
+    }
+
     /// Publishes `value` as JSON.
     pub async fn publish_json<T: serde::Serialize>(
         &self,
@@ -139,10 +227,23 @@ impl Bus {
         }
     }
 
-    /// Waits until what was published has reached the server.
+    /// Waits until the server has processed everything sent before, subscriptions
+    /// included, so a message another connection publishes next finds them.
     pub async fn flush(&self) -> Result<(), BusError> {
         match self {
-            Bus::Nats { client, .. } => Ok(client.flush().await?),
+            Bus::Nats { client, .. } => {
+                // async-nats' own flush only writes the socket, it does not wait for the
+                // server. One connection's commands are processed in order, so a message to
+                // ourselves coming back proves everything before it was processed.
+                let inbox = client.new_inbox();
+                let mut echo = client.subscribe(inbox.clone()).await?;
+                client.publish(inbox, Bytes::new()).await?;
+                client.flush().await?;
+                match tokio::time::timeout(SYNC_TIMEOUT, echo.next()).await {
+                    Ok(Some(_)) => Ok(()),
+                    _ => Err(BusError::Sync(SYNC_TIMEOUT)),
+                }
+            }
             Bus::Local { .. } => Ok(()),
         }
     }
@@ -178,6 +279,8 @@ impl Stream for Subscription {
                 m.map(|m| BusMessage {
                     subject: m.subject.to_string(),
                     payload: m.payload,
+                    headers: m.headers,
+                    reply: m.reply.map(|r| r.to_string()),
                 })
             }),
             Subscription::Local(s) => s.poll_recv(cx),

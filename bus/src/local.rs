@@ -75,6 +75,16 @@ impl LocalBus {
     /// Delivers to every matching plain subscriber and to one member of each
     /// matching queue group; never waits.
     pub fn publish(&self, subject: &str, payload: Bytes) {
+        self.publish_with_headers(subject, None, payload);
+    }
+
+    /// As [`publish`](Self::publish), with metadata headers.
+    pub fn publish_with_headers(
+        &self,
+        subject: &str,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+    ) {
         let subs = read(&self.inner.subs);
         let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
         let exact = subs.exact.get(subject).into_iter().flatten();
@@ -90,7 +100,7 @@ impl LocalBus {
             .map(|(_, s)| s);
         for sub in exact.chain(wild) {
             match &sub.group {
-                None => deliver(sub, subject, payload.clone()),
+                None => deliver(sub, subject, &headers, payload.clone()),
                 Some(g) => match groups.iter_mut().find(|(name, _)| *name == g.as_str()) {
                     Some((_, members)) => members.push(sub),
                     None => groups.push((g.as_str(), vec![sub])),
@@ -104,15 +114,17 @@ impl LocalBus {
                 .map(|i| members[(start + i) % members.len()])
                 .find(|m| m.tx.capacity() > 0)
                 .unwrap_or(members[start % members.len()]);
-            deliver(chosen, subject, payload.clone());
+            deliver(chosen, subject, &headers, payload.clone());
         }
     }
 }
 
-fn deliver(sub: &Sub, subject: &str, payload: Bytes) {
+fn deliver(sub: &Sub, subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Bytes) {
     let msg = BusMessage {
         subject: subject.to_string(),
         payload,
+        headers: headers.clone(),
+        reply: None,
     };
     if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(msg) {
         metrics::counter!("inside_bus_slow_consumer_total", "bus" => "local").increment(1);

@@ -82,7 +82,8 @@ pub async fn serve(
                 state.bus.clone(),
                 state.limiter.clone(),
                 state.store.clone(),
-                inside_workers::pipeline::PipelineConfig::from_settings(&state.settings, consumers),
+                inside_workers::pipeline::PipelineConfig::from_settings(&state.settings, consumers)
+                    .with_speaker_model(state.speaker.clone(), &state.settings)?,
                 shutdown.child_token(),
             )
             .await?,

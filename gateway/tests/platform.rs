@@ -347,15 +347,9 @@ async fn invitation_is_sent_through_sendgrid_when_a_key_is_set() {
     assert_eq!(body["content"][0]["type"], "text/plain");
 }
 
-fn fixture(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../engine/tests/fixtures")
-        .join(path)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voiceprint_is_enrolled_with_the_model_and_never_stores_audio() {
-    let model = fixture("ecapa_small");
+    let model = common::audio::fixture("ecapa_small");
     let app = spawn_app_with(Db::Sqlite, &[("ECAPA_MODEL_DIR", model.to_str().unwrap())]).await;
     let pair = app.signup(&unique_email("v")).await;
     let speech = speech_wav(4.0);
@@ -378,7 +372,7 @@ async fn voiceprint_is_enrolled_with_the_model_and_never_stores_audio() {
     assert_eq!((s, &st["enrolled"]), (200, &json!(true)));
     assert!(st["updated_at"].is_string());
     // too short, and not audio at all
-    let tone = std::fs::read(fixture("audio/tone.ogg")).unwrap();
+    let tone = std::fs::read(common::audio::fixture("audio/tone.ogg")).unwrap();
     let res = app
         .http
         .put(app.url("/v1/users/me/voiceprint"))
@@ -409,30 +403,5 @@ async fn voiceprint_is_enrolled_with_the_model_and_never_stores_audio() {
 
 /// The espeak-ng fixture, looped to `seconds`, as 16 kHz 16-bit mono WAV bytes.
 fn speech_wav(seconds: f64) -> Vec<u8> {
-    let flac = std::fs::read(fixture("audio/speech.flac")).unwrap();
-    let clip = inside_engine::speech::decode(flac, None, &Default::default())
-        .unwrap()
-        .samples;
-    let n = (seconds * 16_000.0) as usize;
-    let pcm: Vec<u8> = clip
-        .iter()
-        .cycle()
-        .take(n)
-        .flat_map(|x| ((x.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
-        .collect();
-    let mut wav = Vec::with_capacity(44 + pcm.len());
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes());
-    wav.extend_from_slice(&16_000u32.to_le_bytes());
-    wav.extend_from_slice(&32_000u32.to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
-    wav.extend_from_slice(&pcm);
-    wav
+    common::audio::wav(&common::audio::voice(0, seconds))
 }

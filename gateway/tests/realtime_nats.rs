@@ -9,6 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::audio::{load_model, pcm, voice, wav};
 use common::ws::Ws;
 use common::*;
 use futures::StreamExt;
@@ -34,6 +35,15 @@ async fn start_worker(
     env: &std::collections::HashMap<String, String>,
     stop: CancellationToken,
 ) -> Pipeline {
+    start_worker_with(env, None, stop).await
+}
+
+/// One worker, attributing live audio and answering enrolment when given a model.
+async fn start_worker_with(
+    env: &std::collections::HashMap<String, String>,
+    model: Option<std::sync::Arc<inside_engine::speech::SpeakerModel>>,
+    stop: CancellationToken,
+) -> Pipeline {
     let settings = Settings::from_map(env).unwrap();
     let subjects = Subjects::new(settings.nats_subject_prefix.clone());
     let bus = Bus::connect_nats(NATS, "test-worker", subjects.clone())
@@ -55,7 +65,9 @@ async fn start_worker(
         bus,
         limiter,
         store,
-        PipelineConfig::from_settings(&settings, 2),
+        PipelineConfig::from_settings(&settings, 2)
+            .with_speaker_model(model, &settings)
+            .unwrap(),
         stop,
     )
     .await
@@ -119,6 +131,8 @@ async fn two_gateways_two_workers_on_nats() {
 
     // Ten over-threshold frames of b across both gateways, one window: one nudge.
     let mut wb1 = Ws::connect(g1.addr, &sid, token(&b)).await;
+    // its join (and gateway 1's subscription to b's nudges) is done once it sees the state
+    wb1.expect_participants(&[uid(&a), uid(&b)], T).await;
     for i in 0..5 {
         wb.frame(6.0, 100 + i).await;
         wb1.frame(6.0, 200 + i).await;
@@ -195,4 +209,179 @@ async fn two_gateways_two_workers_on_nats() {
     w1.stopped().await;
     w2.stopped().await;
     js.delete_stream(subjects.jobs_stream()).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
+    // The gateway has no model: enrolment and attribution happen on the worker.
+    let g = spawn_app_with(
+        Db::Postgres,
+        &[
+            ("NATS_URL", NATS),
+            ("REDIS_URL", REDIS),
+            ("SPEAKER_MATCH_THRESHOLD", "-1"),
+        ],
+    )
+    .await;
+    let (a, b, rid) = g.couple().await;
+    let put_voiceprint = |pair: &Value, body: Vec<u8>| {
+        g.http
+            .put(g.url("/v1/users/me/voiceprint"))
+            .bearer_auth(token(pair).to_string())
+            .header("content-type", "audio/wav")
+            .body(body)
+            .send()
+    };
+
+    // No worker with a model yet: nobody answers the request.
+    let res = put_voiceprint(&a, wav(&voice(0, 4.0))).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_error(&res.json().await.unwrap(), "model_unavailable");
+
+    let stop = CancellationToken::new();
+    let model = std::sync::Arc::new(load_model());
+    let w = start_worker_with(&g.env, Some(model.clone()), stop.clone()).await;
+
+    // Enrolment through inside.v1.embed: the worker's refusal keeps its status.
+    let res = put_voiceprint(&a, vec![0x42; 3000]).await.unwrap();
+    assert_eq!(res.status(), 422);
+    let res = put_voiceprint(&a, wav(&voice(0, 4.0))).await.unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["enrolled"], true);
+    assert!(
+        (body["seconds"].as_f64().unwrap() - 4.0).abs() < 0.05,
+        "{body}"
+    );
+    // 40 s is 1.3 MB of WAV, over nats-server's 1 MB max_payload: it travels through the
+    // uploads bucket, which the worker empties.
+    let res = put_voiceprint(&b, wav(&voice(1, 40.0))).await.unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        (body["seconds"].as_f64().unwrap() - 40.0).abs() < 0.05,
+        "{body}"
+    );
+    let subjects = Subjects::new(g.env["NATS_SUBJECT_PREFIX"].clone());
+    let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
+    let uploads = js
+        .get_object_store(subjects.uploads_bucket())
+        .await
+        .unwrap();
+    let left: Vec<_> = uploads.list().await.unwrap().collect().await;
+    assert!(left.is_empty(), "uploads left behind: {}", left.len());
+
+    let (_, session) = g
+        .post(
+            "/v1/sessions",
+            Some(token(&a)),
+            json!({"relationship_id": rid}),
+        )
+        .await;
+    let sid = session["id"].as_str().unwrap().to_string();
+    // A researcher listens to the session's audio segments and speaker events.
+    let prefix = g.env["NATS_SUBJECT_PREFIX"].clone();
+    let researcher = async_nats::connect(NATS).await.unwrap();
+    let mut audio_tap = researcher
+        .subscribe(format!("{prefix}.v1.audio.{sid}.>"))
+        .await
+        .unwrap();
+    let mut speaker_tap = researcher
+        .subscribe(format!("{prefix}.v1.speakers.{sid}"))
+        .await
+        .unwrap();
+    researcher.flush().await.unwrap();
+
+    // `worker tap --session` sees the same things as JSON lines.
+    let tap_bus = Bus::connect_nats(NATS, "test-tap", Subjects::new(prefix.clone()))
+        .await
+        .unwrap();
+    let tap = inside_workers::tap::subscribe(&tap_bus, sid.parse().unwrap())
+        .await
+        .unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(tap.run(stop.clone(), move |l| {
+        let _ = lines_tx.send(l);
+    }));
+
+    let mut wa = Ws::connect(g.addr, &sid, token(&a)).await;
+    let mut wb = Ws::connect(g.addr, &sid, token(&b)).await;
+    wb.expect_participants(&[uid(&a), uid(&b)], T).await;
+    wa.frame(1.0, 7).await;
+    wa.send(
+        "client.audio_start",
+        json!({"codec": "pcm_s16le", "sample_rate": 16000, "channels": 1}),
+    )
+    .await;
+    for chunk in pcm(&voice(0, 3.0)).chunks(3200) {
+        wa.send_binary(chunk).await;
+    }
+    wa.send("client.audio_stop", json!({})).await;
+
+    let segment = tokio::time::timeout(T, audio_tap.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        segment.subject.as_str().ends_with(uid(&a)),
+        "{}",
+        segment.subject
+    );
+    let headers = segment
+        .headers
+        .clone()
+        .expect("audio segments carry headers");
+    assert_eq!(headers.get("Inside-Seq").map(|v| v.as_str()), Some("0"));
+    assert_eq!(
+        headers.get("Inside-Start-Ms").map(|v| v.as_str()),
+        Some("0")
+    );
+    assert_eq!(
+        headers.get("Inside-End-Ms").map(|v| v.as_str()),
+        Some("1500")
+    );
+    assert_eq!(
+        segment.payload.len(),
+        1500 * 16 * 4,
+        "1.5 s of f32le at 16 kHz"
+    );
+
+    // Both phones of the session hear who spoke, attributed to a's voiceprint.
+    for ws in [&mut wa, &mut wb] {
+        let ev = ws.expect("server.speaker", Duration::from_secs(20)).await;
+        assert_eq!(ev["payload"]["user_id"], uid(&a), "{ev}");
+        assert_eq!(ev["payload"]["start_ms"], 0, "{ev}");
+    }
+    let tapped = tokio::time::timeout(T, speaker_tap.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let tapped: Value = serde_json::from_slice(&tapped.payload).unwrap();
+    assert_eq!(tapped["user_id"], uid(&a), "{tapped}");
+
+    let mut kinds = std::collections::HashMap::<String, Value>::new();
+    while !["state", "frame", "audio", "speaker"]
+        .iter()
+        .all(|k| kinds.contains_key(*k))
+    {
+        let line = tokio::time::timeout(T, lines.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        kinds
+            .entry(v["kind"].as_str().unwrap().to_string())
+            .or_insert(v);
+    }
+    assert_eq!(kinds["frame"]["user_id"], uid(&a));
+    assert_eq!(kinds["frame"]["payload"]["seq"], 7);
+    assert_eq!(kinds["audio"]["payload"]["bytes"], 96_000);
+    assert_eq!(kinds["audio"]["payload"]["end_ms"], 1500);
+    assert_eq!(kinds["speaker"]["user_id"], uid(&a));
+
+    stop.cancel();
+    w.stopped().await;
+    js.delete_object_store(subjects.uploads_bucket()).await.ok();
 }

@@ -1,12 +1,14 @@
 //! Wire types shared by every Inside crate and by researchers: REST bodies,
 //! WebSocket messages, NATS payloads and subject names. serde only.
 
+pub mod audio;
 pub mod error;
 pub mod realtime;
 pub mod report;
 pub mod rest;
 pub mod subjects;
 
+pub use audio::{AudioSegmentMeta, EmbedReply};
 pub use error::{ErrorBody, ErrorDetail};
 pub use realtime::*;
 pub use report::{Activity, NudgeSummary, Report, ReportPending, SpeakerStats};

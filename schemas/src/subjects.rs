@@ -29,12 +29,22 @@ impl Subjects {
         format!("{}.v1.frames.{sid}.{uid}", self.prefix)
     }
 
+    /// Every member's frames of one session (researchers' tap).
+    pub fn session_frames(&self, sid: Uuid) -> String {
+        format!("{}.v1.frames.{sid}.*", self.prefix)
+    }
+
     pub fn all_frames(&self) -> String {
         format!("{}.v1.frames.>", self.prefix)
     }
 
     pub fn audio(&self, sid: Uuid, uid: Uuid) -> String {
         format!("{}.v1.audio.{sid}.{uid}", self.prefix)
+    }
+
+    /// Every member's audio segments of one session (researchers' tap).
+    pub fn session_audio(&self, sid: Uuid) -> String {
+        format!("{}.v1.audio.{sid}.*", self.prefix)
     }
 
     pub fn all_audio(&self) -> String {
@@ -67,6 +77,15 @@ impl Subjects {
 
     pub fn report_jobs(&self) -> String {
         format!("{}.v1.jobs.report", self.prefix)
+    }
+
+    /// JetStream object store bucket for request bodies over NATS's `max_payload`:
+    /// `INSIDE_UPLOADS` for the default prefix.
+    pub fn uploads_bucket(&self) -> String {
+        format!(
+            "{}_UPLOADS",
+            self.prefix.to_uppercase().replace(['.', '-'], "_")
+        )
     }
 
     /// JetStream stream holding report jobs: `INSIDE_JOBS` for the default prefix.

@@ -77,6 +77,8 @@ pub struct Settings {
     pub email_from_name: String,
     pub ecapa_model_dir: Option<PathBuf>,
     pub max_audio_seconds: f64,
+    /// Cosine below which a live audio segment is attributed to nobody.
+    pub speaker_match_threshold: f64,
     pub report_job_poll_ms: u64,
 }
 
@@ -156,6 +158,7 @@ impl Settings {
             email_from_name: r.string("EMAIL_FROM_NAME", "Inside"),
             ecapa_model_dir: r.optional("ECAPA_MODEL_DIR").map(PathBuf::from),
             max_audio_seconds: r.float("MAX_AUDIO_SECONDS", 600.0, 1.0, 86400.0)?,
+            speaker_match_threshold: r.float("SPEAKER_MATCH_THRESHOLD", 0.25, -1.0, 1.0)?,
             report_job_poll_ms: r.ranged("REPORT_JOB_POLL_MS", 500, 10, 60_000)?,
         };
         settings.validate(secret_key.as_deref())

@@ -11,6 +11,7 @@ pub mod pokes;
 pub mod relationships;
 pub mod reports;
 pub mod sessions;
+pub mod talk_time;
 mod time;
 pub mod tokens;
 pub mod users;

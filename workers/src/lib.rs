@@ -6,5 +6,6 @@ pub mod embed;
 pub mod ops;
 pub mod pipeline;
 pub mod reports;
+pub mod tap;
 
 pub use reports::{write_report, ReportJobs};

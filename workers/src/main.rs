@@ -3,10 +3,12 @@
 //! the speaker model offline for researchers.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use inside_engine::speech::SpeakerModel;
 use inside_settings::{ExposeSecret, Settings};
 use inside_store::limiter::Limiter;
 use inside_store::Store;
@@ -44,6 +46,13 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print one session's live frames, nudges, speaker events, presence and audio segment
+    /// metadata as JSON lines (needs NATS_URL; takes no work from the workers).
+    Tap {
+        /// The session id.
+        #[arg(long)]
+        session: uuid::Uuid,
+    },
 }
 
 /// With NATS: the analysis pipeline in the queue group `workers` and report
@@ -65,11 +74,28 @@ async fn run_fleet_member(
         None => Limiter::memory(),
     };
     let consumers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let model = match &settings.ecapa_model_dir {
+        Some(dir) => {
+            let dir = dir.clone();
+            let model = tokio::task::spawn_blocking(move || SpeakerModel::load(&dir))
+                .await?
+                .context("loading the speaker model (ECAPA_MODEL_DIR)")?;
+            tracing::info!("speaker model loaded: attributing live audio and answering enrolment");
+            Some(Arc::new(model))
+        }
+        None => {
+            tracing::info!("no ECAPA_MODEL_DIR: this worker does not attribute live audio");
+            None
+        }
+    };
+    let config = PipelineConfig::from_settings(settings, consumers)
+        .with_speaker_model(model, settings)
+        .context("starting the speaker thread pool")?;
     let pipeline = Pipeline::start(
         bus.clone(),
         limiter,
         store.clone(),
-        PipelineConfig::from_settings(settings, consumers),
+        config,
         shutdown.clone(),
     )
     .await?;
@@ -83,6 +109,37 @@ async fn run_fleet_member(
         Ok(Ok(())) => {}
     }
     bus.flush().await.ok();
+    Ok(())
+}
+
+/// `worker tap`: JSON lines on stdout until Ctrl-C.
+async fn run_tap(settings: &Settings, sid: uuid::Uuid) -> anyhow::Result<()> {
+    use std::io::Write;
+    let url = settings
+        .nats_url
+        .as_ref()
+        .context("worker tap reads the live session from NATS: set NATS_URL")?;
+    let subjects = inside_bus::Subjects::new(settings.nats_subject_prefix.clone());
+    let bus = inside_bus::Bus::connect_nats(url, "inside-tap", subjects)
+        .await
+        .context("connecting to NATS (NATS_URL)")?;
+    let tap = inside_workers::tap::subscribe(&bus, sid)
+        .await
+        .context("subscribing to the session's subjects")?;
+    let shutdown = CancellationToken::new();
+    ops::cancel_on_signals(shutdown.clone());
+    tracing::info!(%sid, "tapping the session; Ctrl-C stops");
+    let mut stdout = std::io::stdout().lock();
+    tap.run(shutdown, |line| {
+        // a closed pipe (`worker tap | head`) ends the process
+        if writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            std::process::exit(0);
+        }
+    })
+    .await;
     Ok(())
 }
 
@@ -105,6 +162,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     ops::init_tracing(settings.debug);
+    if let Some(Command::Tap { session }) = cli.command {
+        return run_tap(&settings, session).await;
+    }
     let store = Store::connect(
         settings.database_url.expose_secret(),
         settings.database_max_connections,

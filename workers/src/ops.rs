@@ -22,6 +22,8 @@ pub fn init_tracing(debug: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // stdout is for data (`worker embed`, `worker tap`)
+        .with_writer(std::io::stderr)
         .try_init();
 }
 

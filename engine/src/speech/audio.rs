@@ -10,7 +10,7 @@ use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
@@ -73,6 +73,17 @@ impl Codec {
             "audio/mpeg" | "audio/mp3" => Some(Self::Mp3),
             "audio/l16" | "audio/pcm" => Some(Self::PcmS16le),
             _ => None,
+        }
+    }
+
+    /// The name `client.audio_start` uses.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Self::PcmS16le => "pcm_s16le",
+            Self::Wav => "wav",
+            Self::Flac => "flac",
+            Self::Ogg => "ogg",
+            Self::Mp3 => "mp3",
         }
     }
 
@@ -279,7 +290,46 @@ fn decode_interleaved(
     hint: Option<Codec>,
     limits: &AudioLimits,
 ) -> Result<(Vec<f32>, u32, usize)> {
-    let mss = MediaSourceStream::new(Box::new(Cursor::new(data)), Default::default());
+    let mut out: Vec<f32> = Vec::new();
+    let (rate, channels) = decode_source(
+        Box::new(Cursor::new(data)),
+        hint,
+        limits,
+        &mut |samples, _, _| {
+            out.extend_from_slice(samples);
+            Ok(())
+        },
+    )?;
+    Ok((out, rate, channels))
+}
+
+/// Receives each decoded packet: interleaved samples, sample rate, channel count.
+pub type PacketSink<'a> = dyn FnMut(&[f32], u32, usize) -> Result<()> + 'a;
+
+/// Decodes a container read incrementally from `reader` (the live path: a blocking reader fed
+/// by the WebSocket), handing each decoded packet to `on_audio(interleaved, rate, channels)` as
+/// soon as it is decoded. Returns at the end of the stream; a decoder panic becomes `Corrupt`.
+pub fn decode_stream<R: std::io::Read + Send + Sync + 'static>(
+    reader: R,
+    hint: Codec,
+    limits: &AudioLimits,
+    on_audio: &mut PacketSink<'_>,
+) -> Result<(u32, usize)> {
+    let source = Box::new(ReadOnlySource::new(reader));
+    catch_unwind(AssertUnwindSafe(|| {
+        decode_source(source, Some(hint), limits, on_audio)
+    }))
+    .map_err(|_| SpeechError::Corrupt("decoder failed on malformed data".into()))?
+}
+
+/// The one symphonia decode loop, over any source; returns the rate and channel count.
+fn decode_source(
+    source: Box<dyn MediaSource>,
+    hint: Option<Codec>,
+    limits: &AudioLimits,
+    on_audio: &mut PacketSink<'_>,
+) -> Result<(u32, usize)> {
+    let mss = MediaSourceStream::new(source, Default::default());
     let mut h = Hint::new();
     if let Some(c) = hint {
         h.with_extension(c.extension());
@@ -315,7 +365,6 @@ fn decode_interleaved(
             check_duration(n, rate, limits)?;
         }
     }
-    let mut out: Vec<f32> = Vec::new();
     let mut frames: u64 = 0;
     let mut buf: Option<SampleBuffer<f32>> = None;
     loop {
@@ -353,7 +402,7 @@ fn decode_interleaved(
             _ => buf.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
         };
         sb.copy_interleaved_ref(decoded);
-        out.extend_from_slice(sb.samples());
+        on_audio(sb.samples(), rate, channels)?;
     }
     if let Some(expected) = params.n_frames {
         if frames + TRUNCATION_SLACK_FRAMES < expected {
@@ -372,5 +421,5 @@ fn decode_interleaved(
     if frames == 0 || rate == 0 || channels == 0 {
         return Err(SpeechError::Empty);
     }
-    Ok((out, rate, channels))
+    Ok((rate, channels))
 }

@@ -26,6 +26,9 @@ pub enum SpeechError {
     /// Too little audio for the operation (e.g. fewer frames than the model's receptive padding).
     #[error("audio too short: {got} samples, need at least {need}")]
     TooShort { got: usize, need: usize },
+    /// Decoded fine, but too little of it is speech to identify a voice.
+    #[error("no speech detected in the recording")]
+    NoSpeech,
     /// Sample rate, channel count or codec parameters out of range.
     #[error("invalid audio parameters: {0}")]
     InvalidParams(String),

@@ -19,10 +19,15 @@ pub mod scoring;
 pub mod stream;
 pub mod vad;
 
-pub use audio::{decode, decode_pcm_s16le, AudioLimits, Codec, DecodedAudio, SAMPLE_RATE};
+pub use audio::{
+    decode, decode_pcm_s16le, decode_stream, AudioLimits, Codec, DecodedAudio, SAMPLE_RATE,
+};
 pub use ecapa::{cosine, EcapaConfig, SpeakerModel};
 pub use error::{Result, SpeechError};
 pub use fbank::Fbank;
-pub use scoring::{best_match, enrol, SpeakerMatch, Voiceprint, DEFAULT_MATCH_THRESHOLD};
+pub use scoring::{
+    best_match, enrol, enrol_recording, SpeakerMatch, Voiceprint, DEFAULT_MATCH_THRESHOLD,
+    ENROL_MAX_BYTES,
+};
 pub use stream::{Segment, StreamSegmenter, WavStreamHeader, DEFAULT_SEGMENT_MS};
 pub use vad::{SpeechRegion, Vad, VadConfig};

@@ -1,9 +1,10 @@
 //! Who is speaking: cosine scores of a segment's embedding against the session members'
 //! voiceprints, and the voiceprint made at enrolment (embedding + a quality figure).
 
+use super::audio::{decode, AudioLimits, Codec};
 use super::ecapa::{cosine, SpeakerModel};
 use super::error::{Result, SpeechError};
-use super::vad::Vad;
+use super::vad::{Vad, VadConfig};
 
 /// Cosine below which a segment is attributed to nobody (`user_id: null`). 0.25 is the
 /// threshold SpeechBrain's `SpeakerRecognition.verify_batch` uses with spkrec-ecapa-voxceleb.
@@ -81,6 +82,27 @@ pub fn enrol(model: &SpeakerModel, vad: &Vad, samples: &[f32]) -> Result<Voicepr
         seconds,
         quality,
     })
+}
+
+/// Share of 1.5 s windows that must be speech for an enrolment to count.
+pub const ENROL_MIN_QUALITY: f32 = 0.2;
+/// Largest enrolment upload: 60 s of 48 kHz stereo 16-bit WAV is 11.5 MB.
+pub const ENROL_MAX_BYTES: usize = 16 << 20;
+
+/// Enrolment from an uploaded file (WAV, FLAC, Ogg Vorbis, MP3): decode, embed, and refuse a
+/// recording that is mostly silence or noise. The same function serves the gateway (embedded
+/// default) and the workers (`inside.v1.embed`).
+pub fn enrol_recording(model: &SpeakerModel, data: Vec<u8>, codec: Codec) -> Result<Voiceprint> {
+    let limits = AudioLimits {
+        max_bytes: ENROL_MAX_BYTES,
+        max_seconds: f64::from(ENROL_MAX_SECONDS),
+    };
+    let audio = decode(data, Some(codec), &limits)?;
+    let print = enrol(model, &Vad::new(VadConfig::default()), &audio.samples)?;
+    if print.quality < ENROL_MIN_QUALITY {
+        return Err(SpeechError::NoSpeech);
+    }
+    Ok(print)
 }
 
 #[cfg(test)]

@@ -141,9 +141,9 @@ impl StreamSegmenter {
         Ok(self.cut(false))
     }
 
-    /// Ends the stream: flushes the resampler and returns the last partial segment if it is
-    /// long enough to be worth embedding.
-    pub fn finish(&mut self) -> Result<Option<Segment>> {
+    /// Ends the stream: flushes the resampler and returns what is left: whole segments the
+    /// flush completed, then the last partial one if it is long enough to be worth embedding.
+    pub fn finish(&mut self) -> Result<Vec<Segment>> {
         if let Some(rs) = self.resampler.as_mut() {
             if !self.pending.is_empty() {
                 let out = rs
@@ -164,8 +164,7 @@ impl StreamSegmenter {
             let keep = self.expected_out.saturating_sub(self.emitted) as usize;
             self.buf.truncate(keep);
         }
-        let mut segs = self.cut(true);
-        Ok(segs.pop())
+        Ok(self.cut(true))
     }
 
     /// Stream time covered by the segments handed out so far.

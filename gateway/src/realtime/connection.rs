@@ -12,6 +12,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use uuid::Uuid;
 
+use super::audio::AudioUplink;
 use super::budget::Budget;
 use super::hub::Outbound;
 use super::protocol::{self, BadMessage, ClientMessage};
@@ -126,6 +127,7 @@ impl Connection {
         let mut budget = Budget::new(MESSAGE_RATE, MESSAGE_BURST);
         let mut bad_budget = Budget::new(BAD_RATE, BAD_BURST);
         let reply = |text: String| tx.try_send(Outbound::Text(Utf8Bytes::from(text))).is_ok();
+        let mut audio = AudioState::Off;
         while let Some(msg) = stream.next().await {
             let Ok(msg) = msg else { return Ending::Gone };
             last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -151,17 +153,45 @@ impl Connection {
                             }
                             Ok(())
                         }
-                        Ok(ClientMessage::AudioStart | ClientMessage::AudioStop) => {
-                            Err(BadMessage::AudioUnavailable)
+                        Ok(ClientMessage::AudioStart(params)) => {
+                            // Embedded default: the in-process workers need the model here.
+                            if bus.is_local() && self.state.speaker.is_none() {
+                                Err(BadMessage::AudioUnavailable)
+                            } else {
+                                // A running stream ends (and flushes) before the new one.
+                                audio = AudioState::On(AudioUplink::start(
+                                    bus.clone(),
+                                    self.sid,
+                                    self.uid,
+                                    params,
+                                    self.state.settings.max_audio_seconds,
+                                    tx.clone(),
+                                ));
+                                Ok(())
+                            }
+                        }
+                        Ok(ClientMessage::AudioStop) => {
+                            audio = AudioState::Off;
+                            Ok(())
                         }
                         Err(bad) => Err(bad),
                     }
                 }
-                Message::Binary(_) => {
+                Message::Binary(chunk) => {
                     if !budget.take() {
                         return Ending::Close(1008, "message rate over the connection budget");
                     }
-                    Err(BadMessage::UnexpectedBinary)
+                    match &audio {
+                        AudioState::On(uplink) => {
+                            if !uplink.push(chunk.clone()).await {
+                                // The decoder refused the stream and said why.
+                                audio = AudioState::Refused;
+                            }
+                            Ok(())
+                        }
+                        AudioState::Refused => Ok(()),
+                        AudioState::Off => Err(BadMessage::UnexpectedBinary),
+                    }
                 }
                 Message::Close(_) => return Ending::Gone,
                 Message::Ping(_) | Message::Pong(_) => Ok(()),
@@ -179,6 +209,15 @@ impl Connection {
         }
         Ending::Gone
     }
+}
+
+/// The socket's audio stream, between `client.audio_start` and `client.audio_stop`.
+enum AudioState {
+    Off,
+    On(AudioUplink),
+    /// Refused mid-stream (an error was sent): further binary frames are dropped quietly
+    /// until the next start.
+    Refused,
 }
 
 async fn feed(sink: &mut SplitSink<WebSocket, Message>, msg: Outbound) -> Option<Ending> {

@@ -1,6 +1,6 @@
 //! `SessionHub`: the sockets this gateway holds, per (session, user), and the
-//! bus subscriptions that feed them. A route (the session's state subject,
-//! a user's nudge subject, a user's poke subject) is subscribed when the
+//! bus subscriptions that feed them. A route (the session's state and
+//! speaker subjects, a user's nudge subject, a user's poke subject) is subscribed when the
 //! first socket needing it joins and unsubscribed when the last one leaves.
 
 use std::collections::HashMap;
@@ -70,6 +70,7 @@ pub(super) struct Socket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Route {
     State(Uuid),
+    Speakers(Uuid),
     Nudges(Uuid, Uuid),
     Pokes(Uuid),
 }
@@ -132,6 +133,7 @@ impl SessionHub {
             });
             [
                 Route::State(sid),
+                Route::Speakers(sid),
                 Route::Nudges(sid, uid),
                 Route::Pokes(uid),
             ]
@@ -191,6 +193,7 @@ impl SessionHub {
             }
             for route in [
                 Route::State(sid),
+                Route::Speakers(sid),
                 Route::Nudges(sid, uid),
                 Route::Pokes(uid),
             ] {
@@ -236,6 +239,7 @@ async fn route_task(hub: Weak<HubInner>, route: Route, ready: watch::Sender<bool
     let subjects = bus.subjects();
     let subject = match route {
         Route::State(sid) => subjects.state(sid),
+        Route::Speakers(sid) => subjects.speakers(sid),
         Route::Nudges(sid, uid) => subjects.nudges(sid, uid),
         Route::Pokes(uid) => subjects.pokes(uid),
     };
@@ -269,6 +273,16 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             let st = lock(hub);
             for s in st.sockets.get(&(sid, uid)).into_iter().flatten() {
                 push(s, Outbound::Text(text.clone()));
+            }
+        }
+        Route::Speakers(sid) => {
+            metrics::counter!("inside_speakers_delivered_total").increment(1);
+            let text = Utf8Bytes::from(protocol::server_raw("server.speaker", sid, payload));
+            let st = lock(hub);
+            for ((_, _), sockets) in st.sockets.iter().filter(|((s, _), _)| *s == sid) {
+                for s in sockets {
+                    push(s, Outbound::Text(text.clone()));
+                }
             }
         }
         Route::Pokes(uid) => {

@@ -1,7 +1,8 @@
 //! The realtime WebSocket: upgrade and auth, one task per connection, and the
-//! `SessionHub` that routes nudges, session state and pokes from the bus to
+//! `SessionHub` that routes nudges, speakers, session state and pokes from the bus to
 //! the sockets this gateway holds.
 
+mod audio;
 mod budget;
 mod connection;
 pub mod hub;

@@ -2,6 +2,7 @@
 //! client messages parsed and validated, server messages encoded (payloads
 //! already in JSON from the bus are spliced in, not decoded and re-encoded).
 
+use inside_engine::speech::Codec;
 use inside_schemas::FeatureFrame;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -22,8 +23,24 @@ pub enum ClientMessage<'a> {
     /// A validated frame and the exact payload bytes to forward.
     FeatureFrame(FeatureFrame, &'a str),
     Ping,
-    AudioStart,
+    AudioStart(AudioStart),
     AudioStop,
+}
+
+/// `client.audio_start`: what the binary frames that follow hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AudioStart {
+    pub codec: Codec,
+    /// Required for `pcm_s16le`; containers carry their own.
+    pub sample_rate: u32,
+    pub channels: usize,
+}
+
+#[derive(Deserialize)]
+struct AudioStartPayload<'a> {
+    codec: &'a str,
+    sample_rate: Option<u32>,
+    channels: Option<usize>,
 }
 
 /// Why a client message was refused (sent back as `server.error`).
@@ -37,8 +54,14 @@ pub enum BadMessage {
     InvalidFrame(&'static str),
     #[error("binary frames are only accepted after client.audio_start")]
     UnexpectedBinary,
-    #[error("audio streaming is not available on this server yet")]
+    #[error("no speaker model is configured on this server (ECAPA_MODEL_DIR)")]
     AudioUnavailable,
+    #[error("client.audio_start payload is not valid: {0}")]
+    InvalidAudioStart(String),
+    #[error("audio stream refused: {0}")]
+    AudioInvalid(String),
+    #[error("audio stream over the limit: {0}")]
+    AudioTooLarge(String),
 }
 
 impl BadMessage {
@@ -49,6 +72,9 @@ impl BadMessage {
             BadMessage::InvalidFrame(_) => "invalid_frame",
             BadMessage::UnexpectedBinary => "unexpected_binary",
             BadMessage::AudioUnavailable => "audio_unavailable",
+            BadMessage::InvalidAudioStart(_) => "invalid_audio_start",
+            BadMessage::AudioInvalid(_) => "audio_invalid",
+            BadMessage::AudioTooLarge(_) => "payload_too_large",
         }
     }
 }
@@ -68,10 +94,38 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, BadMessage> {
             Ok(ClientMessage::FeatureFrame(frame, raw))
         }
         "client.ping" => Ok(ClientMessage::Ping),
-        "client.audio_start" => Ok(ClientMessage::AudioStart),
+        "client.audio_start" => audio_start(env.payload).map(ClientMessage::AudioStart),
         "client.audio_stop" => Ok(ClientMessage::AudioStop),
         _ => Err(BadMessage::UnknownType),
     }
+}
+
+fn audio_start(payload: Option<&RawValue>) -> Result<AudioStart, BadMessage> {
+    let bad = |m: &str| BadMessage::InvalidAudioStart(m.to_string());
+    let p: AudioStartPayload<'_> = serde_json::from_str(
+        payload.ok_or_else(|| bad("payload missing"))?.get(),
+    )
+    .map_err(|_| bad("needs codec (pcm_s16le, wav, flac, ogg, mp3), sample_rate, channels"))?;
+    let codec: Codec = p
+        .codec
+        .parse()
+        .map_err(|_| bad("codec must be pcm_s16le, wav, flac, ogg or mp3"))?;
+    let (sample_rate, channels) = match (codec, p.sample_rate, p.channels) {
+        (Codec::PcmS16le, Some(r), Some(c)) => (r, c),
+        (Codec::PcmS16le, _, _) => return Err(bad("pcm_s16le needs sample_rate and channels")),
+        (_, r, c) => (r.unwrap_or(16_000), c.unwrap_or(1)),
+    };
+    if !(8_000..=192_000).contains(&sample_rate) {
+        return Err(bad("sample_rate must be 8000..=192000"));
+    }
+    if !(1..=8).contains(&channels) {
+        return Err(bad("channels must be 1..=8"));
+    }
+    Ok(AudioStart {
+        codec,
+        sample_rate,
+        channels,
+    })
 }
 
 fn validate(f: &FeatureFrame) -> Result<(), BadMessage> {
@@ -150,5 +204,39 @@ mod tests {
             parse(r#"{"type":"client.ping","sid":"x"}"#),
             Ok(ClientMessage::Ping)
         );
+    }
+
+    #[test]
+    fn audio_start_needs_a_known_codec_and_pcm_needs_its_format() {
+        assert_eq!(
+            parse(
+                r#"{"type":"client.audio_start","payload":{"codec":"pcm_s16le","sample_rate":48000,"channels":2}}"#
+            ),
+            Ok(ClientMessage::AudioStart(AudioStart {
+                codec: Codec::PcmS16le,
+                sample_rate: 48_000,
+                channels: 2
+            }))
+        );
+        assert!(matches!(
+            parse(r#"{"type":"client.audio_start","payload":{"codec":"ogg"}}"#),
+            Ok(ClientMessage::AudioStart(AudioStart {
+                codec: Codec::Ogg,
+                ..
+            }))
+        ));
+        for bad in [
+            r#"{"type":"client.audio_start"}"#,
+            r#"{"type":"client.audio_start","payload":{"codec":"aac","sample_rate":16000,"channels":1}}"#,
+            r#"{"type":"client.audio_start","payload":{"codec":"pcm_s16le"}}"#,
+            r#"{"type":"client.audio_start","payload":{"codec":"pcm_s16le","sample_rate":5,"channels":1}}"#,
+            r#"{"type":"client.audio_start","payload":{"codec":"wav","channels":0}}"#,
+        ] {
+            assert_eq!(
+                parse(bad).map(|_| ()).unwrap_err().code(),
+                "invalid_audio_start",
+                "{bad}"
+            );
+        }
     }
 }

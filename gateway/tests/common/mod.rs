@@ -2,6 +2,7 @@
 //! (SQLite file or PostgreSQL database), driven over HTTP.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod audio;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -55,6 +56,11 @@ pub async fn spawn_app(db: Db) -> TestApp {
 }
 
 pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
+    // `RUST_LOG=debug cargo test ... -- --nocapture` shows the servers' logs under the test.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
     let url = fresh_database(db, dir.path()).await;
     let mut env: HashMap<String, String> = HashMap::from([

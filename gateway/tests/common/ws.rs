@@ -69,6 +69,13 @@ impl Ws {
         .await;
     }
 
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.stream
+            .send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .unwrap();
+    }
+
     /// Sends, tolerating a socket the server already closed.
     pub async fn try_send_text(&mut self, text: &str) -> bool {
         self.stream

@@ -1,15 +1,22 @@
 //! The analysis pipeline: feature frames in (queue group `workers`), the
 //! engine's rules, the per-(sid, uid) nudge limit, nudges out on
 //! `inside.v1.nudges.<sid>.<uid>`, frames and nudges recorded for the report.
-//! The same code runs in `worker` processes on NATS and inside the gateway on
-//! the in-process bus.
+//! With a speaker model it also attributes live audio segments
+//! (`inside.v1.audio.*` → `inside.v1.speakers.<sid>`) and, on NATS, answers
+//! voiceprint enrolment on `inside.v1.embed`. The same code runs in `worker`
+//! processes on NATS and inside the gateway on the in-process bus.
 
+mod enrol;
 mod frames;
 pub mod jobs;
+mod speakers;
 mod writer;
 
 pub use frames::FrameConsumer;
+pub use speakers::{SpeakerAttribution, SpeakerConsumer};
 pub use writer::EventWriter;
+
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -23,13 +30,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What the pipeline needs from the settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct PipelineConfig {
     pub policy: NudgePolicy,
     /// `None` turns the nudge limit off (`NUDGE_RATE_LIMIT_SECONDS=0`).
     pub nudge_window: Option<Duration>,
     /// Consumers in the queue group (the in-process pool size).
     pub consumers: usize,
+    /// The speaker model and its pool; `None`: no audio attribution here.
+    pub speakers: Option<Arc<SpeakerAttribution>>,
 }
 
 impl PipelineConfig {
@@ -42,7 +51,23 @@ impl PipelineConfig {
             },
             nudge_window: settings.nudge_window(),
             consumers: consumers.max(1),
+            speakers: None,
         }
+    }
+
+    /// Attributes live audio with `model` (scores under `SPEAKER_MATCH_THRESHOLD` are nobody).
+    pub fn with_speaker_model(
+        mut self,
+        model: Option<Arc<inside_engine::speech::SpeakerModel>>,
+        settings: &Settings,
+    ) -> Result<Self, rayon::ThreadPoolBuildError> {
+        if let Some(model) = model {
+            self.speakers = Some(Arc::new(SpeakerAttribution::new(
+                model,
+                settings.speaker_match_threshold as f32,
+            )?));
+        }
+        Ok(self)
     }
 }
 
@@ -62,7 +87,7 @@ impl Pipeline {
         config: PipelineConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, BusError> {
-        let (writer, writer_task) = EventWriter::start(store);
+        let (writer, writer_task) = EventWriter::start(store.clone());
         let mut consumers = Vec::with_capacity(config.consumers);
         for _ in 0..config.consumers {
             let sub = bus
@@ -77,11 +102,36 @@ impl Pipeline {
             );
             consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
         }
+        if let Some(attribution) = &config.speakers {
+            let sub = bus
+                .queue_subscribe(bus.subjects().all_audio(), WORKERS)
+                .await?;
+            let consumer = SpeakerConsumer::new(
+                bus.clone(),
+                store.clone(),
+                limiter.clone(),
+                writer.clone(),
+                config.policy,
+                config.nudge_window,
+                attribution.clone(),
+            );
+            consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
+            if !bus.is_local() {
+                let sub = bus.queue_subscribe(bus.subjects().embed(), WORKERS).await?;
+                consumers.push(tokio::spawn(enrol::run_enrolment(
+                    bus.clone(),
+                    sub,
+                    attribution.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
         // The writer stops once every consumer has dropped its handle.
         drop(writer);
         bus.flush().await?;
         tracing::info!(
             consumers = config.consumers,
+            speakers = config.speakers.is_some(),
             nudge_window_s = config.nudge_window.map(|w| w.as_secs_f64()),
             "analysis pipeline started"
         );

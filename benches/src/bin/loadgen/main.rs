@@ -4,6 +4,16 @@
 //! is not hidden). Run the gateway with `NUDGE_RATE_LIMIT_SECONDS=0` so every
 //! frame yields a nudge; loss is then `sent - nudged`. With `--nats-url` it
 //! also measures a raw NATS request/reply round trip as a baseline.
+//!
+//! With `--idle-sockets N` it holds N quiet connections for `--duration` s
+//! (the gateway's memory per idle socket is read meanwhile).
+//!
+//! With `--audio-streams N` it measures the live speaker path instead: N
+//! sessions, one phone each streaming `pcm_s16le` speech in real time (100 ms
+//! chunks, starts staggered over one segment), timing each `server.speaker`
+//! from the moment the last chunk of its 1.5 s segment was due to be sent.
+//! The gateway (or worker) needs `ECAPA_MODEL_DIR`; `--bin random_model`
+//! writes a full-size random-weight model.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +26,9 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
+
+mod audio;
+mod idle;
 
 #[derive(Parser, Debug)]
 #[command(about = "Inside realtime load generator (frame → nudge latency and throughput)")]
@@ -38,6 +51,15 @@ struct Args {
     /// Also time raw NATS request/reply round trips (the baseline).
     #[arg(long)]
     nats_url: Option<String>,
+    /// Live audio mode: this many concurrent speech streams instead of frames.
+    #[arg(long)]
+    audio_streams: Option<usize>,
+    /// Idle mode: hold this many authenticated, quiet WebSocket connections for `--duration`.
+    #[arg(long)]
+    idle_sockets: Option<usize>,
+    /// Speech to stream (looped), any format the server decodes.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/tests/fixtures/audio/speech.flac"))]
+    audio_file: std::path::PathBuf,
 }
 
 struct Client {
@@ -55,6 +77,12 @@ struct Tally {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(sockets) = args.idle_sockets {
+        return idle::run(&args, sockets).await;
+    }
+    if let Some(streams) = args.audio_streams {
+        return audio::run(&args, streams).await;
+    }
     let baseline = match &args.nats_url {
         Some(url) => Some(nats_baseline(url, 5_000).await?),
         None => None,
@@ -163,6 +191,10 @@ async fn run_client(
 
 /// Signs up pairs of users, relates them, grants consent, starts sessions.
 async fn setup(args: &Args) -> anyhow::Result<Vec<Client>> {
+    setup_clients(args, args.clients).await
+}
+
+async fn setup_clients(args: &Args, count: usize) -> anyhow::Result<Vec<Client>> {
     let http = reqwest::Client::new();
     let base = args.url.trim_end_matches('/');
     let post = |path: String, token: Option<String>, body: Value| {
@@ -182,7 +214,7 @@ async fn setup(args: &Args) -> anyhow::Result<Vec<Client>> {
     };
     let mut clients = Vec::new();
     let run = uuid::Uuid::new_v4().simple().to_string();
-    for s in 0..args.clients.div_ceil(2) {
+    for s in 0..count.div_ceil(2) {
         let mut pair = Vec::new();
         for who in ["a", "b"] {
             let email = format!("load-{run}-{s}-{who}@example.com");
@@ -227,7 +259,7 @@ async fn setup(args: &Args) -> anyhow::Result<Vec<Client>> {
         .await?;
         let sid = session["id"].as_str().unwrap_or_default().to_string();
         for i in 0..2 {
-            if clients.len() < args.clients {
+            if clients.len() < count {
                 clients.push(Client {
                     sid: sid.clone(),
                     token: tok(i),

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Realtime benchmarks (figures in docs/REALTIME.md). Release builds; everything on loopback.
+#   benches/realtime/run.sh frames RATE [nats]      frame -> nudge latency, open loop, 20 clients, 10 s
+#   benches/realtime/run.sh audio STREAMS [nats]    segment end -> server.speaker latency, real-time speech streams, 30 s
+#   benches/realtime/run.sh idle SOCKETS            gateway resident memory holding SOCKETS idle WebSockets
+# Embedded default unless `nats`: then NATS (4222), Redis (6379) and PostgreSQL (5432) with one
+# gateway and one worker process. Audio needs a model: ECAPA_MODEL_DIR, else a full-size
+# random-weight one is written to /var/tmp/ecapa_full by `random_model`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+what=${1:?usage: run.sh frames RATE [nats] | audio STREAMS [nats] | idle SOCKETS}
+n=${2:?a rate, stream or socket count}
+mode=${3:-embedded}
+port=${PORT:-18100}
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release -q -p inside-gateway -p inside-workers -p inside-benches --bins
+data=$(mktemp -d)
+pids=()
+db=""
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+  rm -rf "$data"
+}
+trap cleanup EXIT
+export SECRET_KEY="bench-secret-0123456789abcdef0123456789" DATA_DIR="$data" RUST_LOG=warn \
+  BCRYPT_COST=4 NUDGE_RATE_LIMIT_SECONDS=0 LOGIN_MAX_FAILURES=100000 BIND_ADDR="127.0.0.1:$port"
+if [ "$what" = audio ]; then
+  if [ -z "${ECAPA_MODEL_DIR:-}" ]; then
+    export ECAPA_MODEL_DIR=/var/tmp/ecapa_full
+    [ -f "$ECAPA_MODEL_DIR/embedding_model.safetensors" ] || [ -f "$ECAPA_MODEL_DIR/embedding_model.ckpt" ] \
+      || "$target/release/random_model" "$ECAPA_MODEL_DIR"
+  fi
+  export SPEAKER_MATCH_THRESHOLD=-1
+fi
+nats_args=()
+if [ "$mode" = nats ]; then
+  db="inside_rt_bench_$(date +%s)"
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
+  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" NATS_URL=nats://127.0.0.1:4222 \
+    REDIS_URL=redis://127.0.0.1:6379 NATS_SUBJECT_PREFIX="bench$(date +%s)"
+  nats_args=(--nats-url "$NATS_URL")
+  # the gateway needs no model with NATS: the worker embeds
+  ECAPA_MODEL_DIR= "$target/release/gateway" >"$data/gateway.log" 2>&1 &
+  pids+=($!)
+  WORKER_BIND_ADDR=127.0.0.1:$((port + 1)) "$target/release/worker" >"$data/worker.log" 2>&1 &
+  pids+=($!)
+else
+  RUST_LOG=warn,gateway=info "$target/release/gateway" >"$data/gateway.log" 2>&1 &
+  pids+=($!)
+fi
+gw=${pids[0]}
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 300); do curl -fs "$base/health" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$base/health" >/dev/null || { echo "gateway did not start:" >&2; cat "$data"/*.log >&2; exit 1; }
+sleep 1
+load="$target/release/loadgen"
+case "$what" in
+  frames)
+    "$load" --url "$base" --clients 20 --rate "$n" --duration "${DURATION:-10}" "${nats_args[@]}"
+    ;;
+  audio)
+    "$load" --url "$base" --audio-streams "$n" --duration "${DURATION:-30}" --drain 5
+    ;;
+  idle)
+    rss() { awk '/VmRSS/ {print $2}' "/proc/$gw/status"; }
+    before=$(rss)
+    "$load" --url "$base" --idle-sockets "$n" --duration "${DURATION:-20}" 2>"$data/idle.err" &
+    lg=$!
+    until grep -q READY "$data/idle.err" 2>/dev/null; do
+      kill -0 "$lg" 2>/dev/null || { cat "$data/idle.err" >&2; exit 1; }
+      sleep 0.5
+    done
+    sleep 3
+    after=$(rss)
+    echo "gateway_rss_before_kib=$before gateway_rss_holding_kib=$after per_socket_bytes=$(( (after - before) * 1024 / n ))"
+    grep -m1 "open-files" "$data/gateway.log" || true
+    wait "$lg"
+    ;;
+  *) echo "unknown benchmark $what" >&2; exit 2 ;;
+esac

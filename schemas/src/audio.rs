@@ -1,0 +1,88 @@
+//! What travels on `inside.v1.audio.<sid>.<uid>` and `inside.v1.embed`: the
+//! payload is binary (f32 little-endian, 16 kHz mono for segments; the
+//! uploaded file for enrolment), the metadata rides in message headers.
+
+use serde::{Deserialize, Serialize};
+
+/// Header names of an audio segment message.
+pub mod headers {
+    pub const SEQ: &str = "Inside-Seq";
+    pub const START_MS: &str = "Inside-Start-Ms";
+    pub const END_MS: &str = "Inside-End-Ms";
+    /// The codec the phone streamed (`pcm_s16le`, `wav`, …); the payload is always f32le.
+    pub const CODEC: &str = "Inside-Codec";
+    /// Wall clock (µs since the Unix epoch) when the gateway cut the segment: the live path's
+    /// latency is measured from it.
+    pub const CUT_AT_US: &str = "Inside-Cut-At-Us";
+    /// On `inside.v1.embed` requests: the MIME type of the uploaded file.
+    pub const CONTENT_TYPE: &str = "Content-Type";
+}
+
+/// The metadata of one audio segment (stream-relative times in ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioSegmentMeta {
+    pub seq: u64,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub codec: String,
+    pub cut_at_us: u64,
+}
+
+impl AudioSegmentMeta {
+    /// As header `(name, value)` pairs.
+    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (headers::SEQ, self.seq.to_string()),
+            (headers::START_MS, self.start_ms.to_string()),
+            (headers::END_MS, self.end_ms.to_string()),
+            (headers::CODEC, self.codec.clone()),
+            (headers::CUT_AT_US, self.cut_at_us.to_string()),
+        ]
+    }
+
+    /// From a header lookup; `None` when a required header is missing or not a number.
+    pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Self> {
+        let num = |name: &str| get(name)?.trim().parse::<u64>().ok();
+        Some(Self {
+            seq: num(headers::SEQ)?,
+            start_ms: num(headers::START_MS)?,
+            end_ms: num(headers::END_MS)?,
+            codec: get(headers::CODEC).unwrap_or("pcm_s16le").to_string(),
+            cut_at_us: num(headers::CUT_AT_US).unwrap_or(0),
+        })
+    }
+}
+
+/// The reply on `inside.v1.embed`: a voiceprint, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum EmbedReply {
+    Ok {
+        embedding: Vec<f32>,
+        seconds: f64,
+        quality: f64,
+    },
+    /// `code` is one of the API's error codes (`validation_error`, `payload_too_large`,
+    /// `model_unavailable`, `internal`).
+    Error { code: String, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_meta_round_trips_through_headers() {
+        let meta = AudioSegmentMeta {
+            seq: 3,
+            start_ms: 4500,
+            end_ms: 6000,
+            codec: "wav".into(),
+            cut_at_us: 1_700_000_000_000_000,
+        };
+        let pairs = meta.to_headers();
+        let get = |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(AudioSegmentMeta::from_headers(get), Some(meta));
+        assert_eq!(AudioSegmentMeta::from_headers(|_| None), None);
+    }
+}

@@ -1,0 +1,102 @@
+//! Voiceprint enrolment for a distributed gateway: requests on
+//! `inside.v1.embed` (queue group `workers`) carry the uploaded file with its
+//! MIME type in `Content-Type`; the reply is an [`EmbedReply`] with the
+//! embedding and quality, or the reason there is none. Only the embedding
+//! leaves the worker, never the audio.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use inside_bus::{Bus, BusMessage, Subscription};
+use inside_engine::speech::{enrol_recording, Codec, SpeechError};
+use inside_schemas::audio::headers;
+use inside_schemas::EmbedReply;
+use tokio_util::sync::CancellationToken;
+
+use super::speakers::SpeakerAttribution;
+
+/// Answers enrolment requests until `shutdown`.
+pub async fn run_enrolment(
+    bus: Bus,
+    mut sub: Subscription,
+    attribution: Arc<SpeakerAttribution>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => m,
+            _ = shutdown.cancelled() => break,
+        };
+        let Some(msg) = msg else { return };
+        answer(&bus, msg, &attribution).await;
+    }
+    sub.drain().await;
+    while let Some(msg) = sub.next().await {
+        answer(&bus, msg, &attribution).await;
+    }
+}
+
+async fn answer(bus: &Bus, msg: BusMessage, attribution: &Arc<SpeakerAttribution>) {
+    let Some(reply_to) = msg.reply.clone() else {
+        tracing::debug!("embed request without a reply subject ignored");
+        return;
+    };
+    let reply = embed(bus, msg, attribution.clone()).await;
+    metrics::counter!("inside_enrolments_total", "outcome" => match &reply {
+        EmbedReply::Ok { .. } => "ok",
+        EmbedReply::Error { .. } => "refused",
+    })
+    .increment(1);
+    if let Err(e) = bus.publish_json(reply_to, &reply).await {
+        tracing::warn!(error = %e, "replying to an embed request failed");
+    }
+}
+
+async fn embed(bus: &Bus, msg: BusMessage, attribution: Arc<SpeakerAttribution>) -> EmbedReply {
+    let Some(codec) = msg
+        .header(headers::CONTENT_TYPE)
+        .and_then(Codec::from_mime)
+        .filter(|c| *c != Codec::PcmS16le)
+    else {
+        return refused(
+            "unsupported_media_type",
+            "expected audio/wav, audio/flac, audio/ogg or audio/mpeg".into(),
+        );
+    };
+    let data = match bus.request_body(&msg).await {
+        Ok(body) => body.to_vec(),
+        Err(e) => return refused("internal", format!("reading the uploaded recording: {e}")),
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        attribution
+            .pool
+            .install(|| enrol_recording(&attribution.model, data, codec))
+    })
+    .await;
+    match outcome {
+        Ok(Ok(print)) => EmbedReply::Ok {
+            embedding: print.embedding,
+            seconds: f64::from(print.seconds),
+            quality: f64::from(print.quality),
+        },
+        Ok(Err(e)) => {
+            let code = match &e {
+                SpeechError::TooLarge(_) => "payload_too_large",
+                SpeechError::ModelMissing(_) | SpeechError::Config(_) | SpeechError::Model(_) => {
+                    "model_unavailable"
+                }
+                SpeechError::Io(_) | SpeechError::Resample(_) => "internal",
+                _ => "validation_error",
+            };
+            refused(code, e.to_string())
+        }
+        Err(e) => refused("internal", format!("enrolment task failed: {e}")),
+    }
+}
+
+fn refused(code: &str, message: String) -> EmbedReply {
+    EmbedReply::Error {
+        code: code.to_string(),
+        message,
+    }
+}

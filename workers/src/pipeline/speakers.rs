@@ -1,0 +1,326 @@
+//! Live speaker attribution: audio segments in (queue group `workers`), VAD,
+//! then fbank + ECAPA-TDNN on the speech segments, batched on a rayon pool
+//! sized to the cores; each embedding scored against the session members'
+//! voiceprints; `inside.v1.speakers.<sid>` out, recorded for the report, and
+//! the talk-time tally that drives `BALANCE_TALK_TIME`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::{FutureExt, StreamExt};
+use inside_bus::{sid_uid, Bus, BusMessage, Subscription};
+use inside_engine::speech::{best_match, SpeakerModel, Vad, VadConfig};
+use inside_engine::NudgePolicy;
+use inside_schemas::{AudioSegmentMeta, EventBody, Nudge, SpeakerSegment};
+use inside_store::events::SessionEvent;
+use inside_store::limiter::Limiter;
+use inside_store::Store;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::EventWriter;
+
+/// Segments embedded together at most: one GEMM per layer over all of them.
+const MAX_BATCH: usize = 16;
+/// How long a session's voiceprints are reused before they are read again (a new enrolment
+/// shows up within this).
+const PRINTS_TTL: Duration = Duration::from_secs(5);
+
+/// A session's members and their voiceprint embeddings.
+type Voiceprints = Arc<Vec<(Uuid, Vec<f32>)>>;
+
+/// One segment on its way through.
+struct Pending {
+    sid: Uuid,
+    meta: AudioSegmentMeta,
+    samples: Vec<f32>,
+}
+
+/// Everything the attribution needs besides the bus.
+pub struct SpeakerAttribution {
+    pub model: Arc<SpeakerModel>,
+    pub pool: Arc<rayon::ThreadPool>,
+    pub threshold: f32,
+}
+
+impl SpeakerAttribution {
+    /// A pool with one thread per core: the model's GEMMs run on it.
+    pub fn new(
+        model: Arc<SpeakerModel>,
+        threshold: f32,
+    ) -> Result<Self, rayon::ThreadPoolBuildError> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("speaker-{i}"))
+            .build()?;
+        Ok(Self {
+            model,
+            pool: Arc::new(pool),
+            threshold,
+        })
+    }
+}
+
+pub struct SpeakerConsumer {
+    bus: Bus,
+    store: Store,
+    limiter: Limiter,
+    writer: EventWriter,
+    policy: NudgePolicy,
+    window: Option<Duration>,
+    attribution: Arc<SpeakerAttribution>,
+    prints: HashMap<Uuid, (Instant, Voiceprints)>,
+}
+
+impl SpeakerConsumer {
+    pub fn new(
+        bus: Bus,
+        store: Store,
+        limiter: Limiter,
+        writer: EventWriter,
+        policy: NudgePolicy,
+        window: Option<Duration>,
+        attribution: Arc<SpeakerAttribution>,
+    ) -> Self {
+        Self {
+            bus,
+            store,
+            limiter,
+            writer,
+            policy,
+            window,
+            attribution,
+            prints: HashMap::new(),
+        }
+    }
+
+    /// Attributes segments until `shutdown`, then what the subscription still holds.
+    pub async fn run(mut self, mut sub: Subscription, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                m = sub.next() => m,
+                _ = shutdown.cancelled() => break,
+            };
+            let Some(first) = first else { return };
+            let batch = take_ready(&mut sub, first);
+            self.handle(batch).await;
+        }
+        sub.drain().await;
+        while let Some(first) = sub.next().await {
+            let batch = take_ready(&mut sub, first);
+            self.handle(batch).await;
+        }
+    }
+
+    async fn handle(&mut self, batch: Vec<BusMessage>) {
+        let pending: Vec<Pending> = batch.into_iter().filter_map(parse).collect();
+        if pending.is_empty() {
+            return;
+        }
+        metrics::counter!("inside_audio_segments_received_total").increment(pending.len() as u64);
+        let attribution = self.attribution.clone();
+        let min_samples = attribution.model.min_samples();
+        let (pending, embeddings) = match tokio::task::spawn_blocking(move || {
+            let vad = Vad::new(VadConfig::default());
+            let result = attribution.pool.install(|| {
+                let speech: Vec<usize> = (0..pending.len())
+                    .filter(|&i| {
+                        pending[i].samples.len() >= min_samples
+                            && vad.is_speech(&pending[i].samples)
+                    })
+                    .collect();
+                let refs: Vec<&[f32]> = speech
+                    .iter()
+                    .map(|&i| pending[i].samples.as_slice())
+                    .collect();
+                attribution.model.embed_batch(&refs).map(|embs| {
+                    let mut out: Vec<Option<Vec<f32>>> = vec![None; pending.len()];
+                    for (i, e) in speech.into_iter().zip(embs) {
+                        out[i] = Some(e);
+                    }
+                    out
+                })
+            });
+            (pending, result)
+        })
+        .await
+        {
+            Ok((p, Ok(e))) => (p, e),
+            Ok((_, Err(e))) => {
+                tracing::warn!(error = %e, "embedding a batch of audio segments failed");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "speaker attribution task failed");
+                return;
+            }
+        };
+        for (seg, embedding) in pending.into_iter().zip(embeddings) {
+            match embedding {
+                Some(e) => self.attribute(seg, &e).await,
+                None => metrics::counter!("inside_audio_segments_silent_total").increment(1),
+            }
+        }
+    }
+
+    async fn attribute(&mut self, seg: Pending, embedding: &[f32]) {
+        let prints = self.voiceprints(seg.sid).await;
+        let found = best_match(embedding, &prints, self.attribution.threshold);
+        let speaker = SpeakerSegment {
+            user_id: found.speaker,
+            score: f64::from(found.score),
+            start_ms: seg.meta.start_ms as i64,
+            end_ms: seg.meta.end_ms as i64,
+        };
+        let subject = self.bus.subjects().speakers(seg.sid);
+        if let Err(e) = self.bus.publish_json(subject, &speaker).await {
+            tracing::warn!(sid = %seg.sid, error = %e, "publishing a speaker event failed");
+            return;
+        }
+        if seg.meta.cut_at_us > 0 {
+            let waited = now_us().saturating_sub(seg.meta.cut_at_us);
+            metrics::histogram!("inside_speaker_latency_seconds").record(waited as f64 / 1e6);
+        }
+        metrics::counter!("inside_speakers_total", "attributed" => if speaker.user_id.is_some() { "yes" } else { "no" })
+            .increment(1);
+        self.writer
+            .record(SessionEvent {
+                session_id: seg.sid,
+                user_id: speaker.user_id,
+                body: EventBody::Speaker(speaker),
+            })
+            .await;
+        if let Some(uid) = speaker.user_id {
+            let members: Vec<Uuid> = prints.iter().map(|(u, _)| *u).collect();
+            let ms = seg.meta.end_ms.saturating_sub(seg.meta.start_ms);
+            self.balance(seg.sid, uid, ms, &members).await;
+        }
+    }
+
+    /// Adds the segment to the session's tally and nudges a speaker who holds too much of it.
+    async fn balance(&self, sid: Uuid, uid: Uuid, ms: u64, members: &[Uuid]) {
+        let tally = match self.limiter.add_talk_time(sid, uid, ms, members).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(%sid, error = %e, "talk-time tally unavailable");
+                return;
+            }
+        };
+        let total: u64 = tally.iter().map(|(_, ms)| ms).sum();
+        let own = tally
+            .iter()
+            .find(|(u, _)| *u == uid)
+            .map_or(0, |(_, ms)| *ms);
+        let Some(nudge) = self
+            .policy
+            .evaluate_balance(own as f64 / 1000.0, total as f64 / 1000.0)
+        else {
+            return;
+        };
+        if let Some(window) = self.window {
+            match self
+                .limiter
+                .once_per(&format!("nudge:{sid}:{uid}"), window)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "nudge limiter unavailable; nudge skipped");
+                    return;
+                }
+            }
+        }
+        self.send(sid, uid, nudge).await;
+    }
+
+    async fn send(&self, sid: Uuid, uid: Uuid, nudge: Nudge) {
+        let subject = self.bus.subjects().nudges(sid, uid);
+        if let Err(e) = self.bus.publish_json(subject, &nudge).await {
+            tracing::warn!(%sid, error = %e, "publishing a nudge failed");
+            return;
+        }
+        metrics::counter!("inside_nudges_total", "type" => nudge.nudge_type.as_str()).increment(1);
+        self.writer
+            .record(SessionEvent {
+                session_id: sid,
+                user_id: Some(uid),
+                body: EventBody::Nudge(nudge),
+            })
+            .await;
+    }
+
+    /// The voiceprints of the session's members, cached for a few seconds.
+    async fn voiceprints(&mut self, sid: Uuid) -> Voiceprints {
+        if let Some((at, prints)) = self.prints.get(&sid) {
+            if at.elapsed() < PRINTS_TTL {
+                return prints.clone();
+            }
+        }
+        let loaded = async {
+            let session = self.store.session(sid).await?;
+            self.store.member_voiceprints(session.relationship_id).await
+        }
+        .await;
+        let prints = Arc::new(match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%sid, error = %e, "reading voiceprints failed; segment unattributed");
+                Vec::new()
+            }
+        });
+        if self.prints.len() > 10_000 {
+            self.prints.retain(|_, (at, _)| at.elapsed() < PRINTS_TTL);
+        }
+        self.prints.insert(sid, (Instant::now(), prints.clone()));
+        prints
+    }
+}
+
+/// `first` and whatever else is already waiting, up to a batch.
+fn take_ready(sub: &mut Subscription, first: BusMessage) -> Vec<BusMessage> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match sub.next().now_or_never() {
+            Some(Some(m)) => batch.push(m),
+            _ => break,
+        }
+    }
+    batch
+}
+
+fn parse(msg: BusMessage) -> Option<Pending> {
+    let Some((sid, _uid)) = sid_uid(&msg.subject) else {
+        tracing::debug!(subject = %msg.subject, "audio on a subject without sid/uid");
+        return None;
+    };
+    let Some(meta) = AudioSegmentMeta::from_headers(|h| msg.header(h)) else {
+        metrics::counter!("inside_audio_segments_invalid_total").increment(1);
+        tracing::debug!(%sid, "audio segment without its headers dropped");
+        return None;
+    };
+    if !msg.payload.len().is_multiple_of(4) {
+        metrics::counter!("inside_audio_segments_invalid_total").increment(1);
+        return None;
+    }
+    let samples: Vec<f32> = msg
+        .payload
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    // anyone may publish on the subject: NaN or inf would poison the whole batch's GEMMs
+    if samples.iter().any(|s| !s.is_finite()) {
+        metrics::counter!("inside_audio_segments_invalid_total").increment(1);
+        tracing::debug!(%sid, "audio segment with non-finite samples dropped");
+        return None;
+    }
+    Some(Pending { sid, meta, samples })
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,92 @@
+//! `worker tap --session <sid>`: a researcher's live view of one session.
+//! Subscribes (plainly, taking no work from the queue group) to the session's
+//! frames, nudges, speaker events, presence and audio segments, and prints
+//! each as one JSON line: `{"at_us", "kind", "user_id", "payload"}`. Audio
+//! segments print their header metadata and size, not the samples.
+
+use futures::stream::{select_all, StreamExt};
+use inside_bus::{last_uuid, sid_uid, Bus, BusMessage};
+use inside_schemas::AudioSegmentMeta;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The subscriptions of one session's tap.
+pub struct SessionTap {
+    bus: Bus,
+    subs: Vec<inside_bus::Subscription>,
+}
+
+/// Subscribes to everything of session `sid`; events published after this returns are seen.
+pub async fn subscribe(bus: &Bus, sid: Uuid) -> Result<SessionTap, inside_bus::BusError> {
+    let s = bus.subjects();
+    let mut subs = Vec::new();
+    for subject in [
+        s.session_frames(sid),
+        s.session_nudges(sid),
+        s.speakers(sid),
+        s.state(sid),
+        s.session_audio(sid),
+    ] {
+        subs.push(bus.subscribe(subject).await?);
+    }
+    bus.flush().await?;
+    Ok(SessionTap {
+        bus: bus.clone(),
+        subs,
+    })
+}
+
+impl SessionTap {
+    /// Calls `line` with each event until `shutdown` or until the bus closes.
+    pub async fn run(self, shutdown: CancellationToken, mut line: impl FnMut(String)) {
+        let mut all = select_all(self.subs);
+        loop {
+            let msg = tokio::select! {
+                m = all.next() => m,
+                _ = shutdown.cancelled() => return,
+            };
+            let Some(msg) = msg else { return };
+            line(render(&self.bus, &msg).to_string());
+        }
+    }
+}
+
+/// One message as a JSON line.
+pub fn render(bus: &Bus, msg: &BusMessage) -> Value {
+    let prefix = format!("{}.v1.", bus.subjects().prefix());
+    let kind = msg
+        .subject
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.split('.').next())
+        .unwrap_or("unknown");
+    let (kind, user_id) = match kind {
+        "frames" => ("frame", sid_uid(&msg.subject).map(|(_, u)| u)),
+        "nudges" => ("nudge", sid_uid(&msg.subject).map(|(_, u)| u)),
+        "audio" => ("audio", sid_uid(&msg.subject).map(|(_, u)| u)),
+        "speakers" => ("speaker", None),
+        "state" => ("state", None),
+        _ => ("unknown", last_uuid(&msg.subject)),
+    };
+    let payload = if kind == "audio" {
+        match AudioSegmentMeta::from_headers(|h| msg.header(h)) {
+            Some(m) => json!({"seq": m.seq, "start_ms": m.start_ms, "end_ms": m.end_ms,
+                "codec": m.codec, "bytes": msg.payload.len()}),
+            None => json!({"bytes": msg.payload.len()}),
+        }
+    } else {
+        serde_json::from_slice(&msg.payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&msg.payload).into_owned()))
+    };
+    let user_id = match kind {
+        "speaker" => payload.get("user_id").cloned().unwrap_or(Value::Null),
+        _ => user_id.map_or(Value::Null, |u| Value::String(u.to_string())),
+    };
+    json!({"at_us": now_us(), "kind": kind, "user_id": user_id, "payload": payload})
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
