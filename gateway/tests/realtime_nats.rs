@@ -91,15 +91,7 @@ async fn two_gateways_two_workers_on_nats() {
     let w2 = start_worker(&g1.env, stop.clone()).await;
 
     let (a, b, rid) = g1.couple().await;
-    let (s, body) = g1
-        .post(
-            "/v1/sessions",
-            Some(token(&a)),
-            json!({"relationship_id": rid}),
-        )
-        .await;
-    assert_eq!(s, 201, "{body}");
-    let sid = body["id"].as_str().unwrap().to_string();
+    let sid = g1.start_session(&a, &rid).await;
 
     // A researcher's tap on the session's frames.
     let prefix = g1.env["NATS_SUBJECT_PREFIX"].clone();
@@ -224,17 +216,9 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
     )
     .await;
     let (a, b, rid) = g.couple().await;
-    let put_voiceprint = |pair: &Value, body: Vec<u8>| {
-        g.http
-            .put(g.url("/v1/users/me/voiceprint"))
-            .bearer_auth(token(pair).to_string())
-            .header("content-type", "audio/wav")
-            .body(body)
-            .send()
-    };
 
     // No worker with a model yet: nobody answers the request.
-    let res = put_voiceprint(&a, wav(&voice(0, 4.0))).await.unwrap();
+    let res = g.put_voiceprint(&a, wav(&voice(0, 4.0))).await;
     assert_eq!(res.status(), 503);
     assert_error(&res.json().await.unwrap(), "model_unavailable");
 
@@ -243,9 +227,9 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
     let w = start_worker_with(&g.env, Some(model.clone()), stop.clone()).await;
 
     // Enrolment through inside.v1.embed: the worker's refusal keeps its status.
-    let res = put_voiceprint(&a, vec![0x42; 3000]).await.unwrap();
+    let res = g.put_voiceprint(&a, vec![0x42; 3000]).await;
     assert_eq!(res.status(), 422);
-    let res = put_voiceprint(&a, wav(&voice(0, 4.0))).await.unwrap();
+    let res = g.put_voiceprint(&a, wav(&voice(0, 4.0))).await;
     let status = res.status();
     let body: Value = res.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -256,7 +240,7 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
     );
     // 40 s is 1.3 MB of WAV, over nats-server's 1 MB max_payload: it travels through the
     // uploads bucket, which the worker empties.
-    let res = put_voiceprint(&b, wav(&voice(1, 40.0))).await.unwrap();
+    let res = g.put_voiceprint(&b, wav(&voice(1, 40.0))).await;
     let status = res.status();
     let body: Value = res.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -273,14 +257,7 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
     let left: Vec<_> = uploads.list().await.unwrap().collect().await;
     assert!(left.is_empty(), "uploads left behind: {}", left.len());
 
-    let (_, session) = g
-        .post(
-            "/v1/sessions",
-            Some(token(&a)),
-            json!({"relationship_id": rid}),
-        )
-        .await;
-    let sid = session["id"].as_str().unwrap().to_string();
+    let sid = g.start_session(&a, &rid).await;
     // A researcher listens to the session's audio segments and speaker events.
     let prefix = g.env["NATS_SUBJECT_PREFIX"].clone();
     let researcher = async_nats::connect(NATS).await.unwrap();

@@ -22,15 +22,7 @@ const T: Duration = Duration::from_secs(20);
 const TURN: f64 = 3.0;
 
 async fn enrol(app: &TestApp, pair: &Value, wav: Vec<u8>) {
-    let res = app
-        .http
-        .put(app.url("/v1/users/me/voiceprint"))
-        .bearer_auth(token(pair))
-        .header("content-type", "audio/wav")
-        .body(wav)
-        .send()
-        .await
-        .unwrap();
+    let res = app.put_voiceprint(pair, wav).await;
     let status = res.status();
     let body: Value = res.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -73,15 +65,7 @@ async fn two_enrolled_voices_are_attributed_segment_by_segment() {
     let (wav_a, wav_b) = (wav(&voice(0, 6.0)), wav(&voice(1, 6.0)));
     enrol(&app, &a, wav_a.clone()).await;
     enrol(&app, &b, wav_b.clone()).await;
-    let (s, session) = app
-        .post(
-            "/v1/sessions",
-            Some(token(&a)),
-            json!({"relationship_id": rid}),
-        )
-        .await;
-    assert_eq!(s, 201);
-    let sid = session["id"].as_str().unwrap().to_string();
+    let sid = app.start_session(&a, &rid).await;
     let mut ws_a = Ws::connect(app.addr, &sid, token(&a)).await;
     let mut ws_b = Ws::connect(app.addr, &sid, token(&b)).await;
     ws_b.expect_participants(&[&uid(&a), &uid(&b)], T).await;
@@ -178,14 +162,7 @@ async fn wait_for_report(app: &TestApp, sid: &str, pair: &Value) -> Value {
 async fn compressed_streams_are_decoded_live_and_bad_ones_are_refused() {
     let app = spawn_app_with(Db::Sqlite, &[("ECAPA_MODEL_DIR", model_dir().as_str())]).await;
     let (a, _b, rid) = app.couple().await;
-    let (_, session) = app
-        .post(
-            "/v1/sessions",
-            Some(token(&a)),
-            json!({"relationship_id": rid}),
-        )
-        .await;
-    let sid = session["id"].as_str().unwrap().to_string();
+    let sid = app.start_session(&a, &rid).await;
     let mut ws = Ws::connect(app.addr, &sid, token(&a)).await;
     // An espeak-ng utterance as FLAC, in small chunks: segments come back unattributed (no
     // voiceprints enrolled).
@@ -217,14 +194,7 @@ async fn compressed_streams_are_decoded_live_and_bad_ones_are_refused() {
 async fn audio_without_a_model_is_refused_with_audio_unavailable() {
     let app = spawn_app(Db::Sqlite).await;
     let (a, _b, rid) = app.couple().await;
-    let (_, session) = app
-        .post(
-            "/v1/sessions",
-            Some(token(&a)),
-            json!({"relationship_id": rid}),
-        )
-        .await;
-    let sid = session["id"].as_str().unwrap().to_string();
+    let sid = app.start_session(&a, &rid).await;
     let mut ws = Ws::connect(app.addr, &sid, token(&a)).await;
     ws.send(
         "client.audio_start",

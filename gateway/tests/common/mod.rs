@@ -197,6 +197,31 @@ impl TestApp {
         }
         (a, b, rid)
     }
+
+    /// A session of `rid` started by `pair`: its id.
+    pub async fn start_session(&self, pair: &Value, rid: &str) -> String {
+        let (s, session) = self
+            .post(
+                "/v1/sessions",
+                Some(token(pair)),
+                json!({"relationship_id": rid}),
+            )
+            .await;
+        assert_eq!(s, 201, "{session}");
+        session["id"].as_str().unwrap().to_string()
+    }
+
+    /// `PUT /v1/users/me/voiceprint` with a WAV body.
+    pub async fn put_voiceprint(&self, pair: &Value, wav: Vec<u8>) -> reqwest::Response {
+        self.http
+            .put(self.url("/v1/users/me/voiceprint"))
+            .bearer_auth(token(pair))
+            .header("content-type", "audio/wav")
+            .body(wav)
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {

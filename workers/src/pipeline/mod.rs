@@ -6,12 +6,14 @@
 //! voiceprint enrolment on `inside.v1.embed`. The same code runs in `worker`
 //! processes on NATS and inside the gateway on the in-process bus.
 
+mod delivery;
 mod enrol;
 mod frames;
 pub mod jobs;
 mod speakers;
 mod writer;
 
+pub use delivery::NudgeDelivery;
 pub use frames::FrameConsumer;
 pub use speakers::{SpeakerAttribution, SpeakerConsumer};
 pub use writer::EventWriter;
@@ -88,18 +90,18 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Result<Self, BusError> {
         let (writer, writer_task) = EventWriter::start(store.clone());
+        let delivery = NudgeDelivery::new(
+            bus.clone(),
+            limiter.clone(),
+            writer.clone(),
+            config.nudge_window,
+        );
         let mut consumers = Vec::with_capacity(config.consumers);
         for _ in 0..config.consumers {
             let sub = bus
                 .queue_subscribe(bus.subjects().all_frames(), WORKERS)
                 .await?;
-            let consumer = FrameConsumer::new(
-                bus.clone(),
-                limiter.clone(),
-                writer.clone(),
-                config.policy,
-                config.nudge_window,
-            );
+            let consumer = FrameConsumer::new(writer.clone(), delivery.clone(), config.policy);
             consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
         }
         if let Some(attribution) = &config.speakers {
@@ -111,8 +113,8 @@ impl Pipeline {
                 store.clone(),
                 limiter.clone(),
                 writer.clone(),
+                delivery.clone(),
                 config.policy,
-                config.nudge_window,
                 attribution.clone(),
             );
             consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
@@ -128,6 +130,7 @@ impl Pipeline {
         }
         // The writer stops once every consumer has dropped its handle.
         drop(writer);
+        drop(delivery);
         bus.flush().await?;
         tracing::info!(
             consumers = config.consumers,

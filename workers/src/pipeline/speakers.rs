@@ -12,14 +12,14 @@ use futures::{FutureExt, StreamExt};
 use inside_bus::{sid_uid, Bus, BusMessage, Subscription};
 use inside_engine::speech::{best_match, SpeakerModel, Vad, VadConfig};
 use inside_engine::NudgePolicy;
-use inside_schemas::{AudioSegmentMeta, EventBody, Nudge, SpeakerSegment};
+use inside_schemas::{AudioSegmentMeta, EventBody, SpeakerSegment};
 use inside_store::events::SessionEvent;
 use inside_store::limiter::Limiter;
 use inside_store::Store;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::EventWriter;
+use super::{EventWriter, NudgeDelivery};
 
 /// Segments embedded together at most: one GEMM per layer over all of them.
 const MAX_BATCH: usize = 16;
@@ -68,8 +68,8 @@ pub struct SpeakerConsumer {
     store: Store,
     limiter: Limiter,
     writer: EventWriter,
+    delivery: NudgeDelivery,
     policy: NudgePolicy,
-    window: Option<Duration>,
     attribution: Arc<SpeakerAttribution>,
     prints: HashMap<Uuid, (Instant, Voiceprints)>,
 }
@@ -80,8 +80,8 @@ impl SpeakerConsumer {
         store: Store,
         limiter: Limiter,
         writer: EventWriter,
+        delivery: NudgeDelivery,
         policy: NudgePolicy,
-        window: Option<Duration>,
         attribution: Arc<SpeakerAttribution>,
     ) -> Self {
         Self {
@@ -89,8 +89,8 @@ impl SpeakerConsumer {
             store,
             limiter,
             writer,
+            delivery,
             policy,
-            window,
             attribution,
             prints: HashMap::new(),
         }
@@ -219,37 +219,7 @@ impl SpeakerConsumer {
         else {
             return;
         };
-        if let Some(window) = self.window {
-            match self
-                .limiter
-                .once_per(&format!("nudge:{sid}:{uid}"), window)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "nudge limiter unavailable; nudge skipped");
-                    return;
-                }
-            }
-        }
-        self.send(sid, uid, nudge).await;
-    }
-
-    async fn send(&self, sid: Uuid, uid: Uuid, nudge: Nudge) {
-        let subject = self.bus.subjects().nudges(sid, uid);
-        if let Err(e) = self.bus.publish_json(subject, &nudge).await {
-            tracing::warn!(%sid, error = %e, "publishing a nudge failed");
-            return;
-        }
-        metrics::counter!("inside_nudges_total", "type" => nudge.nudge_type.as_str()).increment(1);
-        self.writer
-            .record(SessionEvent {
-                session_id: sid,
-                user_id: Some(uid),
-                body: EventBody::Nudge(nudge),
-            })
-            .await;
+        self.delivery.deliver(sid, uid, nudge).await;
     }
 
     /// The voiceprints of the session's members, cached for a few seconds.
