@@ -227,20 +227,6 @@ fn frame(ts: i64, rate: f64) -> EventBody {
     })
 }
 
-async fn wait_report(app: &TestApp, sid: &str, t: &str) -> Value {
-    for _ in 0..200 {
-        let (s, body) = app
-            .get(&format!("/v1/sessions/{sid}/report"), Some(t))
-            .await;
-        if s == 200 {
-            return body;
-        }
-        assert_eq!((s, body["status"].as_str()), (202, Some("pending")));
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("report never written");
-}
-
 async fn finalize_writes_the_report_from_recorded_events(db: Db) {
     let app = spawn_app(db).await;
     let (a, b, rid) = app.couple().await;
@@ -294,7 +280,7 @@ async fn finalize_writes_the_report_from_recorded_events(db: Db) {
     assert_eq!(s, 202, "{fin}");
     assert_eq!(fin["status"], "finalizing");
     assert!(fin["finalized_at"].is_string());
-    let report = wait_report(&app, &sid.to_string(), token(&a)).await;
+    let report = app.wait_report(&sid.to_string(), token(&a)).await;
     assert_eq!(report["session_id"], sid.to_string());
     assert_eq!(report["frames"], 40);
     assert_eq!(report["duration_s"], 9.5);
@@ -514,7 +500,7 @@ async fn activities_follow_the_reports(db: Db) {
         json!({}),
     )
     .await;
-    wait_report(&app, &sid.to_string(), token(&a)).await;
+    app.wait_report(&sid.to_string(), token(&a)).await;
     let (_, after) = app
         .get(
             &format!("/v1/activities/suggestions?rid={rid}"),
@@ -555,6 +541,6 @@ async fn pending_report_job_runs_after_a_restart(db: Db) {
     reopened.close().await;
     drop(store);
     let app = start(env, dir).await;
-    let report = wait_report(&app, &sid.to_string(), token(&a)).await;
+    let report = app.wait_report(&sid.to_string(), token(&a)).await;
     assert_eq!(report["session_id"], sid.to_string());
 }

@@ -135,7 +135,7 @@ async fn two_enrolled_voices_are_attributed_segment_by_segment() {
         )
         .await;
     assert!(s == 200 || s == 202, "finalize: {s}");
-    let report = wait_for_report(&app, &sid, &a).await;
+    let report = app.wait_report(&sid, token(&a)).await;
     let talk: f64 = report["speakers"]
         .as_array()
         .unwrap()
@@ -143,19 +143,6 @@ async fn two_enrolled_voices_are_attributed_segment_by_segment() {
         .map(|s| s["talk_time_s"].as_f64().unwrap())
         .sum();
     assert!((talk - 12.0).abs() < 0.01, "{report}");
-}
-
-async fn wait_for_report(app: &TestApp, sid: &str, pair: &Value) -> Value {
-    for _ in 0..200 {
-        let (s, body) = app
-            .get(&format!("/v1/sessions/{sid}/report"), Some(token(pair)))
-            .await;
-        if s == 200 {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no report for {sid}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

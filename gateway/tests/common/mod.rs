@@ -211,6 +211,21 @@ impl TestApp {
         session["id"].as_str().unwrap().to_string()
     }
 
+    /// The session's report once the job has written it (202 pending until then).
+    pub async fn wait_report(&self, sid: &str, t: &str) -> Value {
+        for _ in 0..200 {
+            let (s, body) = self
+                .get(&format!("/v1/sessions/{sid}/report"), Some(t))
+                .await;
+            if s == 200 {
+                return body;
+            }
+            assert_eq!((s, body["status"].as_str()), (202, Some("pending")));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("report of {sid} never written");
+    }
+
     /// `PUT /v1/users/me/voiceprint` with a WAV body.
     pub async fn put_voiceprint(&self, pair: &Value, wav: Vec<u8>) -> reqwest::Response {
         self.http
