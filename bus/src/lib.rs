@@ -206,7 +206,10 @@ impl Bus {
     /// Every message on `subject` (wildcards `*` and `>` allowed).
     pub async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
         match self {
-            Bus::Nats { client, .. } => Ok(Subscription::Nats(client.subscribe(subject).await?)),
+            Bus::Nats { client, .. } => Ok(Subscription::Nats(
+                client.subscribe(subject).await?,
+                client.clone(),
+            )),
             Bus::Local { bus, .. } => Ok(Subscription::Local(bus.subscribe(&subject, None))),
         }
     }
@@ -220,6 +223,7 @@ impl Bus {
         match self {
             Bus::Nats { client, .. } => Ok(Subscription::Nats(
                 client.queue_subscribe(subject, group.to_string()).await?,
+                client.clone(),
             )),
             Bus::Local { bus, .. } => Ok(Subscription::Local(
                 bus.subscribe(&subject, Some(group.to_string())),
@@ -231,27 +235,32 @@ impl Bus {
     /// included, so a message another connection publishes next finds them.
     pub async fn flush(&self) -> Result<(), BusError> {
         match self {
-            Bus::Nats { client, .. } => {
-                // async-nats' own flush only writes the socket, it does not wait for the
-                // server. One connection's commands are processed in order, so a message to
-                // ourselves coming back proves everything before it was processed.
-                let inbox = client.new_inbox();
-                let mut echo = client.subscribe(inbox.clone()).await?;
-                client.publish(inbox, Bytes::new()).await?;
-                client.flush().await?;
-                match tokio::time::timeout(SYNC_TIMEOUT, echo.next()).await {
-                    Ok(Some(_)) => Ok(()),
-                    _ => Err(BusError::Sync(SYNC_TIMEOUT)),
-                }
-            }
+            Bus::Nats { client, .. } => sync(client).await,
             Bus::Local { .. } => Ok(()),
         }
     }
 }
 
+/// Waits for the server to have processed everything `client` sent before.
+///
+/// async-nats' own flush only writes the socket, it does not wait for the server. One
+/// connection's commands are processed in order, so a message to ourselves coming back proves
+/// everything before it was processed. It also wakes the connection's task, which is what
+/// finishes a drained subscription (otherwise that waits for the next ping, up to a minute).
+async fn sync(client: &async_nats::Client) -> Result<(), BusError> {
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, Bytes::new()).await?;
+    client.flush().await?;
+    match tokio::time::timeout(SYNC_TIMEOUT, echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(BusError::Sync(SYNC_TIMEOUT)),
+    }
+}
+
 /// A live subscription; dropping it unsubscribes.
 pub enum Subscription {
-    Nats(async_nats::Subscriber),
+    Nats(async_nats::Subscriber, async_nats::Client),
     Local(local::LocalSubscription),
 }
 
@@ -260,9 +269,12 @@ impl Subscription {
     /// the stream ends. Used by a graceful stop so nothing held is lost.
     pub async fn drain(&mut self) {
         match self {
-            Subscription::Nats(s) => {
+            Subscription::Nats(s, client) => {
                 if let Err(e) = s.drain().await {
                     tracing::warn!(error = %e, "draining a NATS subscription failed");
+                }
+                if let Err(e) = sync(client).await {
+                    tracing::warn!(error = %e, "waiting for a drain to finish failed");
                 }
             }
             Subscription::Local(s) => s.drain(),
@@ -275,7 +287,7 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BusMessage>> {
         match self.get_mut() {
-            Subscription::Nats(s) => Pin::new(s).poll_next(cx).map(|m| {
+            Subscription::Nats(s, _) => Pin::new(s).poll_next(cx).map(|m| {
                 m.map(|m| BusMessage {
                     subject: m.subject.to_string(),
                     payload: m.payload,
