@@ -59,6 +59,7 @@ async fn start_worker_with(
         bus.nats().unwrap().clone(),
         subjects,
         store.clone(),
+        Duration::from_secs(settings.report_job_ack_wait_s),
         stop.clone(),
     ));
     Pipeline::start(

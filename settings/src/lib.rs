@@ -80,6 +80,9 @@ pub struct Settings {
     /// Cosine below which a live audio segment is attributed to nobody.
     pub speaker_match_threshold: f64,
     pub report_job_poll_ms: u64,
+    /// How long a report job handed to a worker may go without an ack or a progress beat
+    /// before JetStream gives it to another (a worker killed mid-job).
+    pub report_job_ack_wait_s: u64,
 }
 
 impl Settings {
@@ -160,6 +163,7 @@ impl Settings {
             max_audio_seconds: r.float("MAX_AUDIO_SECONDS", 600.0, 1.0, 86400.0)?,
             speaker_match_threshold: r.float("SPEAKER_MATCH_THRESHOLD", 0.25, -1.0, 1.0)?,
             report_job_poll_ms: r.ranged("REPORT_JOB_POLL_MS", 500, 10, 60_000)?,
+            report_job_ack_wait_s: r.ranged("REPORT_JOB_ACK_WAIT_SECONDS", 30, 1, 3600)?,
         };
         settings.validate(secret_key.as_deref())
     }

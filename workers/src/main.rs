@@ -101,7 +101,13 @@ async fn run_fleet_member(
     .await?;
     tracing::info!(addr = %settings.worker_bind_addr, "worker started");
     let client = bus.nats().cloned().context("NATS client")?;
-    let jobs = tokio::spawn(run_report_jobs(client, subjects, store, shutdown.clone()));
+    let jobs = tokio::spawn(run_report_jobs(
+        client,
+        subjects,
+        store,
+        Duration::from_secs(settings.report_job_ack_wait_s),
+        shutdown.clone(),
+    ));
     pipeline.stopped().await;
     match jobs.await {
         Ok(Err(e)) => tracing::error!(error = %e, "report jobs stopped with an error"),

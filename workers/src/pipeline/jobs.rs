@@ -17,7 +17,6 @@ use crate::write_report;
 
 /// Durable consumer name shared by the fleet.
 const CONSUMER: &str = "report-writers";
-const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_DELIVER: i64 = 10;
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -26,6 +25,7 @@ pub async fn run_report_jobs(
     client: async_nats::Client,
     subjects: Subjects,
     store: Store,
+    ack_wait: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stream = inside_bus::jobs::ensure_stream(&client, &subjects).await?;
@@ -35,7 +35,7 @@ pub async fn run_report_jobs(
             pull::Config {
                 durable_name: Some(CONSUMER.to_string()),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
+                ack_wait,
                 max_deliver: MAX_DELIVER,
                 ..Default::default()
             },
@@ -71,7 +71,7 @@ pub async fn run_report_jobs(
         let _enter = span.enter();
         let work = write_report(&store, sid);
         tokio::pin!(work);
-        let mut progress = tokio::time::interval(ACK_WAIT / 3);
+        let mut progress = tokio::time::interval(ack_wait / 3);
         progress.tick().await;
         let outcome = loop {
             tokio::select! {
