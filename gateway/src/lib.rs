@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +94,12 @@ pub async fn serve(
     let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let token = shutdown.clone();
     let hub = state.hub.clone();
+    // Nudges are small and latency-bound: Nagle would hold one back behind an unacked one.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             token.cancelled().await;

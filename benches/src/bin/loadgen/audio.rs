@@ -101,7 +101,7 @@ async fn stream(
     pcm: std::sync::Arc<Vec<u8>>,
     drain: Duration,
 ) -> anyhow::Result<StreamTally> {
-    let (ws, _) = tokio_tungstenite::connect_async(&url)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true)
         .await
         .context("connect")?;
     let (mut tx, mut rx) = ws.split();

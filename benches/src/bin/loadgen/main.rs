@@ -142,7 +142,7 @@ async fn run_client(
     drain: Duration,
     total: Arc<Mutex<Tally>>,
 ) -> anyhow::Result<()> {
-    let (ws, _) = tokio_tungstenite::connect_async(&url)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true)
         .await
         .context("connect")?;
     let (mut tx, mut rx) = ws.split();
