@@ -7,7 +7,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::time::parse_uuid;
-use crate::{Result, Store, StoreError};
+use crate::{Backend, Result, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionEvent {
@@ -17,46 +17,46 @@ pub struct SessionEvent {
     pub body: EventBody,
 }
 
-/// Rows per INSERT statement; keeps bind parameters under SQLite's limit.
+/// Rows per INSERT statement on PostgreSQL.
 const BATCH_ROWS: usize = 500;
+const INSERT_ONE: &str =
+    "INSERT INTO session_events (session_id, user_id, kind, ts_ms, payload) VALUES ($1,$2,$3,$4,$5)";
 
 impl Store {
-    /// Appends events in multi-row INSERTs inside one transaction.
+    /// Appends events inside one transaction: multi-row INSERTs on PostgreSQL (one round trip
+    /// per 500 rows), one cached single-row statement per event on SQLite, which runs in-process
+    /// and whose parser matches `$N` names pairwise, so a 500-row statement cost more to prepare
+    /// than to run (a fifth of the gateway's CPU at 2,000 frames/s).
     pub async fn append_events(&self, events: &[SessionEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool().begin().await?;
-        for chunk in events.chunks(BATCH_ROWS) {
-            let mut sql = String::from(
-                "INSERT INTO session_events (session_id, user_id, kind, ts_ms, payload) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 5;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${},${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                ));
-            }
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                let payload = serde_json::to_string(&e.body)
-                    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                q = q
+        if self.backend() == Backend::Sqlite {
+            for e in events {
+                sqlx::query(INSERT_ONE)
                     .bind(e.session_id.to_string())
                     .bind(e.user_id.map(|u| u.to_string()))
                     .bind(e.body.kind())
                     .bind(e.body.ts_ms())
-                    .bind(payload);
+                    .bind(payload(e)?)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            q.execute(&mut *tx).await?;
+        } else {
+            for chunk in events.chunks(BATCH_ROWS) {
+                let sql = insert_sql(chunk.len());
+                let mut q = sqlx::query(&sql);
+                for e in chunk {
+                    q = q
+                        .bind(e.session_id.to_string())
+                        .bind(e.user_id.map(|u| u.to_string()))
+                        .bind(e.body.kind())
+                        .bind(e.body.ts_ms())
+                        .bind(payload(e)?);
+                }
+                q.execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -83,4 +83,30 @@ impl Store {
             })
             .collect()
     }
+}
+
+fn payload(e: &SessionEvent) -> Result<String> {
+    serde_json::to_string(&e.body).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+/// `INSERT ... VALUES ($1,..,$5),($6,..)` for `rows` events.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO session_events (session_id, user_id, kind, ts_ms, payload) VALUES ",
+    );
+    for i in 0..rows {
+        let b = i * 5;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(${},${},${},${},${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5
+        ));
+    }
+    sql
 }
