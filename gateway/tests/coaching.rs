@@ -200,9 +200,7 @@ async fn non_members_get_404_for_sessions_and_relationships(db: Db) {
         assert_eq!(s, 404, "{path}: {body}");
         assert_error(&body, "not_found");
     }
-    let (s, _) = app
-        .post(&format!("/v1/sessions/{sid}/finalize"), t, json!({}))
-        .await;
+    let (s, _) = app.finalize(&sid, t).await;
     assert_eq!(s, 404);
     let (s, _) = app
         .post("/v1/sessions", t, json!({"relationship_id": rid}))
@@ -270,13 +268,7 @@ async fn finalize_writes_the_report_from_recorded_events(db: Db) {
         .get(&format!("/v1/sessions/{sid}/report"), Some(token(&a)))
         .await;
     assert_eq!((s, pending), (202, json!({"status": "pending"})));
-    let (s, fin) = app
-        .post(
-            &format!("/v1/sessions/{sid}/finalize"),
-            Some(token(&b)),
-            json!({}),
-        )
-        .await;
+    let (s, fin) = app.finalize(&sid, Some(token(&b))).await;
     assert_eq!(s, 202, "{fin}");
     assert_eq!(fin["status"], "finalizing");
     assert!(fin["finalized_at"].is_string());
@@ -316,21 +308,9 @@ async fn finalizing_twice_conflicts(db: Db) {
         )
         .await;
     let sid = session["id"].as_str().unwrap();
-    let (s, _) = app
-        .post(
-            &format!("/v1/sessions/{sid}/finalize"),
-            Some(token(&a)),
-            json!({}),
-        )
-        .await;
+    let (s, _) = app.finalize(&sid, Some(token(&a))).await;
     assert_eq!(s, 202);
-    let (s, body) = app
-        .post(
-            &format!("/v1/sessions/{sid}/finalize"),
-            Some(token(&a)),
-            json!({}),
-        )
-        .await;
+    let (s, body) = app.finalize(&sid, Some(token(&a))).await;
     assert_eq!(s, 409);
     assert_error(&body, "already_finalized");
     let (s, _) = app

@@ -156,13 +156,7 @@ async fn pokes_arrive_live_and_finalize_closes_with_4409(db: Db) {
     assert_eq!(s, 201, "{poke}");
     let got = wb.expect("server.poke", T).await;
     assert_eq!(got["payload"]["id"], poke["id"]);
-    let (s, _) = app
-        .post(
-            &format!("/v1/sessions/{sid}/finalize"),
-            Some(token(&a)),
-            json!({}),
-        )
-        .await;
+    let (s, _) = app.finalize(&sid, Some(token(&a))).await;
     assert_eq!(s, 202);
     assert_eq!(wb.close_code(T).await, Some(4409));
     let mut again = Ws::connect(app.addr, &sid, token(&b)).await;

@@ -162,13 +162,7 @@ async fn two_gateways_two_workers_on_nats() {
 
     // Finalize on gateway 2: sockets on both close 4409; the JetStream job
     // writes the report once.
-    let (s, _) = g2
-        .post(
-            &format!("/v1/sessions/{sid}/finalize"),
-            Some(token(&b)),
-            json!({}),
-        )
-        .await;
+    let (s, _) = g2.finalize(&sid, Some(token(&b))).await;
     assert_eq!(s, 202);
     assert_eq!(wa.close_code(T).await, Some(4409));
     assert_eq!(wb.close_code(T).await, Some(4409));

@@ -127,13 +127,7 @@ async fn two_enrolled_voices_are_attributed_segment_by_segment() {
     assert_ne!(labels[0], labels[2], "{labels:?}");
 
     // The segments feed the report's talk-time table.
-    let (s, _) = app
-        .post(
-            &format!("/v1/sessions/{sid}/finalize"),
-            Some(token(&a)),
-            json!({}),
-        )
-        .await;
+    let (s, _) = app.finalize(&sid, Some(token(&a))).await;
     assert!(s == 200 || s == 202, "finalize: {s}");
     let report = app.wait_report(&sid, token(&a)).await;
     let talk: f64 = report["speakers"]

@@ -4,6 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Wall clock in µs since the Unix epoch: the clock of `Inside-Cut-At-Us`, so gateway and
+/// workers on one host measure the live path's latency against the same scale.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Header names of an audio segment message.
 pub mod headers {
     pub const SEQ: &str = "Inside-Seq";

@@ -6,6 +6,7 @@
 
 use futures::stream::{select_all, StreamExt};
 use inside_bus::{last_uuid, sid_uid, Bus, BusMessage};
+use inside_schemas::audio::now_us;
 use inside_schemas::AudioSegmentMeta;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -83,10 +84,4 @@ pub fn render(bus: &Bus, msg: &BusMessage) -> Value {
         _ => user_id.map_or(Value::Null, |u| Value::String(u.to_string())),
     };
     json!({"at_us": now_us(), "kind": kind, "user_id": user_id, "payload": payload})
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }

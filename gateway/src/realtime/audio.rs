@@ -5,7 +5,6 @@
 //! with its seq, stream times and cut time in headers.
 
 use std::io::Read;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -14,6 +13,7 @@ use inside_engine::speech::{
     decode_stream, AudioLimits, Codec, Segment, SpeechError, StreamSegmenter, WavStreamHeader,
     DEFAULT_SEGMENT_MS,
 };
+use inside_schemas::audio::now_us;
 use inside_schemas::AudioSegmentMeta;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -107,12 +107,6 @@ impl SegmentPublisher {
             )))),
         }
     }
-}
-
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Runs one stream to its end: raw PCM and WAV are cut directly, compressed containers go

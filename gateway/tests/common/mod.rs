@@ -211,6 +211,12 @@ impl TestApp {
         session["id"].as_str().unwrap().to_string()
     }
 
+    /// `POST /v1/sessions/{sid}/finalize`.
+    pub async fn finalize(&self, sid: impl std::fmt::Display, token: Option<&str>) -> (u16, Value) {
+        self.post(&format!("/v1/sessions/{sid}/finalize"), token, json!({}))
+            .await
+    }
+
     /// The session's report once the job has written it (202 pending until then).
     pub async fn wait_report(&self, sid: &str, t: &str) -> Value {
         for _ in 0..200 {

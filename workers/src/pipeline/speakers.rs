@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use inside_bus::{sid_uid, Bus, BusMessage, Subscription};
 use inside_engine::speech::{best_match, SpeakerModel, Vad, VadConfig};
 use inside_engine::NudgePolicy;
+use inside_schemas::audio::now_us;
 use inside_schemas::{AudioSegmentMeta, EventBody, SpeakerSegment};
 use inside_store::events::SessionEvent;
 use inside_store::limiter::Limiter;
@@ -287,10 +288,4 @@ fn parse(msg: BusMessage) -> Option<Pending> {
         return None;
     }
     Some(Pending { sid, meta, samples })
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
