@@ -14,6 +14,10 @@ mode=${3:-embedded}
 port=${PORT:-18100}
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p inside-gateway -p inside-workers -p inside-benches --bins
+if curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+  echo "port $port is already serving (an earlier run still going?): set PORT or stop it" >&2
+  exit 1
+fi
 data=$(mktemp -d)
 pids=()
 db=""
@@ -21,6 +25,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+  # the servers' logs outlive the run, for a look after a failure
+  mkdir -p /tmp/inside-bench-logs && cp "$data"/*.log /tmp/inside-bench-logs/ 2>/dev/null || true
   rm -rf "$data"
 }
 trap cleanup EXIT
@@ -35,19 +41,21 @@ if [ "$what" = audio ]; then
   export SPEAKER_MATCH_THRESHOLD=-1
 fi
 nats_args=()
+worker_args=()
 if [ "$mode" = nats ]; then
   db="inside_rt_bench_$(date +%s)"
   psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
   export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" NATS_URL=nats://127.0.0.1:4222 \
     REDIS_URL=redis://127.0.0.1:6379 NATS_SUBJECT_PREFIX="bench$(date +%s)"
   nats_args=(--nats-url "$NATS_URL")
+  worker_args=(--worker-metrics "http://127.0.0.1:$((port + 1))/metrics")
   # the gateway needs no model with NATS: the worker embeds
   ECAPA_MODEL_DIR= "$target/release/gateway" >"$data/gateway.log" 2>&1 &
   pids+=($!)
   WORKER_BIND_ADDR=127.0.0.1:$((port + 1)) "$target/release/worker" >"$data/worker.log" 2>&1 &
   pids+=($!)
 else
-  RUST_LOG=warn,gateway=info "$target/release/gateway" >"$data/gateway.log" 2>&1 &
+  RUST_LOG=${GATEWAY_LOG:-warn,gateway=info} "$target/release/gateway" >"$data/gateway.log" 2>&1 &
   pids+=($!)
 fi
 gw=${pids[0]}
@@ -56,9 +64,12 @@ for _ in $(seq 1 300); do curl -fs "$base/health" >/dev/null 2>&1 && break; slee
 curl -fs "$base/health" >/dev/null || { echo "gateway did not start:" >&2; cat "$data"/*.log >&2; exit 1; }
 sleep 1
 load="$target/release/loadgen"
+# CPU seconds (user+system) each server process has used so far
+cpu() { for p in "${pids[@]}"; do awk -v p="$p" '{printf "pid%s_cpu_s=%.2f ", p, ($14+$15)/100}' "/proc/$p/stat"; done; echo; }
 case "$what" in
   frames)
-    "$load" --url "$base" --clients 20 --rate "$n" --duration "${DURATION:-10}" "${nats_args[@]}"
+    "$load" --url "$base" --clients "${CLIENTS:-20}" --rate "$n" --duration "${DURATION:-10}" --probe-every "${PROBE_EVERY:-1}" "${nats_args[@]}" "${worker_args[@]}"
+    echo "server cpu after run (gateway first): $(cpu)"
     ;;
   audio)
     "$load" --url "$base" --audio-streams "$n" --duration "${DURATION:-30}" --drain 5

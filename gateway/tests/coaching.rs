@@ -264,6 +264,18 @@ async fn finalize_writes_the_report_from_recorded_events(db: Db) {
         }),
     });
     app.state.store.append_events(&events).await.unwrap();
+    // packed into a row per member; each member's events come back in their order
+    let back = app.state.store.session_events(sid).await.unwrap();
+    assert_eq!(back.len(), events.len());
+    for u in [ua, ub] {
+        let of = |list: &[SessionEvent]| -> Vec<SessionEvent> {
+            list.iter()
+                .filter(|e| e.user_id == Some(u))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(of(&back), of(&events));
+    }
     let (s, pending) = app
         .get(&format!("/v1/sessions/{sid}/report"), Some(token(&a)))
         .await;

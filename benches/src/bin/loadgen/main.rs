@@ -15,19 +15,17 @@
 //! The gateway (or worker) needs `ECAPA_MODEL_DIR`; `--bin random_model`
 //! writes a full-size random-weight model.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
-use tokio_tungstenite::tungstenite::Message;
 
 mod audio;
+mod frames;
+mod hops;
 mod idle;
 
 #[derive(Parser, Debug)]
@@ -48,6 +46,13 @@ struct Args {
     /// Seconds to wait for the last nudges.
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
+    /// Every Nth frame is a probe over the threshold that must come back as a nudge; the
+    /// others only load the path (1: every frame is a probe).
+    #[arg(long, default_value_t = 1)]
+    probe_every: u64,
+    /// A worker's metrics URL (e.g. http://127.0.0.1:18101/metrics), to count frames at its hop.
+    #[arg(long)]
+    worker_metrics: Vec<String>,
     /// Also time raw NATS request/reply round trips (the baseline).
     #[arg(long)]
     nats_url: Option<String>,
@@ -67,13 +72,6 @@ struct Client {
     token: String,
 }
 
-#[derive(Default)]
-struct Tally {
-    sent: u64,
-    nudged: u64,
-    hist: Option<Histogram<u64>>,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -89,34 +87,24 @@ async fn main() -> anyhow::Result<()> {
     };
     let clients = setup(&args).await?;
     let ws_base = args.url.replacen("http", "ws", 1);
-    let per_client = args.rate / clients.len() as f64;
-    let interval = Duration::from_secs_f64(1.0 / per_client);
-    let total = Arc::new(Mutex::new(Tally {
-        hist: Some(Histogram::new_with_bounds(1, 60_000_000, 3)?),
-        ..Tally::default()
-    }));
-    let start = tokio::time::Instant::now() + Duration::from_millis(500);
-    let mut tasks = Vec::new();
-    for (i, c) in clients.into_iter().enumerate() {
-        let url = format!("{ws_base}/v1/sessions/{}/ws?token={}", c.sid, c.token);
-        let total = total.clone();
-        // Stagger clients across one interval so sends do not align.
-        let first = start + interval.mul_f64(i as f64 / (args.rate / per_client));
-        let send_for = Duration::from_secs_f64(args.duration);
-        let drain = Duration::from_secs_f64(args.drain);
-        tasks.push(tokio::spawn(async move {
-            run_client(url, c.sid, first, interval, send_for, drain, total).await
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let tally = total.lock().await;
-    let Some(h) = tally.hist.as_ref() else {
-        bail!("no histogram")
+    let plan = frames::Plan {
+        rate: args.rate,
+        duration: args.duration,
+        drain: args.drain,
+        probe_every: args.probe_every,
     };
+    let http = reqwest::Client::new();
+    let metrics_urls: Vec<String> = std::iter::once(format!("{}/metrics", args.url))
+        .chain(args.worker_metrics.iter().cloned())
+        .collect();
+    let before = hops::snapshot(&http, &metrics_urls).await?;
+    let out = tokio::task::spawn_blocking(move || frames::run(&ws_base, &clients, &plan)).await??;
+    // let the last recorded events reach the database before counting
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = hops::snapshot(&http, &metrics_urls).await?;
+    let h = &out.hist;
     let us = |q: f64| h.value_at_quantile(q);
-    let lost = tally.sent.saturating_sub(tally.nudged);
+    let lost = out.probes.saturating_sub(out.nudged);
     let base = baseline
         .map(|b| {
             format!(
@@ -126,66 +114,12 @@ async fn main() -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     println!(
-        "clients={} rate={} duration_s={} sent={} nudged={} lost={} throughput_fps={:.0} p50_us={} p90_us={} p99_us={} p999_us={} max_us={}{}",
-        args.clients, args.rate, args.duration, tally.sent, tally.nudged, lost,
-        tally.nudged as f64 / args.duration, us(0.5), us(0.9), us(0.99), us(0.999), h.max(), base
+        "clients={} rate={} duration_s={} sent={} probes={} nudged={} lost={} send_s={:.2} throughput_fps={:.0} pacer_max_lag_us={} p50_us={} p90_us={} p99_us={} p999_us={} max_us={}{}",
+        args.clients, args.rate, args.duration, out.sent, out.probes, out.nudged, lost, out.send_s,
+        out.sent as f64 / out.send_s.max(args.duration), out.max_pacer_lag_us,
+        us(0.5), us(0.9), us(0.99), us(0.999), h.max(), base
     );
-    Ok(())
-}
-
-async fn run_client(
-    url: String,
-    sid: String,
-    first: tokio::time::Instant,
-    interval: Duration,
-    send_for: Duration,
-    drain: Duration,
-    total: Arc<Mutex<Tally>>,
-) -> anyhow::Result<()> {
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true)
-        .await
-        .context("connect")?;
-    let (mut tx, mut rx) = ws.split();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut scheduled: HashMap<i64, tokio::time::Instant> = HashMap::new();
-    let (mut sent, mut nudged) = (0u64, 0u64);
-    let end = first + send_for;
-    let mut next = first;
-    let mut seq = 0i64;
-    loop {
-        let sending = next < end;
-        let deadline = if sending { next } else { end + drain };
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                if !sending { break; }
-                seq += 1;
-                let frame = json!({"type":"client.feature_frame","sid":sid,"payload":{"timestamp_ms":seq,"speaking_rate":6.0,"overlap_ratio":0.0,"seq":seq}});
-                scheduled.insert(seq, next);
-                tx.send(Message::Text(frame.to_string().into())).await?;
-                sent += 1;
-                next += interval;
-            }
-            msg = rx.next() => {
-                let Some(msg) = msg else { break };
-                if let Message::Text(t) = msg? {
-                    let v: Value = serde_json::from_str(t.as_str())?;
-                    if v["type"] == "server.nudge" {
-                        if let Some(at) = v["payload"]["frame_seq"].as_i64().and_then(|s| scheduled.remove(&s)) {
-                            hist.record((at.elapsed().as_micros() as u64).max(1))?;
-                            nudged += 1;
-                        }
-                    }
-                }
-                if !sending && scheduled.is_empty() { break; }
-            }
-        }
-    }
-    let mut t = total.lock().await;
-    t.sent += sent;
-    t.nudged += nudged;
-    if let Some(h) = t.hist.as_mut() {
-        h.add(&hist)?;
-    }
+    println!("hops {}", hops::delta(&before, &after, out.sent));
     Ok(())
 }
 

@@ -1,0 +1,282 @@
+//! Feature-frame mode of the load generator: open-loop frames over N WebSocket clients, timed
+//! frame → nudge from each frame's *scheduled* send time.
+//!
+//! The generator must not be what is measured: tokio's timer rounds to the millisecond, which
+//! alone put 0.5–1 ms into every figure. One pacer thread (timer slack 1 ns) sleeps until the
+//! next frame is due and writes the pre-encoded WebSocket frames of every client that is due
+//! straight to its socket; one blocking reader thread per client reads nudges. A frame's
+//! schedule is arithmetic (global frame `k` is due at `start + k / rate`, goes to client
+//! `k % n` as its `seq = k / n + 1`), so a reader finds the send time of a nudge's
+//! `frame_seq` without sharing anything with the pacer.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+use super::Client;
+
+/// What to send.
+pub struct Plan {
+    pub rate: f64,
+    pub duration: f64,
+    pub drain: f64,
+    /// Every `probe_every`-th frame is over the threshold (a probe that must come back as a
+    /// nudge); the rest are calm frames that only load the path. 1: every frame is a probe.
+    pub probe_every: u64,
+}
+
+/// What came back.
+pub struct Outcome {
+    pub sent: u64,
+    pub probes: u64,
+    pub nudged: u64,
+    pub hist: Histogram<u64>,
+    /// Seconds the pacer took to send everything (> duration: the generator fell behind).
+    pub send_s: f64,
+    /// Largest lateness of a write behind its schedule, µs.
+    pub max_pacer_lag_us: u64,
+}
+
+struct Schedule {
+    start: Instant,
+    period_ns: f64,
+    clients: u64,
+}
+
+impl Schedule {
+    fn due(&self, k: u64) -> Instant {
+        self.start + Duration::from_nanos((k as f64 * self.period_ns) as u64)
+    }
+}
+
+#[derive(Deserialize)]
+struct ServerMsg<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    payload: Option<NudgePayload>,
+}
+
+#[derive(Deserialize)]
+struct NudgePayload {
+    frame_seq: Option<u64>,
+}
+
+pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Outcome> {
+    let n = clients.len() as u64;
+    if n == 0 {
+        bail!("no clients");
+    }
+    let mut writers = Vec::with_capacity(clients.len());
+    let mut sockets = Vec::with_capacity(clients.len());
+    for c in clients {
+        let url = format!("{ws_base}/v1/sessions/{}/ws?token={}", c.sid, c.token);
+        let (ws, writer) = connect(&url)?;
+        writers.push(writer);
+        sockets.push(ws);
+    }
+    let total = (plan.rate * plan.duration).round() as u64;
+    let schedule = Arc::new(Schedule {
+        start: Instant::now() + Duration::from_millis(500),
+        period_ns: 1e9 / plan.rate,
+        clients: n,
+    });
+    // each client's own frames take turns at being a probe, staggered across clients
+    let every = plan.probe_every.max(1);
+    let probe = move |k: u64| (k / n + k % n) % every == 0;
+    // per client: how many probes it is sent, known before sending starts
+    let expected: Vec<u64> = (0..n)
+        .map(|c| (c..total).step_by(n as usize).filter(|k| probe(*k)).count() as u64)
+        .collect();
+    // set when the pacer is done (readers then stop once they have their nudges) …
+    let paced_all = Arc::new(AtomicBool::new(false));
+    // … or failed (readers stop at once)
+    let stop = Arc::new(AtomicBool::new(false));
+    let nudged = Arc::new(AtomicU64::new(0));
+    let deadline = schedule.due(total) + Duration::from_secs_f64(plan.drain);
+    let mut readers = Vec::new();
+    for (c, ws) in sockets.into_iter().enumerate() {
+        let (schedule, stop, nudged) = (schedule.clone(), stop.clone(), nudged.clone());
+        let paced_all = paced_all.clone();
+        let want = expected[c];
+        readers.push(std::thread::spawn(move || {
+            let until = Until {
+                want,
+                deadline,
+                paced_all: &paced_all,
+                stop: &stop,
+            };
+            read_nudges(ws, c as u64, &until, &schedule, &nudged)
+        }));
+    }
+    let paced = pace(&schedule, total, &mut writers, clients, &probe);
+    let send_s = schedule.start.elapsed().as_secs_f64();
+    paced_all.store(true, Ordering::Relaxed);
+    if paced.is_err() {
+        // a reader knows why the gateway closed: report that first
+        stop.store(true, Ordering::Relaxed);
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for r in readers {
+        match r.join() {
+            Ok(h) => hist.add(h?)?,
+            Err(_) => bail!("a reader thread panicked"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (sent, max_lag) = paced?;
+    Ok(Outcome {
+        sent,
+        probes: expected.iter().sum(),
+        nudged: nudged.load(Ordering::Relaxed),
+        hist,
+        send_s,
+        max_pacer_lag_us: max_lag,
+    })
+}
+
+fn connect(url: &str) -> anyhow::Result<(WebSocket<TcpStream>, TcpStream)> {
+    let addr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .context("no host in the URL")?;
+    let tcp = TcpStream::connect(addr).with_context(|| format!("connecting {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let config = WebSocketConfig::default();
+    let (ws, _) = tungstenite::client::client_with_config(url, tcp, Some(config))
+        .map_err(|e| anyhow::anyhow!("WebSocket handshake: {e}"))?;
+    // written by the pacer, frame by frame; the reader owns `ws` (and any bytes it read
+    // past the handshake)
+    let writer = ws.get_ref().try_clone()?;
+    // lets a reader look at the clock while nothing arrives
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(50)))?;
+    Ok((ws, writer))
+}
+
+/// Sends every frame at its time; returns (frames sent, worst lateness in µs).
+fn pace(
+    schedule: &Schedule,
+    total: u64,
+    writers: &mut [TcpStream],
+    clients: &[Client],
+    probe: &dyn Fn(u64) -> bool,
+) -> anyhow::Result<(u64, u64)> {
+    // without this a sleep may end up to 50 µs late, on top of the wakeup itself
+    let _ = std::fs::write("/proc/thread-self/timerslack_ns", "1");
+    let n = schedule.clients;
+    let mut buffers: Vec<Vec<u8>> = vec![Vec::with_capacity(4096); writers.len()];
+    let mut k = 0u64;
+    let mut max_lag = 0u64;
+    while k < total {
+        let due = schedule.due(k);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let now = Instant::now();
+        max_lag = max_lag.max(now.saturating_duration_since(due).as_micros() as u64);
+        // everything due by now, one write per client
+        while k < total && schedule.due(k) <= now {
+            let c = (k % n) as usize;
+            let seq = k / n + 1;
+            let rate = if probe(k) { 6.0 } else { 1.0 };
+            let text = format!(
+                r#"{{"type":"client.feature_frame","sid":"{}","payload":{{"timestamp_ms":{seq},"speaking_rate":{rate:.1},"overlap_ratio":0.0,"seq":{seq}}}}}"#,
+                clients[c].sid
+            );
+            let mut frame = Frame::message(text.into_bytes(), OpCode::Data(Data::Text), true);
+            frame.header_mut().mask = Some((k as u32).to_le_bytes());
+            frame.format(&mut buffers[c])?;
+            k += 1;
+        }
+        for (c, buf) in buffers.iter_mut().enumerate() {
+            if !buf.is_empty() {
+                writers[c]
+                    .write_all(buf)
+                    .with_context(|| format!("client {c}: the gateway closed the socket"))?;
+                buf.clear();
+            }
+        }
+    }
+    Ok((k, max_lag))
+}
+
+/// When a reader stops.
+struct Until<'a> {
+    /// Nudges it expects.
+    want: u64,
+    deadline: Instant,
+    paced_all: &'a AtomicBool,
+    stop: &'a AtomicBool,
+}
+
+impl Until<'_> {
+    fn reached(&self, got: u64) -> bool {
+        (got >= self.want && self.paced_all.load(Ordering::Relaxed))
+            || Instant::now() >= self.deadline
+            || self.stop.load(Ordering::Relaxed)
+    }
+}
+
+fn read_nudges(
+    mut ws: WebSocket<TcpStream>,
+    client: u64,
+    until: &Until<'_>,
+    schedule: &Schedule,
+    nudged: &AtomicU64,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut got = 0u64;
+    while !until.reached(got) {
+        let msg = match ws.read() {
+            Ok(m) => m,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => bail!("client {client}: reading: {e}"),
+        };
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Close(frame) => bail!("client {client}: the gateway closed: {frame:?}"),
+            _ => continue,
+        };
+        let Ok(m) = serde_json::from_str::<ServerMsg<'_>>(text.as_str()) else {
+            continue;
+        };
+        if m.kind == "server.error" {
+            bail!("client {client}: {text}");
+        }
+        let Some(seq) = m
+            .payload
+            .and_then(|p| p.frame_seq)
+            .filter(|_| m.kind == "server.nudge")
+        else {
+            continue;
+        };
+        let k = (seq.saturating_sub(1)) * schedule.clients + client;
+        let us = Instant::now()
+            .saturating_duration_since(schedule.due(k))
+            .as_micros() as u64;
+        hist.record(us.max(1))?;
+        got += 1;
+        nudged.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = ws.close(None);
+    Ok(hist)
+}
