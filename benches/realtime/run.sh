@@ -55,7 +55,7 @@ if [ "$mode" = nats ]; then
   WORKER_BIND_ADDR=127.0.0.1:$((port + 1)) "$target/release/worker" >"$data/worker.log" 2>&1 &
   pids+=($!)
 else
-  RUST_LOG=${GATEWAY_LOG:-warn,gateway=info} "$target/release/gateway" >"$data/gateway.log" 2>&1 &
+  RUST_LOG=${GATEWAY_LOG:-warn,gateway=info} ${GATEWAY_WRAP:-} "$target/release/gateway" >"$data/gateway.log" 2>&1 &
   pids+=($!)
 fi
 gw=${pids[0]}
@@ -85,7 +85,7 @@ case "$what" in
     done
     sleep 3
     after=$(rss)
-    echo "gateway_rss_before_kib=$before gateway_rss_holding_kib=$after per_socket_bytes=$(( (after - before) * 1024 / n ))"
+    echo "gateway_rss_before_kib=$before gateway_rss_holding_kib=$after holding_mb=$(( after * 1024 / 1000000 )) per_socket_bytes=$(( (after - before) * 1024 / n ))"
     grep -m1 "open-files" "$data/gateway.log" || true
     wait "$lg"
     ;;

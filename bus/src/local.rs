@@ -1,14 +1,18 @@
 //! The in-process bus of the embedded default: NATS subject matching (`*`,
 //! `>`), fan-out to plain subscribers, one member per queue group, bounded
 //! buffers that drop and count like a NATS slow consumer.
+//!
+//! A subscription's buffer is a `VecDeque` that allocates only when messages wait, not a tokio
+//! mpsc channel: the gateway holds a subscription per session and per user, and each channel's
+//! first block cost 4 KB at creation (12 MB of a gateway holding 10,000 idle sockets).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures::task::AtomicWaker;
 
 use crate::{BusMessage, SUBSCRIPTION_CAPACITY};
 
@@ -38,9 +42,78 @@ struct Subs {
 struct Sub {
     id: u64,
     group: Option<String>,
-    tx: mpsc::Sender<BusMessage>,
+    queue: Arc<Queue>,
     /// Messages dropped on a full buffer, for a log that does not flood.
     dropped: AtomicU64,
+}
+
+/// One subscription's buffer, shared by the registry (pushing) and the subscriber (taking).
+#[derive(Debug, Default)]
+struct Queue {
+    messages: Mutex<VecDeque<BusMessage>>,
+    waker: AtomicWaker,
+    /// Unsubscribed: what is buffered is still taken, then the stream ends.
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<BusMessage>> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Room left before a push is dropped.
+    fn room(&self) -> usize {
+        SUBSCRIPTION_CAPACITY.saturating_sub(self.lock().len())
+    }
+
+    fn push(&self, msg: BusMessage) -> bool {
+        {
+            let mut q = self.lock();
+            if q.len() >= SUBSCRIPTION_CAPACITY {
+                return false;
+            }
+            q.push_back(msg);
+        }
+        self.waker.wake();
+        true
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<BusMessage>> {
+        if let Some(msg) = self.take() {
+            return Poll::Ready(Some(msg));
+        }
+        self.waker.register(cx.waker());
+        // a push between the first look and the registration must not be missed
+        match self.take() {
+            Some(msg) => Poll::Ready(Some(msg)),
+            None if self.closed.load(Ordering::Acquire) => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+
+    fn take(&self) -> Option<BusMessage> {
+        let mut q = self.lock();
+        let msg = q.pop_front();
+        // a burst's buffer is given back once it has been read
+        if q.is_empty() && q.capacity() > 64 {
+            q.shrink_to_fit();
+        }
+        msg
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        // the registry let go (unsubscribed, or the bus is gone): end the subscriber's stream
+        self.queue.close();
+    }
 }
 
 impl LocalBus {
@@ -49,12 +122,12 @@ impl LocalBus {
     }
 
     pub(crate) fn subscribe(&self, subject: &str, group: Option<String>) -> LocalSubscription {
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+        let queue = Arc::new(Queue::default());
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Sub {
             id,
             group,
-            tx,
+            queue: queue.clone(),
             dropped: AtomicU64::new(0),
         };
         let mut subs = write(&self.inner.subs);
@@ -65,7 +138,7 @@ impl LocalBus {
             subs.exact.entry(subject.to_string()).or_default().push(sub);
         }
         LocalSubscription {
-            rx,
+            queue,
             id,
             subject: subject.to_string(),
             registry: Arc::downgrade(&self.inner),
@@ -112,7 +185,7 @@ impl LocalBus {
             // Skip members whose buffer is full before counting a drop.
             let chosen = (0..members.len())
                 .map(|i| members[(start + i) % members.len()])
-                .find(|m| m.tx.capacity() > 0)
+                .find(|m| m.queue.room() > 0)
                 .unwrap_or(members[start % members.len()]);
             deliver(chosen, subject, &headers, payload.clone());
         }
@@ -126,7 +199,7 @@ fn deliver(sub: &Sub, subject: &str, headers: &Option<async_nats::HeaderMap>, pa
         headers: headers.clone(),
         reply: None,
     };
-    if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(msg) {
+    if !sub.queue.push(msg) {
         metrics::counter!("inside_bus_slow_consumer_total", "bus" => "local").increment(1);
         let dropped = sub.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         // Log the 1st, 2nd, 4th, 8th… drop: visible, not one line per message.
@@ -166,7 +239,7 @@ fn write(lock: &RwLock<Subs>) -> std::sync::RwLockWriteGuard<'_, Subs> {
 /// An in-process subscription; dropping it unsubscribes.
 #[derive(Debug)]
 pub struct LocalSubscription {
-    rx: mpsc::Receiver<BusMessage>,
+    queue: Arc<Queue>,
     id: u64,
     subject: String,
     registry: Weak<Registry>,
@@ -174,11 +247,12 @@ pub struct LocalSubscription {
 
 impl LocalSubscription {
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<BusMessage>> {
-        self.rx.poll_recv(cx)
+        self.queue.poll_take(cx)
     }
 
     /// Unregisters; buffered messages are still yielded, then the stream ends.
     pub(crate) fn drain(&mut self) {
+        self.queue.close();
         let Some(registry) = self.registry.upgrade() else {
             return;
         };
@@ -205,6 +279,42 @@ mod tests {
 
     fn pat(s: &str) -> Vec<String> {
         s.split('.').map(str::to_string).collect()
+    }
+
+    #[tokio::test]
+    async fn a_drained_subscription_yields_what_it_holds_then_ends() {
+        use futures::StreamExt;
+        let bus = LocalBus::new();
+        let mut sub = crate::Subscription::Local(bus.subscribe("a.*", None));
+        bus.publish("a.1", Bytes::from_static(b"1"));
+        bus.publish("a.2", Bytes::from_static(b"2"));
+        sub.drain().await;
+        bus.publish("a.3", Bytes::from_static(b"3"));
+        let got: Vec<String> = sub.map(|m| m.subject).collect().await;
+        assert_eq!(got, ["a.1", "a.2"]);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_subscriber_is_woken_and_a_full_buffer_drops() {
+        use futures::StreamExt;
+        let bus = LocalBus::new();
+        let mut sub = crate::Subscription::Local(bus.subscribe("x", None));
+        let publisher = bus.clone();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            publisher.publish("x", Bytes::from_static(b"late"));
+        });
+        assert_eq!(
+            sub.next().await.map(|m| m.payload),
+            Some(Bytes::from_static(b"late"))
+        );
+        for _ in 0..SUBSCRIPTION_CAPACITY + 5 {
+            bus.publish("x", Bytes::new());
+        }
+        let crate::Subscription::Local(local) = &sub else {
+            unreachable!()
+        };
+        assert_eq!(local.queue.lock().len(), SUBSCRIPTION_CAPACITY);
     }
 
     #[test]

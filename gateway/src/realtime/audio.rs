@@ -18,8 +18,8 @@ use inside_schemas::AudioSegmentMeta;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::hub::Outbound;
 use super::protocol::{self, AudioStart, BadMessage};
+use super::send_queue::{Outbound, SendQueue};
 
 /// Chunks queued for the decoder before the socket's reader waits (TCP backpressure).
 const CHUNK_QUEUE: usize = 64;
@@ -38,7 +38,7 @@ impl AudioUplink {
         uid: Uuid,
         params: AudioStart,
         max_seconds: f64,
-        replies: mpsc::Sender<Outbound>,
+        replies: SendQueue,
     ) -> Self {
         let (chunks, rx) = mpsc::channel(CHUNK_QUEUE);
         let runtime = tokio::runtime::Handle::current();
@@ -58,8 +58,7 @@ impl AudioUplink {
                     SpeechError::TooLarge(m) => BadMessage::AudioTooLarge(m),
                     other => BadMessage::AudioInvalid(other.to_string()),
                 };
-                let _ =
-                    replies.try_send(Outbound::Text(Utf8Bytes::from(protocol::error(sid, &bad))));
+                let _ = replies.push(Outbound::Text(Utf8Bytes::from(protocol::error(sid, &bad))));
             }
         });
         Self { chunks }

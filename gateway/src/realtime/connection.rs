@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::audio::AudioUplink;
 use super::budget::Budget;
-use super::hub::Outbound;
 use super::protocol::{self, BadMessage, ClientMessage};
+use super::send_queue::{Outbound, SendQueue};
 use crate::state::AppState;
 
 /// Messages per second a connection may send, sustained, and its burst.
@@ -45,11 +45,12 @@ pub struct Connection {
 impl Connection {
     pub async fn run(self, socket: WebSocket) {
         let (mut sink, mut stream) = socket.split();
-        let mut membership = match self.state.hub.join(self.sid, self.uid).await {
+        // boxed: the join's futures would otherwise stay part of every idle socket's task
+        let membership = match Box::pin(self.state.hub.join(self.sid, self.uid)).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(sid = %self.sid, error = %e, "socket could not join the hub");
-                close(&mut sink, 1011, "bus unavailable").await;
+                Box::pin(close(&mut sink, 1011, "bus unavailable")).await;
                 return;
             }
         };
@@ -58,12 +59,12 @@ impl Connection {
         let last_seen = AtomicU64::new(0);
         let kill = membership.kill.clone();
         let ending = tokio::select! {
-            e = self.send_side(&mut sink, &mut membership.rx, started, &last_seen) => e,
-            e = self.receive_side(&mut stream, &membership.tx, started, &last_seen) => e,
+            e = self.send_side(&mut sink, &membership.queue, started, &last_seen) => e,
+            e = self.receive_side(&mut stream, &membership.queue, started, &last_seen) => e,
             _ = kill.cancelled() => Ending::Close(1013, "send queue full or server stopping"),
         };
         if let Ending::Close(code, reason) = ending {
-            close(&mut sink, code, reason).await;
+            Box::pin(close(&mut sink, code, reason)).await;
         }
         tracing::info!(sid = %self.sid, uid = %self.uid, ?ending, "socket left");
         drop(membership);
@@ -72,7 +73,7 @@ impl Connection {
     async fn send_side(
         &self,
         sink: &mut SplitSink<WebSocket, Message>,
-        rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+        queue: &SendQueue,
         started: Instant,
         last_seen: &AtomicU64,
     ) -> Ending {
@@ -83,16 +84,13 @@ impl Connection {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Checks for silence at least as often as the timeout needs.
         let mut idle_check = tokio::time::interval(timeout.min(every) / 2);
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
-                msg = rx.recv() => {
-                    let Some(msg) = msg else { return Ending::Gone };
-                    if let Some(end) = feed(sink, msg).await {
-                        return end;
-                    }
-                    // Batch what else is queued into one flush.
-                    while let Ok(more) = rx.try_recv() {
-                        if let Some(end) = feed(sink, more).await {
+                _ = queue.take_all(&mut batch) => {
+                    // what was queued together goes out in one flush
+                    for msg in batch.drain(..) {
+                        if let Some(end) = feed(sink, msg).await {
                             return end;
                         }
                     }
@@ -118,7 +116,7 @@ impl Connection {
     async fn receive_side(
         &self,
         stream: &mut SplitStream<WebSocket>,
-        tx: &tokio::sync::mpsc::Sender<Outbound>,
+        queue: &SendQueue,
         started: Instant,
         last_seen: &AtomicU64,
     ) -> Ending {
@@ -126,7 +124,7 @@ impl Connection {
         let frames_subject = bus.subjects().frames(self.sid, self.uid);
         let mut budget = Budget::new(MESSAGE_RATE, MESSAGE_BURST);
         let mut bad_budget = Budget::new(BAD_RATE, BAD_BURST);
-        let reply = |text: String| tx.try_send(Outbound::Text(Utf8Bytes::from(text))).is_ok();
+        let reply = |text: String| queue.push(Outbound::Text(Utf8Bytes::from(text))).is_ok();
         let mut audio = AudioState::Off;
         while let Some(msg) = stream.next().await {
             let Ok(msg) = msg else { return Ending::Gone };
@@ -165,7 +163,7 @@ impl Connection {
                                     self.uid,
                                     params,
                                     self.state.settings.max_audio_seconds,
-                                    tx.clone(),
+                                    queue.clone(),
                                 ));
                                 Ok(())
                             }

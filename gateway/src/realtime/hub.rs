@@ -12,7 +12,7 @@ use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 use inside_bus::{Bus, BusError, BusMessage, StateEvent};
 use inside_schemas::SessionState;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -25,12 +25,7 @@ pub const SEND_QUEUE: usize = 256;
 /// How long a join waits for its subscriptions to be live.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a connection's send side writes.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    Text(Utf8Bytes),
-    Close(u16, &'static str),
-}
+pub use super::send_queue::{Outbound, SendQueue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -63,7 +58,7 @@ pub(super) struct HubState {
 
 pub(super) struct Socket {
     id: u64,
-    tx: mpsc::Sender<Outbound>,
+    queue: SendQueue,
     kill: CancellationToken,
 }
 
@@ -86,9 +81,8 @@ pub struct Membership {
     pub sid: Uuid,
     pub uid: Uuid,
     id: u64,
-    pub rx: mpsc::Receiver<Outbound>,
-    /// For the connection's own replies (pong, errors).
-    pub tx: mpsc::Sender<Outbound>,
+    /// What the send side writes; the connection's own replies (pong, errors) go here too.
+    pub queue: SendQueue,
     /// Cancelled when the socket must go (slow reader, shutdown).
     pub kill: CancellationToken,
     hub: SessionHub,
@@ -121,14 +115,14 @@ impl SessionHub {
 
     /// Registers a socket, subscribes what it needs, announces the join.
     pub async fn join(&self, sid: Uuid, uid: Uuid) -> Result<Membership, HubError> {
-        let (tx, rx) = mpsc::channel(SEND_QUEUE);
+        let queue = SendQueue::new(SEND_QUEUE);
         let kill = self.0.closing.child_token();
         let id = self.0.next_socket.fetch_add(1, Ordering::Relaxed);
         let readies = {
             let mut st = lock(&self.0);
             st.sockets.entry((sid, uid)).or_default().push(Socket {
                 id,
-                tx: tx.clone(),
+                queue: queue.clone(),
                 kill: kill.clone(),
             });
             [
@@ -145,8 +139,7 @@ impl SessionHub {
             sid,
             uid,
             id,
-            rx,
-            tx,
+            queue,
             kill,
             hub: self.clone(),
         };
@@ -243,7 +236,9 @@ async fn route_task(hub: Weak<HubInner>, route: Route, ready: watch::Sender<bool
         Route::Nudges(sid, uid) => subjects.nudges(sid, uid),
         Route::Pokes(uid) => subjects.pokes(uid),
     };
-    let mut sub = match bus.subscribe(subject).await {
+    // one-time futures boxed: a route task lives as long as its sockets, and its state
+    // machine is as large as its largest await (3,000 routes for 10,000 idle sockets)
+    let mut sub = match Box::pin(bus.subscribe(subject)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "subscribing a socket route failed");
@@ -251,7 +246,7 @@ async fn route_task(hub: Weak<HubInner>, route: Route, ready: watch::Sender<bool
         }
     };
     // NATS: make sure the server has the interest before the join proceeds.
-    if let Err(e) = bus.flush().await {
+    if let Err(e) = Box::pin(bus.flush()).await {
         tracing::warn!(error = %e, "flushing after subscribe failed");
         return;
     }
@@ -295,7 +290,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             }
         }
         Route::State(sid) => match serde_json::from_str::<StateEvent>(payload) {
-            Ok(event) => presence::on_event(hub, sid, event).await,
+            Ok(event) => Box::pin(presence::on_event(hub, sid, event)).await,
             Err(e) => tracing::debug!(%sid, error = %e, "unknown state event ignored"),
         },
     }
@@ -303,7 +298,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
 
 /// Queues without waiting; a full queue means a slow reader, which is dropped.
 pub(super) fn push(socket: &Socket, msg: Outbound) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = socket.tx.try_send(msg) {
+    if socket.queue.push(msg).is_err() {
         metrics::counter!("inside_ws_slow_readers_total").increment(1);
         socket.kill.cancel();
     }

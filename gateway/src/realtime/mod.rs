@@ -8,6 +8,7 @@ mod connection;
 pub mod hub;
 mod presence;
 pub mod protocol;
+mod send_queue;
 mod upgrade;
 
 use axum::routing::get;
