@@ -92,7 +92,7 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
     });
     // each client's own frames take turns at being a probe, staggered across clients
     let every = plan.probe_every.max(1);
-    let probe = move |k: u64| (k / n + k % n) % every == 0;
+    let probe = move |k: u64| (k / n + k % n).is_multiple_of(every);
     // per client: how many probes it is sent, known before sending starts
     let expected: Vec<u64> = (0..n)
         .map(|c| (c..total).step_by(n as usize).filter(|k| probe(*k)).count() as u64)

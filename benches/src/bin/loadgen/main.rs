@@ -1,9 +1,13 @@
 //! Load generator for the realtime path: N WebSocket clients in sessions of
-//! two, sending over-threshold feature frames open loop at a total rate, and
-//! timing frame → nudge from each frame's *scheduled* send time (so a stall
-//! is not hidden). Run the gateway with `NUDGE_RATE_LIMIT_SECONDS=0` so every
-//! frame yields a nudge; loss is then `sent - nudged`. With `--nats-url` it
-//! also measures a raw NATS request/reply round trip as a baseline.
+//! two, sending feature frames open loop at a total rate (a precise pacer
+//! thread, see `frames.rs`), and timing frame → nudge from each frame's
+//! *scheduled* send time (so a stall is not hidden). Every `--probe-every`-th
+//! frame of a client is over the threshold and must come back as a nudge; run
+//! the gateway with `NUDGE_RATE_LIMIT_SECONDS=0` so that every probe does, and
+//! loss is `probes - nudged`. The gateway's and workers' `/metrics` counters
+//! are read before and after, so frames are counted at every hop. With
+//! `--nats-url` it also measures a raw NATS request/reply round trip as a
+//! baseline.
 //!
 //! With `--idle-sockets N` it holds N quiet connections for `--duration` s
 //! (the gateway's memory per idle socket is read meanwhile).
