@@ -99,7 +99,7 @@ impl Connection {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    if Box::pin(sink.send(Message::Ping(Bytes::new()))).await.is_err() {
                         return Ending::Gone;
                     }
                 }
@@ -138,7 +138,10 @@ impl Connection {
                     match protocol::parse(text.as_str()) {
                         Ok(ClientMessage::FeatureFrame(_, raw)) => {
                             let payload = Bytes::copy_from_slice(raw.as_bytes());
-                            if let Err(e) = bus.publish(frames_subject.clone(), payload).await {
+                            // boxed, as the awaits below: every await's future is part of
+                            // the connection task, which every idle socket holds
+                            let publish = Box::pin(bus.publish(frames_subject.clone(), payload));
+                            if let Err(e) = publish.await {
                                 tracing::warn!(sid = %self.sid, error = %e, "publishing a frame failed");
                                 return Ending::Close(1011, "bus unavailable");
                             }
@@ -181,7 +184,7 @@ impl Connection {
                     }
                     match &audio {
                         AudioState::On(uplink) => {
-                            if !uplink.push(chunk.clone()).await {
+                            if !Box::pin(uplink.push(chunk.clone())).await {
                                 // The decoder refused the stream and said why.
                                 audio = AudioState::Refused;
                             }
