@@ -7,6 +7,7 @@
 pub mod events;
 pub mod jobs;
 mod local;
+pub mod mailbox;
 mod nats;
 pub mod uploads;
 

@@ -2,18 +2,17 @@
 //! `>`), fan-out to plain subscribers, one member per queue group, bounded
 //! buffers that drop and count like a NATS slow consumer.
 //!
-//! A subscription's buffer is a `VecDeque` that allocates only when messages wait, not a tokio
-//! mpsc channel: the gateway holds a subscription per session and per user, and each channel's
-//! first block cost 4 KB at creation (12 MB of a gateway holding 10,000 idle sockets).
+//! A subscription's buffer is a [`Mailbox`]: the gateway holds a subscription per session and
+//! per user, and a tokio channel each cost 12 MB of a gateway holding 10,000 idle sockets.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::task::AtomicWaker;
 
+use crate::mailbox::Mailbox;
 use crate::{BusMessage, SUBSCRIPTION_CAPACITY};
 
 #[derive(Clone, Debug, Default)]
@@ -42,71 +41,9 @@ struct Subs {
 struct Sub {
     id: u64,
     group: Option<String>,
-    queue: Arc<Queue>,
+    queue: Arc<Mailbox<BusMessage>>,
     /// Messages dropped on a full buffer, for a log that does not flood.
     dropped: AtomicU64,
-}
-
-/// One subscription's buffer, shared by the registry (pushing) and the subscriber (taking).
-#[derive(Debug, Default)]
-struct Queue {
-    messages: Mutex<VecDeque<BusMessage>>,
-    waker: AtomicWaker,
-    /// Unsubscribed: what is buffered is still taken, then the stream ends.
-    closed: AtomicBool,
-}
-
-impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<BusMessage>> {
-        self.messages
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Room left before a push is dropped.
-    fn room(&self) -> usize {
-        SUBSCRIPTION_CAPACITY.saturating_sub(self.lock().len())
-    }
-
-    fn push(&self, msg: BusMessage) -> bool {
-        {
-            let mut q = self.lock();
-            if q.len() >= SUBSCRIPTION_CAPACITY {
-                return false;
-            }
-            q.push_back(msg);
-        }
-        self.waker.wake();
-        true
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
-    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<BusMessage>> {
-        if let Some(msg) = self.take() {
-            return Poll::Ready(Some(msg));
-        }
-        self.waker.register(cx.waker());
-        // a push between the first look and the registration must not be missed
-        match self.take() {
-            Some(msg) => Poll::Ready(Some(msg)),
-            None if self.closed.load(Ordering::Acquire) => Poll::Ready(None),
-            None => Poll::Pending,
-        }
-    }
-
-    fn take(&self) -> Option<BusMessage> {
-        let mut q = self.lock();
-        let msg = q.pop_front();
-        // a burst's buffer is given back once it has been read
-        if q.is_empty() && q.capacity() > 64 {
-            q.shrink_to_fit();
-        }
-        msg
-    }
 }
 
 impl Drop for Sub {
@@ -122,7 +59,7 @@ impl LocalBus {
     }
 
     pub(crate) fn subscribe(&self, subject: &str, group: Option<String>) -> LocalSubscription {
-        let queue = Arc::new(Queue::default());
+        let queue = Arc::new(Mailbox::new(SUBSCRIPTION_CAPACITY));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Sub {
             id,
@@ -182,34 +119,46 @@ impl LocalBus {
         }
         for (_, members) in groups {
             let start = self.inner.turn.fetch_add(1, Ordering::Relaxed) as usize;
-            // Skip members whose buffer is full before counting a drop.
-            let chosen = (0..members.len())
-                .map(|i| members[(start + i) % members.len()])
-                .find(|m| m.queue.room() > 0)
-                .unwrap_or(members[start % members.len()]);
-            deliver(chosen, subject, &headers, payload.clone());
+            // The next member in turn with room takes it; a drop counts only when all are full.
+            let mut msg = Some(message(subject, &headers, payload.clone()));
+            for i in 0..members.len() {
+                if let Some(m) = msg.take() {
+                    msg = members[(start + i) % members.len()].queue.push(m).err();
+                }
+            }
+            if msg.is_some() {
+                dropped(members[start % members.len()]);
+            }
         }
     }
 }
 
-fn deliver(sub: &Sub, subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Bytes) {
-    let msg = BusMessage {
+fn message(subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Bytes) -> BusMessage {
+    BusMessage {
         subject: subject.to_string(),
         payload,
         headers: headers.clone(),
         reply: None,
-    };
-    if !sub.queue.push(msg) {
-        metrics::counter!("inside_bus_slow_consumer_total", "bus" => "local").increment(1);
-        let dropped = sub.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        // Log the 1st, 2nd, 4th, 8th… drop: visible, not one line per message.
-        if dropped.is_power_of_two() {
-            tracing::warn!(
-                subscription = sub.id,
-                dropped,
-                "in-process slow consumer: messages dropped"
-            );
-        }
+    }
+}
+
+fn deliver(sub: &Sub, subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Bytes) {
+    if sub.queue.push(message(subject, headers, payload)).is_err() {
+        dropped(sub);
+    }
+}
+
+/// Counts (and, at powers of two, logs) a message dropped on a full buffer.
+fn dropped(sub: &Sub) {
+    metrics::counter!("inside_bus_slow_consumer_total", "bus" => "local").increment(1);
+    let dropped = sub.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+    // Log the 1st, 2nd, 4th, 8th… drop: visible, not one line per message.
+    if dropped.is_power_of_two() {
+        tracing::warn!(
+            subscription = sub.id,
+            dropped,
+            "in-process slow consumer: messages dropped"
+        );
     }
 }
 
@@ -239,7 +188,7 @@ fn write(lock: &RwLock<Subs>) -> std::sync::RwLockWriteGuard<'_, Subs> {
 /// An in-process subscription; dropping it unsubscribes.
 #[derive(Debug)]
 pub struct LocalSubscription {
-    queue: Arc<Queue>,
+    queue: Arc<Mailbox<BusMessage>>,
     id: u64,
     subject: String,
     registry: Weak<Registry>,
@@ -314,7 +263,7 @@ mod tests {
         let crate::Subscription::Local(local) = &sub else {
             unreachable!()
         };
-        assert_eq!(local.queue.lock().len(), SUBSCRIPTION_CAPACITY);
+        assert_eq!(local.queue.len(), SUBSCRIPTION_CAPACITY);
     }
 
     #[test]

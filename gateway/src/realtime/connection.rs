@@ -87,14 +87,14 @@ impl Connection {
         let mut batch = Vec::new();
         loop {
             tokio::select! {
-                _ = queue.take_all(&mut batch) => {
+                open = queue.take_all(&mut batch) => {
                     // what was queued together goes out in one flush
                     for msg in batch.drain(..) {
                         if let Some(end) = feed(sink, msg).await {
                             return end;
                         }
                     }
-                    if sink.flush().await.is_err() {
+                    if sink.flush().await.is_err() || !open {
                         return Ending::Gone;
                     }
                 }

@@ -25,7 +25,7 @@ pub const SEND_QUEUE: usize = 256;
 /// How long a join waits for its subscriptions to be live.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub use super::send_queue::{Outbound, SendQueue};
+pub use super::send_queue::{send_queue, Outbound, SendQueue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -115,7 +115,7 @@ impl SessionHub {
 
     /// Registers a socket, subscribes what it needs, announces the join.
     pub async fn join(&self, sid: Uuid, uid: Uuid) -> Result<Membership, HubError> {
-        let queue = SendQueue::new(SEND_QUEUE);
+        let queue = send_queue(SEND_QUEUE);
         let kill = self.0.closing.child_token();
         let id = self.0.next_socket.fetch_add(1, Ordering::Relaxed);
         let readies = {
