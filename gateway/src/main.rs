@@ -6,9 +6,11 @@ use inside_gateway::{cancel_on_signals, serve, AppState};
 use inside_settings::Settings;
 use tokio_util::sync::CancellationToken;
 
-// mimalloc: fewer cycles per request than the system allocator under many small allocations.
+// The system allocator: mimalloc was a few per cent faster per request but held ~13 MB more
+// at rest and ~0.5 KB more per idle socket (10,000 idle sockets: 94-96 MB with it, see
+// docs/REALTIME.md), and a phone's socket is idle almost all of its life.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: std::alloc::System = std::alloc::System;
 
 #[derive(Parser)]
 #[command(

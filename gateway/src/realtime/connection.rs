@@ -3,6 +3,7 @@
 //! budgets) raced under `select!` in one task; whichever ends first ends the
 //! connection, and leaving the hub is the membership's drop.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use super::audio::AudioUplink;
 use super::budget::Budget;
+use super::presence::CLOSE_FINALIZED;
 use super::protocol::{self, BadMessage, ClientMessage};
 use super::send_queue::{Outbound, SendQueue};
 use crate::state::AppState;
@@ -43,8 +45,26 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub async fn run(self, socket: WebSocket) {
-        let (mut sink, mut stream) = socket.split();
+    /// Serves the socket until it ends; a finalized session's socket (`active` false) is
+    /// closed with 4409 at once.
+    ///
+    /// Not `async`: an async fn's future keeps its arguments for its whole life, and this
+    /// one lives as long as the socket, so the socket is split into its two halves first.
+    pub fn run(self, socket: WebSocket, active: bool) -> impl Future<Output = ()> + Send {
+        let (sink, stream) = socket.split();
+        self.serve(sink, stream, active)
+    }
+
+    async fn serve(
+        self,
+        mut sink: SplitSink<WebSocket, Message>,
+        mut stream: SplitStream<WebSocket>,
+        active: bool,
+    ) {
+        if !active {
+            Box::pin(close(&mut sink, CLOSE_FINALIZED, "session finalized")).await;
+            return;
+        }
         // boxed: the join's futures would otherwise stay part of every idle socket's task
         let membership = match Box::pin(self.state.hub.join(self.sid, self.uid)).await {
             Ok(m) => m,

@@ -8,13 +8,11 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use inside_schemas::SessionStatus;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::connection::{close, Connection};
-use super::presence::CLOSE_FINALIZED;
+use super::connection::Connection;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
 use crate::state::AppState;
@@ -81,14 +79,9 @@ pub async fn upgrade(
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE);
     let active = session.status == SessionStatus::Active;
+    // the connection's future is the socket task's whole state, held by every idle phone:
+    // `run` splits the socket before that future exists so it is not stored twice
     Ok(ws
-        .on_upgrade(move |socket| async move {
-            if !active {
-                let (mut sink, _) = socket.split();
-                close(&mut sink, CLOSE_FINALIZED, "session finalized").await;
-                return;
-            }
-            Connection { state, sid, uid }.run(socket).await;
-        })
+        .on_upgrade(move |socket| Connection { state, sid, uid }.run(socket, active))
         .into_response())
 }

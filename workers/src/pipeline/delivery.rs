@@ -31,11 +31,38 @@ impl NudgeDelivery {
         }
     }
 
-    /// Sends `nudge` to `uid` unless one already went out in this window.
+    /// Sends `nudge` to `uid` unless one already went out in this window, and records it.
     pub async fn deliver(&self, sid: Uuid, uid: Uuid, nudge: Nudge) {
-        if self.allowed(sid, uid).await {
-            self.send(sid, uid, nudge).await;
+        if let Some(sent) = self.publish(sid, uid, nudge).await {
+            self.record(sid, uid, sent).await;
         }
+    }
+
+    /// Sends `nudge` to `uid` unless one already went out in this window; the nudge back
+    /// when it went out, for the caller to [`record`](Self::record) once the phone has it
+    /// on its way (recording first would put the writer's wakeup on the latency path).
+    pub async fn publish(&self, sid: Uuid, uid: Uuid, nudge: Nudge) -> Option<Nudge> {
+        if !self.allowed(sid, uid).await {
+            return None;
+        }
+        let subject = self.bus.subjects().nudges(sid, uid);
+        if let Err(e) = self.bus.publish_json(subject, &nudge).await {
+            tracing::warn!(%sid, error = %e, "publishing a nudge failed");
+            return None;
+        }
+        metrics::counter!("inside_nudges_total", "type" => nudge.nudge_type.as_str()).increment(1);
+        Some(nudge)
+    }
+
+    /// Records a nudge that went out, for the report.
+    pub async fn record(&self, sid: Uuid, uid: Uuid, nudge: Nudge) {
+        self.writer
+            .record(SessionEvent {
+                session_id: sid,
+                user_id: Some(uid),
+                body: EventBody::Nudge(nudge),
+            })
+            .await;
     }
 
     /// One nudge per (sid, uid) per window, across every worker.
@@ -59,21 +86,5 @@ impl NudgeDelivery {
                 false
             }
         }
-    }
-
-    async fn send(&self, sid: Uuid, uid: Uuid, nudge: Nudge) {
-        let subject = self.bus.subjects().nudges(sid, uid);
-        if let Err(e) = self.bus.publish_json(subject, &nudge).await {
-            tracing::warn!(%sid, error = %e, "publishing a nudge failed");
-            return;
-        }
-        metrics::counter!("inside_nudges_total", "type" => nudge.nudge_type.as_str()).increment(1);
-        self.writer
-            .record(SessionEvent {
-                session_id: sid,
-                user_id: Some(uid),
-                body: EventBody::Nudge(nudge),
-            })
-            .await;
     }
 }

@@ -56,7 +56,11 @@ impl FrameConsumer {
                 return;
             }
         };
-        let nudge = self.policy.evaluate(&frame);
+        // the nudge goes out before anything is recorded: the phone is waiting for it
+        let sent = match self.policy.evaluate(&frame) {
+            Some(nudge) => self.delivery.publish(sid, uid, nudge).await,
+            None => None,
+        };
         self.writer
             .record(SessionEvent {
                 session_id: sid,
@@ -65,8 +69,8 @@ impl FrameConsumer {
             })
             .await;
         metrics::counter!("inside_frames_processed_total").increment(1);
-        if let Some(nudge) = nudge {
-            self.delivery.deliver(sid, uid, nudge).await;
+        if let Some(nudge) = sent {
+            self.delivery.record(sid, uid, nudge).await;
         }
     }
 }

@@ -42,13 +42,20 @@ async fn run(store: Store, mut rx: mpsc::Receiver<SessionEvent>) {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             break;
         }
-        let deadline = tokio::time::Instant::now() + LINGER;
         let mut closed = false;
-        while batch.len() < BATCH {
-            let room = BATCH - batch.len();
-            tokio::select! {
-                n = rx.recv_many(&mut batch, room) => if n == 0 { closed = true; break },
-                _ = tokio::time::sleep_until(deadline) => break,
+        if batch.len() < BATCH {
+            // Sleeps out the linger instead of waiting on the channel: a waiting receiver
+            // is woken by every event, a thread wakeup per frame on the nudge's path.
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
             }
         }
         flush(&store, &mut batch).await;
