@@ -6,11 +6,9 @@ use inside_gateway::{cancel_on_signals, serve, AppState};
 use inside_settings::Settings;
 use tokio_util::sync::CancellationToken;
 
-// The system allocator: mimalloc was a few per cent faster per request but held ~13 MB more
-// at rest and ~0.5 KB more per idle socket (10,000 idle sockets: 94-96 MB with it, see
-// docs/REALTIME.md), and a phone's socket is idle almost all of its life.
-#[global_allocator]
-static GLOBAL: std::alloc::System = std::alloc::System;
+// No custom allocator: mimalloc held ~13 MB more at rest and ~0.5 KB more per idle socket
+// (10,000 idle sockets 94-96 MB with it, 73-76 MB without) and was no faster on
+// `benches/http/run.sh users-me` (9,989 vs 10,669 req/s, same hour; docs/REALTIME.md).
 
 #[derive(Parser)]
 #[command(
