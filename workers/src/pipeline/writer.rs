@@ -1,5 +1,5 @@
 //! Batched recording of session events: a bounded channel drained into
-//! `Store::append_events` every ~50 ms or 8,192 events, whichever comes first,
+//! `Store::append_events` ~50 ms after the first event of a batch, or at once when 8,192 wait,
 //! because one INSERT per frame would cap the pipeline at the commit rate.
 
 use std::time::Duration;
