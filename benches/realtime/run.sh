@@ -50,9 +50,9 @@ if [ "$mode" = nats ]; then
   nats_args=(--nats-url "$NATS_URL")
   worker_args=(--worker-metrics "http://127.0.0.1:$((port + 1))/metrics")
   # the gateway needs no model with NATS: the worker embeds
-  ECAPA_MODEL_DIR= "$target/release/gateway" >"$data/gateway.log" 2>&1 &
+  ECAPA_MODEL_DIR= ${GATEWAY_WRAP:-} "$target/release/gateway" >"$data/gateway.log" 2>&1 &
   pids+=($!)
-  WORKER_BIND_ADDR=127.0.0.1:$((port + 1)) "$target/release/worker" >"$data/worker.log" 2>&1 &
+  WORKER_BIND_ADDR=127.0.0.1:$((port + 1)) ${WORKER_WRAP:-} "$target/release/worker" >"$data/worker.log" 2>&1 &
   pids+=($!)
 else
   RUST_LOG=${GATEWAY_LOG:-warn,gateway=info} ${GATEWAY_WRAP:-} "$target/release/gateway" >"$data/gateway.log" 2>&1 &
