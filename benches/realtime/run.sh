@@ -65,7 +65,14 @@ curl -fs "$base/health" >/dev/null || { echo "gateway did not start:" >&2; cat "
 sleep 1
 load="$target/release/loadgen"
 # CPU seconds (user+system) each server process has used so far
-cpu() { for p in "${pids[@]}"; do awk -v p="$p" '{printf "pid%s_cpu_s=%.2f ", p, ($14+$15)/100}' "/proc/$p/stat"; done; echo; }
+# and context switches of all their threads (each a thread parked and woken again)
+cpu() {
+  for p in "${pids[@]}"; do
+    awk -v p="$p" '{printf "pid%s_cpu_s=%.2f ", p, ($14+$15)/100}' "/proc/$p/stat"
+    cat /proc/"$p"/task/*/status | awk -v p="$p" '/ctxt_switches/ {n += $2} END {printf "pid%s_ctx_switches=%d ", p, n}'
+  done
+  echo
+}
 case "$what" in
   frames)
     "$load" --url "$base" --clients "${CLIENTS:-20}" --rate "$n" --duration "${DURATION:-10}" --probe-every "${PROBE_EVERY:-1}" "${nats_args[@]}" "${worker_args[@]}"

@@ -143,7 +143,7 @@ async fn frames_to_nudges(
     got
 }
 
-/// Waits until `n` frames of the session are stored (the writer batches for ~50 ms; a kill
+/// Waits until `n` frames of the session are stored (the writer batches for ~20 ms; a kill
 /// loses what it holds, so the test lets it land first).
 async fn wait_recorded_frames(store: &Store, sid: Uuid, n: usize) {
     let deadline = Instant::now() + T;
