@@ -6,6 +6,8 @@
 # Embedded default unless `nats`: then NATS (4222), Redis (6379) and PostgreSQL (5432) with one
 # gateway and one worker process. Audio needs a model: ECAPA_MODEL_DIR, else a full-size
 # random-weight one is written to /var/tmp/ecapa_full by `random_model`.
+# Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT; LATENCY_LOG=FILE keeps each probe's send time and
+# latency; GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 what=${1:?usage: run.sh frames RATE [nats] | audio STREAMS [nats] | idle SOCKETS}
@@ -75,7 +77,8 @@ cpu() {
 }
 case "$what" in
   frames)
-    "$load" --url "$base" --clients "${CLIENTS:-20}" --rate "$n" --duration "${DURATION:-10}" --probe-every "${PROBE_EVERY:-1}" "${nats_args[@]}" "${worker_args[@]}"
+    "$load" --url "$base" --clients "${CLIENTS:-20}" --rate "$n" --duration "${DURATION:-10}" --probe-every "${PROBE_EVERY:-1}" "${nats_args[@]}" "${worker_args[@]}" \
+      ${LATENCY_LOG:+--latency-log "$LATENCY_LOG"}
     echo "server cpu after run (gateway first): $(cpu)"
     ;;
   audio)

@@ -33,7 +33,12 @@ pub struct Plan {
     /// Every `probe_every`-th frame is over the threshold (a probe that must come back as a
     /// nudge); the rest are calm frames that only load the path. 1: every frame is a probe.
     pub probe_every: u64,
+    /// Keep each probe's (send µs from the start, latency µs) for `--latency-log`.
+    pub latency_log: bool,
 }
+
+/// (scheduled send µs from the start of sending, latency µs) of each probe.
+pub type Timeline = Vec<(u64, u64)>;
 
 /// What came back.
 pub struct Outcome {
@@ -41,6 +46,8 @@ pub struct Outcome {
     pub probes: u64,
     pub nudged: u64,
     pub hist: Histogram<u64>,
+    /// Each probe's latency by send time, sorted, when asked for.
+    pub timeline: Timeline,
     /// Seconds the pacer took to send everything (> duration: the generator fell behind).
     pub send_s: f64,
     /// Lateness of each write behind its schedule, µs (the generator's own share of a latency).
@@ -108,6 +115,7 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         let (schedule, stop, nudged) = (schedule.clone(), stop.clone(), nudged.clone());
         let paced_all = paced_all.clone();
         let want = expected[c];
+        let keep = plan.latency_log;
         readers.push(std::thread::spawn(move || {
             let until = Until {
                 want,
@@ -115,7 +123,7 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
                 paced_all: &paced_all,
                 stop: &stop,
             };
-            read_nudges(ws, c as u64, &until, &schedule, &nudged)
+            read_nudges(ws, c as u64, &until, &schedule, &nudged, keep)
         }));
     }
     let paced = pace(&schedule, total, &mut writers, clients, &probe);
@@ -126,12 +134,18 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         stop.store(true, Ordering::Relaxed);
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut timeline = Vec::new();
     for r in readers {
         match r.join() {
-            Ok(h) => hist.add(h?)?,
+            Ok(h) => {
+                let (h, t) = h?;
+                hist.add(h)?;
+                timeline.extend(t);
+            }
             Err(_) => bail!("a reader thread panicked"),
         }
     }
+    timeline.sort_unstable();
     stop.store(true, Ordering::Relaxed);
     let (sent, pacer_lag) = paced?;
     Ok(Outcome {
@@ -139,6 +153,7 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         probes: expected.iter().sum(),
         nudged: nudged.load(Ordering::Relaxed),
         hist,
+        timeline,
         send_s,
         pacer_lag,
     })
@@ -276,8 +291,10 @@ fn read_nudges(
     until: &Until<'_>,
     schedule: &Schedule,
     nudged: &AtomicU64,
-) -> anyhow::Result<Histogram<u64>> {
+    keep_timeline: bool,
+) -> anyhow::Result<(Histogram<u64>, Timeline)> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut timeline = Vec::new();
     let mut got = 0u64;
     while !until.reached(got) {
         let msg = match ws.read() {
@@ -311,13 +328,15 @@ fn read_nudges(
             continue;
         };
         let k = (seq.saturating_sub(1)) * schedule.clients + client;
-        let us = Instant::now()
-            .saturating_duration_since(schedule.due(k))
-            .as_micros() as u64;
+        let due = schedule.due(k);
+        let us = Instant::now().saturating_duration_since(due).as_micros() as u64;
         hist.record(us.max(1))?;
+        if keep_timeline {
+            timeline.push(((due - schedule.start).as_micros() as u64, us));
+        }
         got += 1;
         nudged.fetch_add(1, Ordering::Relaxed);
     }
     let _ = ws.close(None);
-    Ok(hist)
+    Ok((hist, timeline))
 }

@@ -54,6 +54,10 @@ struct Args {
     /// others only load the path (1: every frame is a probe).
     #[arg(long, default_value_t = 1)]
     probe_every: u64,
+    /// Also write each probe's `send_ms latency_us` (send time from the start of sending) to
+    /// this file, to see when the slow ones happened.
+    #[arg(long)]
+    latency_log: Option<std::path::PathBuf>,
     /// A worker's metrics URL (e.g. http://127.0.0.1:18101/metrics), to count frames at its hop.
     #[arg(long)]
     worker_metrics: Vec<String>,
@@ -96,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         duration: args.duration,
         drain: args.drain,
         probe_every: args.probe_every,
+        latency_log: args.latency_log.is_some(),
     };
     let http = reqwest::Client::new();
     let metrics_urls: Vec<String> = std::iter::once(format!("{}/metrics", args.url))
@@ -106,6 +111,13 @@ async fn main() -> anyhow::Result<()> {
     // let the last recorded events reach the database before counting
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = hops::snapshot(&http, &metrics_urls).await?;
+    if let Some(path) = &args.latency_log {
+        let mut lines = String::with_capacity(out.timeline.len() * 16);
+        for (send_us, us) in &out.timeline {
+            lines.push_str(&format!("{:.3} {us}\n", *send_us as f64 / 1000.0));
+        }
+        std::fs::write(path, lines)?;
+    }
     let h = &out.hist;
     let us = |q: f64| h.value_at_quantile(q);
     let lost = out.probes.saturating_sub(out.nudged);
