@@ -1,15 +1,18 @@
 //! The distributed realtime path on real NATS, Redis and PostgreSQL: two
-//! gateways, two workers (in-process here, each with its own NATS connection
-//! and the shared Redis limiter), users of one session on different gateways.
+//! gateways (in this process, then as two `gateway` processes), two workers (in-process
+//! here, each with its own NATS connection and the shared Redis limiter), users of one
+//! session on different gateways.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::audio::{load_model, pcm, voice, wav};
+use common::process::GatewayProcess;
 use common::ws::Ws;
 use common::*;
 use futures::StreamExt;
@@ -75,27 +78,58 @@ async fn start_worker_with(
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_gateways_two_workers_on_nats() {
-    let g1 = spawn_app_with(
-        Db::Postgres,
-        &[
-            ("NATS_URL", NATS),
-            ("REDIS_URL", REDIS),
-            ("NUDGE_RATE_LIMIT_SECONDS", "30"),
-        ],
-    )
-    .await;
-    let g2 = g1.another_gateway().await;
-    let stop = CancellationToken::new();
-    let w1 = start_worker(&g1.env, stop.clone()).await;
-    let w2 = start_worker(&g1.env, stop.clone()).await;
+/// Where the test reaches one gateway, in this process or a child process.
+struct Gateway {
+    addr: SocketAddr,
+    base: String,
+}
 
-    let (a, b, rid) = g1.couple().await;
-    let sid = g1.start_session(&a, &rid).await;
+impl From<&TestApp> for Gateway {
+    fn from(app: &TestApp) -> Self {
+        Gateway {
+            addr: app.addr,
+            base: app.base.clone(),
+        }
+    }
+}
 
+impl From<&GatewayProcess> for Gateway {
+    fn from(p: &GatewayProcess) -> Self {
+        Gateway {
+            addr: p.addr,
+            base: p.base.clone(),
+        }
+    }
+}
+
+impl Gateway {
+    async fn post(&self, path: &str, t: &str, body: Value) -> (u16, Value) {
+        let http = reqwest::Client::new();
+        send(
+            http.post(format!("{}{path}", self.base))
+                .bearer_auth(t)
+                .json(&body),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str, t: &str) -> (u16, Value) {
+        let http = reqwest::Client::new();
+        send(http.get(format!("{}{path}", self.base)).bearer_auth(t)).await
+    }
+}
+
+/// A session whose members are on different gateways, workers in the queue group, Redis for
+/// the nudge limit (30 s): presence, nudges to the right phone only, one nudge per window
+/// across gateways, the frames tap, a poke across gateways, finalize and the JetStream report.
+async fn one_session_across_two_gateways(
+    g1: Gateway,
+    g2: Gateway,
+    prefix: &str,
+    (a, b, rid): (Value, Value, String),
+    sid: String,
+) {
     // A researcher's tap on the session's frames.
-    let prefix = g1.env["NATS_SUBJECT_PREFIX"].clone();
     let tap_client = async_nats::connect(NATS).await.unwrap();
     let mut tap = tap_client
         .subscribe(format!("{prefix}.v1.frames.{sid}.>"))
@@ -150,7 +184,7 @@ async fn two_gateways_two_workers_on_nats() {
     let (s, poke) = g1
         .post(
             "/v1/pokes",
-            Some(token(&a)),
+            token(&a),
             json!({"relationship_id": rid, "kind": "hug"}),
         )
         .await;
@@ -162,14 +196,20 @@ async fn two_gateways_two_workers_on_nats() {
 
     // Finalize on gateway 2: sockets on both close 4409; the JetStream job
     // writes the report once.
-    let (s, _) = g2.finalize(&sid, Some(token(&b))).await;
+    let (s, _) = g2
+        .post(
+            &format!("/v1/sessions/{sid}/finalize"),
+            token(&b),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 202);
     assert_eq!(wa.close_code(T).await, Some(4409));
     assert_eq!(wb.close_code(T).await, Some(4409));
     let mut report = Value::Null;
     for _ in 0..100 {
         let (s, body) = g1
-            .get(&format!("/v1/sessions/{sid}/report"), Some(token(&a)))
+            .get(&format!("/v1/sessions/{sid}/report"), token(&a))
             .await;
         if s == 200 {
             report = body;
@@ -180,7 +220,7 @@ async fn two_gateways_two_workers_on_nats() {
     assert!(report["frames"].as_u64().unwrap() >= 11, "{report}");
     assert_eq!(report["nudges"]["total"], 2, "{report}");
     // A second publish of the same job is deduplicated by Nats-Msg-Id.
-    let subjects = Subjects::new(prefix.clone());
+    let subjects = Subjects::new(prefix.to_string());
     inside_bus::jobs::publish_report_job(&tap_client, &subjects, sid.parse().unwrap())
         .await
         .unwrap();
@@ -191,11 +231,50 @@ async fn two_gateways_two_workers_on_nats() {
         info.state.messages, 0,
         "the job was acked and the duplicate dropped"
     );
+    js.delete_stream(subjects.jobs_stream()).await.ok();
+}
 
+const DISTRIBUTED: [(&str, &str); 3] = [
+    ("NATS_URL", NATS),
+    ("REDIS_URL", REDIS),
+    ("NUDGE_RATE_LIMIT_SECONDS", "30"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_two_workers_on_nats() {
+    let g1 = spawn_app_with(Db::Postgres, &DISTRIBUTED).await;
+    let g2 = g1.another_gateway().await;
+    let stop = CancellationToken::new();
+    let w1 = start_worker(&g1.env, stop.clone()).await;
+    let w2 = start_worker(&g1.env, stop.clone()).await;
+    let couple = g1.couple().await;
+    let sid = g1.start_session(&couple.0, &couple.2).await;
+    let prefix = g1.env["NATS_SUBJECT_PREFIX"].clone();
+    one_session_across_two_gateways((&g1).into(), (&g2).into(), &prefix, couple, sid).await;
     stop.cancel();
     w1.stopped().await;
     w2.stopped().await;
-    js.delete_stream(subjects.jobs_stream()).await.ok();
+}
+
+/// The same with each gateway a `gateway` process of its own (the worker fleet as processes,
+/// killed mid-stream, is `workers/tests/fleet.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_processes_two_workers_on_nats() {
+    // an in-process gateway prepares the database, the users and the session, then stops
+    let setup = spawn_app_with(Db::Postgres, &DISTRIBUTED).await;
+    let couple = setup.couple().await;
+    let sid = setup.start_session(&couple.0, &couple.2).await;
+    let (env, _data) = setup.stop().await;
+    let g1 = GatewayProcess::start(&env).await;
+    let g2 = GatewayProcess::start(&env).await;
+    let stop = CancellationToken::new();
+    let w1 = start_worker(&env, stop.clone()).await;
+    let w2 = start_worker(&env, stop.clone()).await;
+    let prefix = env["NATS_SUBJECT_PREFIX"].clone();
+    one_session_across_two_gateways((&g1).into(), (&g2).into(), &prefix, couple, sid).await;
+    stop.cancel();
+    w1.stopped().await;
+    w2.stopped().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

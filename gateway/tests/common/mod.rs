@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod audio;
+pub mod process;
 pub mod ws;
 
 use std::collections::HashMap;
