@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::audio::{load_model, pcm, voice, wav};
@@ -78,57 +77,21 @@ async fn start_worker_with(
     .unwrap()
 }
 
-/// Where the test reaches one gateway, in this process or a child process.
-struct Gateway {
-    addr: SocketAddr,
-    base: String,
-}
-
-impl From<&TestApp> for Gateway {
-    fn from(app: &TestApp) -> Self {
-        Gateway {
-            addr: app.addr,
-            base: app.base.clone(),
-        }
-    }
-}
-
-impl From<&GatewayProcess> for Gateway {
-    fn from(p: &GatewayProcess) -> Self {
-        Gateway {
-            addr: p.addr,
-            base: p.base.clone(),
-        }
-    }
-}
-
-impl Gateway {
-    async fn post(&self, path: &str, t: &str, body: Value) -> (u16, Value) {
-        let http = reqwest::Client::new();
-        send(
-            http.post(format!("{}{path}", self.base))
-                .bearer_auth(t)
-                .json(&body),
-        )
-        .await
-    }
-
-    async fn get(&self, path: &str, t: &str) -> (u16, Value) {
-        let http = reqwest::Client::new();
-        send(http.get(format!("{}{path}", self.base)).bearer_auth(t)).await
-    }
-}
-
-/// A session whose members are on different gateways, workers in the queue group, Redis for
-/// the nudge limit (30 s): presence, nudges to the right phone only, one nudge per window
-/// across gateways, the frames tap, a poke across gateways, finalize and the JetStream report.
+/// A session whose members are on gateways `g1` and `g2` (both on `env`), two workers in the
+/// queue group, Redis for the nudge limit (30 s): presence, nudges to the right phone only, one
+/// nudge per window across gateways, the frames tap, a poke across gateways, finalize and the
+/// JetStream report.
 async fn one_session_across_two_gateways(
-    g1: Gateway,
-    g2: Gateway,
-    prefix: &str,
+    g1: &Api,
+    g2: &Api,
+    env: &std::collections::HashMap<String, String>,
     (a, b, rid): (Value, Value, String),
     sid: String,
 ) {
+    let stop = CancellationToken::new();
+    let w1 = start_worker(env, stop.clone()).await;
+    let w2 = start_worker(env, stop.clone()).await;
+    let prefix = &env["NATS_SUBJECT_PREFIX"];
     // A researcher's tap on the session's frames.
     let tap_client = async_nats::connect(NATS).await.unwrap();
     let mut tap = tap_client
@@ -184,7 +147,7 @@ async fn one_session_across_two_gateways(
     let (s, poke) = g1
         .post(
             "/v1/pokes",
-            token(&a),
+            Some(token(&a)),
             json!({"relationship_id": rid, "kind": "hug"}),
         )
         .await;
@@ -196,27 +159,11 @@ async fn one_session_across_two_gateways(
 
     // Finalize on gateway 2: sockets on both close 4409; the JetStream job
     // writes the report once.
-    let (s, _) = g2
-        .post(
-            &format!("/v1/sessions/{sid}/finalize"),
-            token(&b),
-            json!({}),
-        )
-        .await;
+    let (s, _) = g2.finalize(&sid, Some(token(&b))).await;
     assert_eq!(s, 202);
     assert_eq!(wa.close_code(T).await, Some(4409));
     assert_eq!(wb.close_code(T).await, Some(4409));
-    let mut report = Value::Null;
-    for _ in 0..100 {
-        let (s, body) = g1
-            .get(&format!("/v1/sessions/{sid}/report"), token(&a))
-            .await;
-        if s == 200 {
-            report = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let report = g1.wait_report(&sid, token(&a)).await;
     assert!(report["frames"].as_u64().unwrap() >= 11, "{report}");
     assert_eq!(report["nudges"]["total"], 2, "{report}");
     // A second publish of the same job is deduplicated by Nats-Msg-Id.
@@ -232,6 +179,9 @@ async fn one_session_across_two_gateways(
         "the job was acked and the duplicate dropped"
     );
     js.delete_stream(subjects.jobs_stream()).await.ok();
+    stop.cancel();
+    w1.stopped().await;
+    w2.stopped().await;
 }
 
 const DISTRIBUTED: [(&str, &str); 3] = [
@@ -244,16 +194,9 @@ const DISTRIBUTED: [(&str, &str); 3] = [
 async fn two_gateways_two_workers_on_nats() {
     let g1 = spawn_app_with(Db::Postgres, &DISTRIBUTED).await;
     let g2 = g1.another_gateway().await;
-    let stop = CancellationToken::new();
-    let w1 = start_worker(&g1.env, stop.clone()).await;
-    let w2 = start_worker(&g1.env, stop.clone()).await;
     let couple = g1.couple().await;
     let sid = g1.start_session(&couple.0, &couple.2).await;
-    let prefix = g1.env["NATS_SUBJECT_PREFIX"].clone();
-    one_session_across_two_gateways((&g1).into(), (&g2).into(), &prefix, couple, sid).await;
-    stop.cancel();
-    w1.stopped().await;
-    w2.stopped().await;
+    one_session_across_two_gateways(&g1, &g2, &g1.env, couple, sid).await;
 }
 
 /// The same with each gateway a `gateway` process of its own (the worker fleet as processes,
@@ -267,14 +210,7 @@ async fn two_gateway_processes_two_workers_on_nats() {
     let (env, _data) = setup.stop().await;
     let g1 = GatewayProcess::start(&env).await;
     let g2 = GatewayProcess::start(&env).await;
-    let stop = CancellationToken::new();
-    let w1 = start_worker(&env, stop.clone()).await;
-    let w2 = start_worker(&env, stop.clone()).await;
-    let prefix = env["NATS_SUBJECT_PREFIX"].clone();
-    one_session_across_two_gateways((&g1).into(), (&g2).into(), &prefix, couple, sid).await;
-    stop.cancel();
-    w1.stopped().await;
-    w2.stopped().await;
+    one_session_across_two_gateways(&g1, &g2, &env, couple, sid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

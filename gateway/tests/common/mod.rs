@@ -22,10 +22,26 @@ pub enum Db {
     Postgres,
 }
 
-pub struct TestApp {
+/// A gateway as the tests reach it over HTTP, wherever it runs (this process or a child).
+pub struct Api {
     pub addr: SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// A gateway served in this process; its HTTP calls are [`Api`]'s.
+pub struct TestApp {
+    pub api: Api,
     pub shutdown: CancellationToken,
     pub handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub env: HashMap<String, String>,
@@ -101,9 +117,7 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(serve(state.clone(), listener, shutdown.clone()));
     TestApp {
-        addr,
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        api: Api::new(addr),
         shutdown,
         handle: Some(handle),
         env,
@@ -118,10 +132,6 @@ impl TestApp {
         start(self.env.clone(), self._dir.clone()).await
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
     /// Stops the server and waits for it.
     pub async fn stop(mut self) -> (HashMap<String, String>, std::sync::Arc<tempfile::TempDir>) {
         self.shutdown.cancel();
@@ -129,6 +139,20 @@ impl TestApp {
             h.await.expect("join").expect("serve");
         }
         (self.env.clone(), self._dir.clone())
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {

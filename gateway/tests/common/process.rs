@@ -3,17 +3,18 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::Api;
+
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
-/// Killed when dropped, so a failing test leaves no server behind.
+/// Killed when dropped, so a failing test leaves no server behind; its HTTP calls are
+/// [`Api`]'s.
 pub struct GatewayProcess {
-    pub addr: SocketAddr,
-    pub base: String,
+    pub api: Api,
     child: Child,
     /// What it logged, for a failure message.
     log: Arc<Mutex<Vec<String>>>,
@@ -48,16 +49,14 @@ impl GatewayProcess {
             }
         });
         let gateway = GatewayProcess {
-            addr,
-            base: format!("http://{addr}"),
+            api: Api::new(addr),
             child,
             log,
             _dir: dir,
         };
-        let http = reqwest::Client::new();
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            let health = http.get(format!("{}/health", gateway.base)).send().await;
+            let health = gateway.http.get(gateway.url("/health")).send().await;
             if matches!(&health, Ok(res) if res.status() == 200) {
                 return gateway;
             }
@@ -75,6 +74,14 @@ impl GatewayProcess {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .join("\n")
+    }
+}
+
+impl std::ops::Deref for GatewayProcess {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }
 

@@ -112,9 +112,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = hops::snapshot(&http, &metrics_urls).await?;
     if let Some(path) = &args.latency_log {
+        use std::fmt::Write as _;
         let mut lines = String::with_capacity(out.timeline.len() * 16);
         for (send_us, us) in &out.timeline {
-            lines.push_str(&format!("{:.3} {us}\n", *send_us as f64 / 1000.0));
+            let _ = writeln!(lines, "{:.3} {us}", *send_us as f64 / 1000.0);
         }
         std::fs::write(path, lines)?;
     }
