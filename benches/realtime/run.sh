@@ -6,7 +6,7 @@
 # Embedded default unless `nats`: then NATS (4222), Redis (6379) and PostgreSQL (5432) with one
 # gateway and one worker process. Audio needs a model: ECAPA_MODEL_DIR, else a full-size
 # random-weight one is written to /var/tmp/ecapa_full by `random_model`.
-# Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT; LATENCY_LOG=FILE keeps each probe's send time and
+# Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT, FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
 # latency; GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,6 +50,8 @@ if [ "$mode" = nats ]; then
   export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" NATS_URL=nats://127.0.0.1:4222 \
     REDIS_URL=redis://127.0.0.1:6379 NATS_SUBJECT_PREFIX="bench$(date +%s)"
   nats_args=(--nats-url "$NATS_URL")
+  # the same rate on raw NATS first, as the machine's floor at this hour (FLOOR=0: skip it)
+  [ "$what" = frames ] && [ "${FLOOR:-1}" != 0 ] && nats_args+=(--nats-floor)
   worker_args=(--worker-metrics "http://127.0.0.1:$((port + 1))/metrics")
   # the gateway needs no model with NATS: the worker embeds
   ECAPA_MODEL_DIR= ${GATEWAY_WRAP:-} "$target/release/gateway" >"$data/gateway.log" 2>&1 &

@@ -234,7 +234,7 @@ fn pace(
 /// plainly sleeps, sends what is due in one write per client and lets the lateness count: a
 /// pacer spinning all the time would take a core from the servers it measures.
 #[derive(Default)]
-struct WakeClock {
+pub(crate) struct WakeClock {
     /// Running estimate of how late a sleep ends, ns.
     overshoot_ns: f64,
 }
@@ -245,7 +245,7 @@ impl WakeClock {
     /// Below this gap a sleep is not worth its wakeup.
     const MIN_SLEEP: Duration = Duration::from_micros(20);
 
-    fn wait_until(&mut self, due: Instant) {
+    pub(crate) fn wait_until(&mut self, due: Instant) {
         let now = Instant::now();
         if due <= now {
             return;

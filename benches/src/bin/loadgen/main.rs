@@ -31,6 +31,7 @@ mod audio;
 mod frames;
 mod hops;
 mod idle;
+mod relay;
 
 #[derive(Parser, Debug)]
 #[command(about = "Inside realtime load generator (frame → nudge latency and throughput)")]
@@ -64,6 +65,11 @@ struct Args {
     /// Also time raw NATS request/reply round trips (the baseline).
     #[arg(long)]
     nats_url: Option<String>,
+    /// With `--nats-url`: before the frames, run the same rate, duration and probe share on
+    /// raw NATS (an echo in the worker's place, no Inside code) and print its latency as the
+    /// machine's floor.
+    #[arg(long)]
+    nats_floor: bool,
     /// Live audio mode: this many concurrent speech streams instead of frames.
     #[arg(long)]
     audio_streams: Option<usize>,
@@ -92,6 +98,21 @@ async fn main() -> anyhow::Result<()> {
     let baseline = match &args.nats_url {
         Some(url) => Some(nats_baseline(url, 5_000).await?),
         None => None,
+    };
+    let floor = match (&args.nats_url, args.nats_floor) {
+        (Some(url), true) => {
+            let f = relay::run(url, args.rate, args.duration, args.probe_every).await?;
+            let q = |q: f64| f.hist.value_at_quantile(q);
+            Some(format!(
+                " floor_p50_us={} floor_p99_us={} floor_p999_us={} floor_lost={}",
+                q(0.5),
+                q(0.99),
+                q(0.999),
+                f.expected.saturating_sub(f.hist.len())
+            ))
+        }
+        (None, true) => bail!("--nats-floor needs --nats-url"),
+        _ => None,
     };
     let clients = setup(&args).await?;
     let ws_base = args.url.replacen("http", "ws", 1);
@@ -136,6 +157,9 @@ async fn main() -> anyhow::Result<()> {
         out.sent as f64 / out.send_s.max(args.duration), out.pacer_lag.value_at_quantile(0.5), out.pacer_lag.value_at_quantile(0.99), out.pacer_lag.max(),
         us(0.5), us(0.9), us(0.99), us(0.999), h.max(), base
     );
+    if let Some(floor) = floor {
+        println!("nats floor at the same rate:{floor}");
+    }
     println!("hops {}", hops::delta(&before, &after, out.sent));
     Ok(())
 }
