@@ -35,6 +35,11 @@ impl Limiter {
         Limiter::Memory(Arc::new(DashMap::new()))
     }
 
+    /// True when a check is a network round trip (Redis), not a map lookup.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Limiter::Redis { .. })
+    }
+
     /// `prefix` namespaces keys so tests (or deployments) can share one Redis.
     pub async fn redis(url: &str, prefix: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;

@@ -31,6 +31,12 @@ impl NudgeDelivery {
         }
     }
 
+    /// True when deciding whether a nudge may go out waits on the network (the limit is on
+    /// and kept in Redis): a frame loop should not wait on that between frames.
+    pub fn checks_remotely(&self) -> bool {
+        self.window.is_some() && self.limiter.is_remote()
+    }
+
     /// Sends `nudge` to `uid` unless one already went out in this window, and records it.
     pub async fn deliver(&self, sid: Uuid, uid: Uuid, nudge: Nudge) {
         if let Some(sent) = self.publish(sid, uid, nudge).await {

@@ -1,18 +1,28 @@
 //! One consumer of feature frames: rules, nudge limit, publish, record.
+//!
+//! Frames are handled one after another on one subscription; a nudge whose limit check is a
+//! Redis round trip is delivered on a task of its own (at most `IN_FLIGHT` at once), so the
+//! frames behind it do not wait on the network.
 
 use futures::StreamExt;
 use inside_bus::{sid_uid, BusMessage, Subscription};
 use inside_engine::NudgePolicy;
 use inside_schemas::{EventBody, FeatureFrame};
 use inside_store::events::SessionEvent;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventWriter, NudgeDelivery};
+
+/// Nudge deliveries waiting on the limiter at once; past that the frame loop waits too.
+const IN_FLIGHT: usize = 256;
 
 pub struct FrameConsumer {
     writer: EventWriter,
     delivery: NudgeDelivery,
     policy: NudgePolicy,
+    in_flight: Arc<Semaphore>,
 }
 
 impl FrameConsumer {
@@ -21,6 +31,7 @@ impl FrameConsumer {
             writer,
             delivery,
             policy,
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         }
     }
 
@@ -40,6 +51,8 @@ impl FrameConsumer {
         while let Some(msg) = sub.next().await {
             self.handle(msg).await;
         }
+        // the deliveries still waiting on the limiter
+        let _ = self.in_flight.acquire_many(IN_FLIGHT as u32).await;
     }
 
     async fn handle(&self, msg: BusMessage) {
@@ -58,6 +71,16 @@ impl FrameConsumer {
         };
         // the nudge goes out before anything is recorded: the phone is waiting for it
         let sent = match self.policy.evaluate(&frame) {
+            Some(nudge) if self.delivery.checks_remotely() => {
+                if let Ok(permit) = self.in_flight.clone().acquire_owned().await {
+                    let delivery = self.delivery.clone();
+                    tokio::spawn(async move {
+                        delivery.deliver(sid, uid, nudge).await;
+                        drop(permit);
+                    });
+                }
+                None
+            }
             Some(nudge) => self.delivery.publish(sid, uid, nudge).await,
             None => None,
         };
