@@ -29,16 +29,6 @@ pub struct Api {
     pub http: reqwest::Client,
 }
 
-impl Api {
-    pub fn new(addr: SocketAddr) -> Api {
-        Api {
-            addr,
-            base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
-        }
-    }
-}
-
 /// A gateway served in this process; its HTTP calls are [`Api`]'s.
 pub struct TestApp {
     pub api: Api,
@@ -151,6 +141,14 @@ impl std::ops::Deref for TestApp {
 }
 
 impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -64,7 +64,7 @@ pub async fn run(args: &Args, streams: usize) -> anyhow::Result<()> {
         }));
     }
     let mut total = StreamTally {
-        hist: Some(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        hist: Some(super::latency_histogram()?),
         ..StreamTally::default()
     };
     for t in tasks {
@@ -111,7 +111,7 @@ async fn stream(
     let chunk_bytes = (16 * CHUNK_MS * 2) as usize;
     let chunks: Vec<&[u8]> = pcm.chunks(chunk_bytes).collect();
     let segments = (pcm.len() / 2) as u64 / (16 * SEGMENT_MS);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = super::latency_histogram()?;
     // due time of each segment's last chunk, by start_ms
     let mut due: HashMap<i64, Instant> = HashMap::new();
     let mut attributed = 0;

@@ -54,14 +54,16 @@ pub struct Outcome {
     pub pacer_lag: Histogram<u64>,
 }
 
-struct Schedule {
-    start: Instant,
-    period_ns: f64,
-    clients: u64,
+/// When global message `k` is due: `start + k / rate`, spread over `clients` in turn.
+#[derive(Clone, Copy)]
+pub(crate) struct Schedule {
+    pub start: Instant,
+    pub period_ns: f64,
+    pub clients: u64,
 }
 
 impl Schedule {
-    fn due(&self, k: u64) -> Instant {
+    pub(crate) fn due(&self, k: u64) -> Instant {
         self.start + Duration::from_nanos((k as f64 * self.period_ns) as u64)
     }
 }
@@ -133,7 +135,7 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         // a reader knows why the gateway closed: report that first
         stop.store(true, Ordering::Relaxed);
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = super::latency_histogram()?;
     let mut timeline = Vec::new();
     for r in readers {
         match r.join() {
@@ -192,7 +194,7 @@ fn pace(
     let n = schedule.clients;
     let mut buffers: Vec<Vec<u8>> = vec![Vec::with_capacity(4096); writers.len()];
     let mut k = 0u64;
-    let mut lag = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut lag = super::latency_histogram()?;
     let mut clock = WakeClock::default();
     while k < total {
         let due = schedule.due(k);
@@ -293,7 +295,7 @@ fn read_nudges(
     nudged: &AtomicU64,
     keep_timeline: bool,
 ) -> anyhow::Result<(Histogram<u64>, Timeline)> {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = super::latency_histogram()?;
     let mut timeline = Vec::new();
     let mut got = 0u64;
     while !until.reached(got) {

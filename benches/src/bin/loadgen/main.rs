@@ -245,6 +245,11 @@ async fn setup_clients(args: &Args, count: usize) -> anyhow::Result<Vec<Client>>
     Ok(clients)
 }
 
+/// A histogram of latencies in µs, 1 µs to 60 s, three significant digits (every mode's).
+fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
 /// p50 of `n` sequential NATS request/reply round trips, in µs.
 async fn nats_baseline(url: &str, n: usize) -> anyhow::Result<u64> {
     let client = async_nats::connect(url).await?;
@@ -259,7 +264,7 @@ async fn nats_baseline(url: &str, n: usize) -> anyhow::Result<u64> {
         }
     });
     client.flush().await?;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = latency_histogram()?;
     let payload = bytes_payload();
     for _ in 0..n {
         let t = Instant::now();

@@ -5,14 +5,13 @@
 //! scheduled send time. Its p99 next to the pipeline's says how much of a tail is the
 //! machine's (six busy processes on two cores) and how much is Inside's.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 
-use super::frames::WakeClock;
+use super::frames::{Schedule, WakeClock};
 
 /// What came back: latencies of the echoed messages, and how many were expected.
 pub struct Floor {
@@ -24,10 +23,8 @@ pub async fn run(url: &str, rate: f64, duration: f64, probe_every: u64) -> anyho
     let sender = async_nats::connect(url).await.context("relay: NATS")?;
     let echo = async_nats::connect(url).await.context("relay: NATS")?;
     let id = uuid::Uuid::new_v4().simple();
-    let (to_echo, back) = (
-        format!("loadgen.relay.{id}.in"),
-        format!("loadgen.relay.{id}.out"),
-    );
+    let to_echo = async_nats::Subject::from(format!("loadgen.relay.{id}.in"));
+    let back = async_nats::Subject::from(format!("loadgen.relay.{id}.out"));
     let every = probe_every.max(1);
     let mut incoming = echo.queue_subscribe(to_echo.clone(), "echo".into()).await?;
     let echo_task = {
@@ -45,19 +42,24 @@ pub async fn run(url: &str, rate: f64, duration: f64, probe_every: u64) -> anyho
     sender.flush().await?;
 
     let total = (rate * duration).round() as u64;
-    let expected = (0..total).filter(|k| k % every == 0).count() as u64;
-    let start = Instant::now() + Duration::from_millis(200);
-    let period_ns = 1e9 / rate;
-    let due = move |k: u64| start + Duration::from_nanos((k as f64 * period_ns) as u64);
+    // messages 0, every, 2 × every, … come back
+    let expected = total.div_ceil(every);
+    let schedule = Schedule {
+        start: Instant::now() + Duration::from_millis(200),
+        period_ns: 1e9 / rate,
+        clients: 1,
+    };
     let reader = tokio::spawn(async move {
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut hist = super::latency_histogram()?;
         let mut got = 0;
-        let deadline = due(total) + Duration::from_secs(2);
+        let deadline = schedule.due(total) + Duration::from_secs(2);
         while got < expected {
             let next = tokio::time::timeout_at(deadline.into(), returned.next()).await;
             let Ok(Some(m)) = next else { break };
             if let Some(k) = index(&m.payload) {
-                let us = Instant::now().saturating_duration_since(due(k)).as_micros() as u64;
+                let us = Instant::now()
+                    .saturating_duration_since(schedule.due(k))
+                    .as_micros() as u64;
                 hist.record(us.max(1))?;
                 got += 1;
             }
@@ -68,14 +70,13 @@ pub async fn run(url: &str, rate: f64, duration: f64, probe_every: u64) -> anyho
     let handle = tokio::runtime::Handle::current();
     let pacer = {
         let sender = sender.clone();
-        let to_echo: Arc<str> = to_echo.into();
         std::thread::spawn(move || -> anyhow::Result<()> {
             let mut clock = WakeClock::default();
             let mut payload = [b' '; 72];
             for k in 0..total {
-                clock.wait_until(due(k));
+                clock.wait_until(schedule.due(k));
                 payload[..8].copy_from_slice(&k.to_le_bytes());
-                handle.block_on(sender.publish(to_echo.to_string(), payload.to_vec().into()))?;
+                handle.block_on(sender.publish(to_echo.clone(), payload.to_vec().into()))?;
             }
             Ok(())
         })
