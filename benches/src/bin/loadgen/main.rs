@@ -7,7 +7,8 @@
 //! loss is `probes - nudged`. The gateway's and workers' `/metrics` counters
 //! are read before and after, so frames are counted at every hop. With
 //! `--nats-url` it also measures a raw NATS request/reply round trip as a
-//! baseline.
+//! baseline. Before anything it times a loopback round trip on one CPU and across two
+//! (`wakeup.rs`), the machine's price of a wakeup at that hour.
 //!
 //! With `--idle-sockets N` it holds N quiet connections for `--duration` s
 //! (the gateway's memory per idle socket is read meanwhile).
@@ -32,6 +33,7 @@ mod frames;
 mod hops;
 mod idle;
 mod relay;
+mod wakeup;
 
 #[derive(Parser, Debug)]
 #[command(about = "Inside realtime load generator (frame → nudge latency and throughput)")]
@@ -95,6 +97,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(streams) = args.audio_streams {
         return audio::run(&args, streams).await;
     }
+    // measured while the machine is still quiet
+    let wakeups = wakeup::measure(5_000)?;
     let baseline = match &args.nats_url {
         Some(url) => Some(nats_baseline(url, 5_000).await?),
         None => None,
@@ -161,6 +165,19 @@ async fn main() -> anyhow::Result<()> {
         println!("nats floor at the same rate:{floor}");
     }
     println!("hops {}", hops::delta(&before, &after, out.sent));
+    let (same, cross) = wakeups;
+    let cross = cross
+        .map(|c| {
+            format!(
+                " cross_cpu_p50_us={:.1} cross_cpu_p99_us={:.1}",
+                c.p50_us, c.p99_us
+            )
+        })
+        .unwrap_or_else(|| " cross_cpu=(one CPU allowed)".into());
+    println!(
+        "loopback round trip before the run: same_cpu_p50_us={:.1} same_cpu_p99_us={:.1}{cross}",
+        same.p50_us, same.p99_us
+    );
     Ok(())
 }
 

@@ -1,0 +1,80 @@
+//! The machine's wakeup cost, printed beside every frames run: a one-byte loopback TCP round
+//! trip between two threads pinned to the same CPU, then to two different CPUs.
+//!
+//! Every hop of frame → nudge (generator → gateway → NATS → worker → NATS → gateway →
+//! generator) is a thread woken by a socket, so the pipeline's latency is mostly this cost
+//! times the hops. On this VM (nested virtualization) a wakeup on another CPU goes through the
+//! hypervisor and its price moves with the host's load, several times over in a day, while the
+//! same-CPU figure stays put; the pair tells a slow hour from a regression.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Instant;
+
+use anyhow::Context;
+use core_affinity::CoreId;
+
+/// p50 and p99 of one placement's round trips, µs.
+pub struct Rtt {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Round trips with both threads on the first CPU this process may use, then with the echo
+/// on the second (`None` there when only one CPU is allowed).
+pub fn measure(rounds: usize) -> anyhow::Result<(Rtt, Option<Rtt>)> {
+    let cores = core_affinity::get_core_ids().context("reading the CPUs this process may use")?;
+    let first = *cores
+        .first()
+        .context("no CPU in this process's affinity mask")?;
+    let same = round_trips(first, first, rounds)?;
+    let cross = match cores.get(1) {
+        Some(&second) => Some(round_trips(first, second, rounds)?),
+        None => None,
+    };
+    Ok((same, cross))
+}
+
+fn round_trips(client_cpu: CoreId, echo_cpu: CoreId, rounds: usize) -> anyhow::Result<Rtt> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        core_affinity::set_for_current(echo_cpu);
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        while s.read(&mut b)? == 1 {
+            s.write_all(&b)?;
+        }
+        Ok(())
+    });
+    let client = std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
+        core_affinity::set_for_current(client_cpu);
+        let mut s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        let mut took = Vec::with_capacity(rounds);
+        // the first few pay for warming caches and the scheduler's placement
+        for i in 0..rounds + 100 {
+            let t = Instant::now();
+            s.write_all(b"x")?;
+            s.read_exact(&mut b)?;
+            if i >= 100 {
+                took.push(t.elapsed().as_nanos() as f64 / 1000.0);
+            }
+        }
+        Ok(took)
+    });
+    let mut took = client
+        .join()
+        .map_err(|_| anyhow::anyhow!("the round-trip thread panicked"))??;
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("the echo thread panicked"))??;
+    anyhow::ensure!(!took.is_empty(), "no round trips timed");
+    took.sort_by(f64::total_cmp);
+    let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
+    Ok(Rtt {
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+    })
+}
