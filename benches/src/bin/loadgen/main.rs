@@ -8,7 +8,8 @@
 //! are read before and after, so frames are counted at every hop. With
 //! `--nats-url` it also measures a raw NATS request/reply round trip as a
 //! baseline. Before anything it times a loopback round trip on one CPU and across two
-//! (`wakeup.rs`), the machine's price of a wakeup at that hour.
+//! (`machine.rs`), the machine's price of a wakeup at that hour, and reads the machine's CPU
+//! accounting around the frames: how busy it was, and how much the host stole.
 //!
 //! With `--idle-sockets N` it holds N quiet connections for `--duration` s
 //! (the gateway's memory per idle socket is read meanwhile).
@@ -32,8 +33,8 @@ mod audio;
 mod frames;
 mod hops;
 mod idle;
+mod machine;
 mod relay;
-mod wakeup;
 
 #[derive(Parser, Debug)]
 #[command(about = "Inside realtime load generator (frame → nudge latency and throughput)")]
@@ -98,17 +99,22 @@ async fn main() -> anyhow::Result<()> {
         return audio::run(&args, streams).await;
     }
     // measured while the machine is still quiet
-    let wakeups = wakeup::measure(5_000)?;
+    let wakeups = machine::measure(5_000)?;
     let baseline = match &args.nats_url {
         Some(url) => Some(nats_baseline(url, 5_000).await?),
         None => None,
     };
     let floor = match (&args.nats_url, args.nats_floor) {
         (Some(url), true) => {
+            let ticks = machine::CpuTicks::now();
             let f = relay::run(url, args.rate, args.duration, args.probe_every).await?;
+            let share = ticks
+                .zip(machine::CpuTicks::now())
+                .map(|(a, b)| format!(" {}", machine::CpuShare::between(a, b)))
+                .unwrap_or_default();
             let q = |q: f64| f.hist.value_at_quantile(q);
             Some(format!(
-                " floor_p50_us={} floor_p99_us={} floor_p999_us={} floor_lost={}",
+                " floor_p50_us={} floor_p99_us={} floor_p999_us={} floor_lost={}{share}",
                 q(0.5),
                 q(0.99),
                 q(0.999),
@@ -132,7 +138,11 @@ async fn main() -> anyhow::Result<()> {
         .chain(args.worker_metrics.iter().cloned())
         .collect();
     let before = hops::snapshot(&http, &metrics_urls).await?;
+    let ticks_before = machine::CpuTicks::now();
     let out = tokio::task::spawn_blocking(move || frames::run(&ws_base, &clients, &plan)).await??;
+    let share = ticks_before
+        .zip(machine::CpuTicks::now())
+        .map(|(a, b)| machine::CpuShare::between(a, b));
     // let the last recorded events reach the database before counting
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = hops::snapshot(&http, &metrics_urls).await?;
@@ -175,8 +185,10 @@ async fn main() -> anyhow::Result<()> {
         })
         .unwrap_or_else(|| " cross_cpu=(one CPU allowed)".into());
     println!(
-        "loopback round trip before the run: same_cpu_p50_us={:.1} same_cpu_p99_us={:.1}{cross}",
-        same.p50_us, same.p99_us
+        "machine: loopback round trip before the run same_cpu_p50_us={:.1} same_cpu_p99_us={:.1}{cross}; while sending frames {}",
+        same.p50_us,
+        same.p99_us,
+        share.map_or_else(|| "(no /proc/stat)".to_string(), |s| s.to_string())
     );
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! The machine's wakeup cost, printed beside every frames run: a one-byte loopback TCP round
-//! trip between two threads pinned to the same CPU, then to two different CPUs.
+//! What the machine was like during a frames run, printed beside its figures: its wakeup cost
+//! (a one-byte loopback TCP round trip between two threads pinned to the same CPU, then to two
+//! different CPUs) and its CPU accounting while the frames were sent (busy, and stolen by the
+//! host: time a vCPU wanted to run and the hypervisor ran something else).
 //!
 //! Every hop of frame → nudge (generator → gateway → NATS → worker → NATS → gateway →
 //! generator) is a thread woken by a socket, so the pipeline's latency is mostly this cost
@@ -7,6 +9,7 @@
 //! hypervisor and its price moves with the host's load, several times over in a day, while the
 //! same-CPU figure stays put; the pair tells a slow hour from a regression.
 
+use std::fmt;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
@@ -77,4 +80,62 @@ fn round_trips(client_cpu: CoreId, echo_cpu: CoreId, rounds: usize) -> anyhow::R
         p50_us: at(0.5),
         p99_us: at(0.99),
     })
+}
+
+/// The machine's CPU time so far, in clock ticks summed over CPUs (`/proc/stat`'s first line).
+#[derive(Clone, Copy)]
+pub struct CpuTicks {
+    busy: u64,
+    idle: u64,
+    steal: u64,
+}
+
+impl CpuTicks {
+    /// `None` where `/proc/stat` cannot be read (not Linux).
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is inside user)
+        let at = |i: usize| v.get(i).copied().unwrap_or(0);
+        Some(Self {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            idle: at(3) + at(4),
+            steal: at(7),
+        })
+    }
+}
+
+/// The share of the machine's CPU time between two readings that was busy, and that was stolen.
+pub struct CpuShare {
+    busy_pct: f64,
+    steal_pct: f64,
+}
+
+impl CpuShare {
+    pub fn between(a: CpuTicks, b: CpuTicks) -> Self {
+        let (busy, idle, steal) = (
+            b.busy.saturating_sub(a.busy),
+            b.idle.saturating_sub(a.idle),
+            b.steal.saturating_sub(a.steal),
+        );
+        let all = (busy + idle + steal).max(1) as f64;
+        Self {
+            busy_pct: 100.0 * busy as f64 / all,
+            steal_pct: 100.0 * steal as f64 / all,
+        }
+    }
+}
+
+impl fmt::Display for CpuShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "busy_pct={:.0} steal_pct={:.1}",
+            self.busy_pct, self.steal_pct
+        )
+    }
 }
