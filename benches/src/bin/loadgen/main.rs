@@ -8,8 +8,8 @@
 //! are read before and after, so frames are counted at every hop. With
 //! `--nats-url` it also measures a raw NATS request/reply round trip as a
 //! baseline. Before anything it times a loopback round trip on one CPU and across two
-//! (`machine.rs`), the machine's price of a wakeup at that hour, and reads the machine's CPU
-//! accounting around the frames: how busy it was, and how much the host stole.
+//! (`machine.rs`), the machine's price of a wakeup at that hour, and reads how much CPU time the
+//! host stole during the floor and the frames.
 //!
 //! With `--idle-sockets N` it holds N quiet connections for `--duration` s
 //! (the gateway's memory per idle socket is read meanwhile).
