@@ -8,6 +8,8 @@
 # random-weight one is written to /var/tmp/ecapa_full by `random_model`.
 # Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT, FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
 # latency; GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
+# Every frames run ends with a `machine:` line (loopback round trip on one CPU and across two, CPU
+# stolen by the host while sending): read the figures beside it (docs/REALTIME.md, "slow hour").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 what=${1:?usage: run.sh frames RATE [nats] | audio STREAMS [nats] | idle SOCKETS}
