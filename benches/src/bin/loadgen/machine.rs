@@ -86,8 +86,8 @@ fn round_trips(client_cpu: CoreId, echo_cpu: CoreId, rounds: usize) -> anyhow::R
 /// The machine's CPU time so far, in clock ticks summed over CPUs (`/proc/stat`'s first line).
 #[derive(Clone, Copy)]
 pub struct CpuTicks {
-    busy: u64,
-    idle: u64,
+    /// user nice system idle iowait irq softirq steal (guest time is inside user)
+    all: u64,
     steal: u64,
 }
 
@@ -98,39 +98,30 @@ impl CpuTicks {
         let line = stat.lines().next()?.strip_prefix("cpu ")?;
         let v: Vec<u64> = line
             .split_whitespace()
+            .take(8)
             .map(|f| f.parse().unwrap_or(0))
             .collect();
-        // user nice system idle iowait irq softirq steal (guest time is inside user)
-        let at = |i: usize| v.get(i).copied().unwrap_or(0);
         Some(Self {
-            busy: at(0) + at(1) + at(2) + at(5) + at(6),
-            idle: at(3) + at(4),
-            steal: at(7),
+            all: v.iter().sum(),
+            steal: v.get(7).copied().unwrap_or(0),
         })
     }
-}
 
-/// The share of the machine's CPU time between two readings that the host stole.
-pub struct CpuShare {
-    steal_pct: f64,
-}
-
-impl CpuShare {
-    pub fn between(a: CpuTicks, b: CpuTicks) -> Self {
-        let (busy, idle, steal) = (
-            b.busy.saturating_sub(a.busy),
-            b.idle.saturating_sub(a.idle),
-            b.steal.saturating_sub(a.steal),
-        );
-        let all = (busy + idle + steal).max(1) as f64;
-        Self {
-            steal_pct: 100.0 * steal as f64 / all,
-        }
+    /// The share of the machine's CPU time from this reading until now that the host stole.
+    pub fn steal_since(before: Option<Self>) -> Option<StealShare> {
+        let (a, b) = before.zip(Self::now())?;
+        let all = b.all.saturating_sub(a.all).max(1) as f64;
+        Some(StealShare(
+            100.0 * b.steal.saturating_sub(a.steal) as f64 / all,
+        ))
     }
 }
 
-impl fmt::Display for CpuShare {
+/// Per cent of the machine's CPU time the host stole over a stretch.
+pub struct StealShare(f64);
+
+impl fmt::Display for StealShare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "steal_pct={:.1}", self.steal_pct)
+        write!(f, "steal_pct={:.1}", self.0)
     }
 }

@@ -108,9 +108,8 @@ async fn main() -> anyhow::Result<()> {
         (Some(url), true) => {
             let ticks = machine::CpuTicks::now();
             let f = relay::run(url, args.rate, args.duration, args.probe_every).await?;
-            let share = ticks
-                .zip(machine::CpuTicks::now())
-                .map(|(a, b)| format!(" {}", machine::CpuShare::between(a, b)))
+            let share = machine::CpuTicks::steal_since(ticks)
+                .map(|s| format!(" {s}"))
                 .unwrap_or_default();
             let q = |q: f64| f.hist.value_at_quantile(q);
             Some(format!(
@@ -140,9 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let before = hops::snapshot(&http, &metrics_urls).await?;
     let ticks_before = machine::CpuTicks::now();
     let out = tokio::task::spawn_blocking(move || frames::run(&ws_base, &clients, &plan)).await??;
-    let share = ticks_before
-        .zip(machine::CpuTicks::now())
-        .map(|(a, b)| machine::CpuShare::between(a, b));
+    let share = machine::CpuTicks::steal_since(ticks_before);
     // let the last recorded events reach the database before counting
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = hops::snapshot(&http, &metrics_urls).await?;
