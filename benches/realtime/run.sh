@@ -29,6 +29,12 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+  # and the run's report-job stream, which JetStream would keep (one per subject prefix)
+  if [ -n "$db" ] && exec 3<>/dev/tcp/127.0.0.1/4222; then
+    printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s_JOBS 0\r\n\r\nPING\r\n' "${NATS_SUBJECT_PREFIX^^}" >&3
+    timeout 2 grep -qm1 PONG <&3 || true
+    exec 3>&-
+  fi
   # the servers' logs outlive the run, for a look after a failure
   mkdir -p /tmp/inside-bench-logs && cp "$data"/*.log /tmp/inside-bench-logs/ 2>/dev/null || true
   rm -rf "$data"

@@ -253,7 +253,7 @@ async fn redis_limiter_is_shared_and_checked_by_health() {
         .await;
     assert_eq!(s, 201);
     // A second gateway on the same Redis sees the same window.
-    let other = start(app.env.clone(), Arc::new(tempfile::tempdir().unwrap())).await;
+    let other = app.another_gateway().await;
     let (s, _) = other
         .post(
             "/v1/pokes",

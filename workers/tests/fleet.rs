@@ -19,9 +19,12 @@ use inside_schemas::{EventBody, FeatureFrame, Nudge, RelationshipKind};
 use inside_store::Store;
 use uuid::Uuid;
 
+// the gateway tests' cleanup of what a test leaves on the shared services
+#[path = "../../gateway/tests/common/scratch.rs"]
+mod scratch;
+
 const NATS: &str = "nats://127.0.0.1:4222";
 const REDIS: &str = "redis://127.0.0.1:6379";
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const T: Duration = Duration::from_secs(20);
 /// The durable consumer of report jobs (workers/src/pipeline/jobs.rs).
 const CONSUMER: &str = "report-writers";
@@ -92,19 +95,6 @@ impl Drop for Worker {
     }
 }
 
-async fn fresh_database() -> String {
-    let name = format!("inside_fleet_{}", Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(PG_ADMIN)
-        .await
-        .expect("PostgreSQL must run on 127.0.0.1:5432 (scripts/services starts it)");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
-}
-
 /// Publishes over-threshold frames `seqs` of (sid, uid) and returns the frame_seq of every
 /// nudge that comes back.
 async fn frames_to_nudges(
@@ -169,7 +159,9 @@ async fn consumer(stream: &async_nats::jetstream::stream::Stream) -> PullConsume
 async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_redelivered() {
     let prefix = format!("t{}", Uuid::new_v4().simple());
     let subjects = Subjects::new(prefix.clone());
-    let url = fresh_database().await;
+    // dropped last, after the workers: the database and stream go when the test ends
+    let (url, leftovers) = scratch::fresh_postgres("inside_fleet").await;
+    let _leftovers = leftovers.with_stream(NATS, subjects.jobs_stream());
     let store = Store::connect(&url, 2, false).await.unwrap();
     store.migrate().await.unwrap();
     let a = store.create_user("a@fleet.test", "A", "x").await.unwrap();

@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod process;
+pub mod scratch;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use inside_settings::Settings;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use scratch::Leftovers;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Db {
@@ -36,25 +37,24 @@ pub struct TestApp {
     pub handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub env: HashMap<String, String>,
     pub state: AppState,
-    _dir: std::sync::Arc<tempfile::TempDir>,
+    _scratch: std::sync::Arc<Scratch>,
 }
 
-/// A fresh, empty database URL for `db`.
-pub async fn fresh_database(db: Db, dir: &std::path::Path) -> String {
+/// A test's own folder, database and stream, shared by the gateways it starts on them and
+/// removed after the last one is gone.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    _leftovers: Leftovers,
+}
+
+/// A fresh, empty database URL for `db`, and what removes it.
+pub async fn fresh_database(db: Db, dir: &std::path::Path) -> (String, Leftovers) {
     match db {
-        Db::Sqlite => format!("sqlite://{}/inside.db", dir.display()),
-        Db::Postgres => {
-            let name = format!("inside_test_{}", uuid::Uuid::new_v4().simple());
-            let admin = sqlx::PgPool::connect(PG_ADMIN)
-                .await
-                .expect("PostgreSQL must run on 127.0.0.1:5432 (scripts/services starts it)");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&admin)
-                .await
-                .expect("create database");
-            admin.close().await;
-            format!("postgres://postgres@127.0.0.1:5432/{name}")
-        }
+        Db::Sqlite => (
+            format!("sqlite://{}/inside.db", dir.display()),
+            Leftovers::default(),
+        ),
+        Db::Postgres => scratch::fresh_postgres("inside_test").await,
     }
 }
 
@@ -68,8 +68,8 @@ pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
-    let url = fresh_database(db, dir.path()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, mut leftovers) = fresh_database(db, dir.path()).await;
     let mut env: HashMap<String, String> = HashMap::from([
         ("DATABASE_URL".into(), url),
         ("DATA_DIR".into(), dir.path().display().to_string()),
@@ -90,14 +90,19 @@ pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
     }
-    start(env, dir).await
+    if let Some(nats) = env.get("NATS_URL") {
+        let prefix = inside_bus::Subjects::new(env["NATS_SUBJECT_PREFIX"].clone());
+        leftovers = leftovers.with_stream(nats, prefix.jobs_stream());
+    }
+    let scratch = Scratch {
+        dir,
+        _leftovers: leftovers,
+    };
+    start(env, std::sync::Arc::new(scratch)).await
 }
 
 /// Starts a gateway on `env` (used again to restart on the same database).
-pub async fn start(
-    env: HashMap<String, String>,
-    dir: std::sync::Arc<tempfile::TempDir>,
-) -> TestApp {
+pub async fn start(env: HashMap<String, String>, scratch: std::sync::Arc<Scratch>) -> TestApp {
     let settings = Settings::from_map(&env).expect("test settings");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -112,23 +117,23 @@ pub async fn start(
         handle: Some(handle),
         env,
         state,
-        _dir: dir,
+        _scratch: scratch,
     }
 }
 
 impl TestApp {
     /// Another gateway on the same database, settings and subject prefix.
     pub async fn another_gateway(&self) -> TestApp {
-        start(self.env.clone(), self._dir.clone()).await
+        start(self.env.clone(), self._scratch.clone()).await
     }
 
     /// Stops the server and waits for it.
-    pub async fn stop(mut self) -> (HashMap<String, String>, std::sync::Arc<tempfile::TempDir>) {
+    pub async fn stop(mut self) -> (HashMap<String, String>, std::sync::Arc<Scratch>) {
         self.shutdown.cancel();
         if let Some(h) = self.handle.take() {
             h.await.expect("join").expect("serve");
         }
-        (self.env.clone(), self._dir.clone())
+        (self.env.clone(), self._scratch.clone())
     }
 }
 
