@@ -43,7 +43,7 @@ pub struct TestApp {
 /// A test's own folder, database and stream, shared by the gateways it starts on them and
 /// removed after the last one is gone.
 pub struct Scratch {
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     _leftovers: Leftovers,
 }
 
@@ -95,7 +95,7 @@ pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
         leftovers = leftovers.with_stream(nats, prefix.jobs_stream());
     }
     let scratch = Scratch {
-        dir,
+        _dir: dir,
         _leftovers: leftovers,
     };
     start(env, std::sync::Arc::new(scratch)).await

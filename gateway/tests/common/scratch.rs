@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::DeleteStreamErrorKind;
 use async_nats::jetstream::ErrorCode;
 
-pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Long enough for a loaded CI machine, short enough that a dead service cannot hang a test.
 const CLEANUP_WITHIN: Duration = Duration::from_secs(15);
