@@ -26,7 +26,9 @@ data=$(mktemp -d)
 pids=()
 db=""
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # a GATEWAY_WRAP / WORKER_WRAP that forks (`perf stat --`) is not the server: stop the
+  # server under it, so the wrapper reports and ends instead of leaving the server on the port
+  for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
   # and the run's report-job stream, which JetStream would keep (one per subject prefix)

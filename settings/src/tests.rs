@@ -1,3 +1,6 @@
+//! Tests of the settings: the layers (environment, `.env`, `inside.toml`, defaults), the
+//! errors of bad values, and secrets that never print.
+
 use std::collections::HashMap;
 
 use super::*;

@@ -1,3 +1,6 @@
+//! Tests of the report builder: talk time, nudge counts and duration from recorded events,
+//! speaker segments over frames, an empty session, and the activity catalogue.
+
 use inside_schemas::{FeatureFrame, Nudge, NudgeType, SpeakerSegment};
 
 use super::*;

@@ -1,3 +1,6 @@
+//! Table-driven tests of every nudge rule and its edges: NaN, infinities, negatives, exactly
+//! at the threshold.
+
 use super::*;
 
 /// (speaking_rate, overlap_ratio, expected (type, intensity))
