@@ -28,20 +28,6 @@ struct SchedAttr {
     sched_period: u64,
 }
 
-/// `request_for_process`, logged: a server's start-up step (`SCHED_SLICE_US`).
-pub fn apply(slice: Duration) {
-    match request_for_process(slice) {
-        Ok(threads) => tracing::info!(
-            slice_us = slice.as_micros() as u64,
-            threads,
-            "scheduler slice requested"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not request a scheduler slice (SCHED_SLICE_US)")
-        }
-    }
-}
-
 /// Asks for `slice` on every thread the process has now (an async runtime's workers
 /// included); threads they create afterwards inherit it. Returns how many threads took it.
 pub fn request_for_process(slice: Duration) -> io::Result<usize> {
