@@ -43,9 +43,6 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     inside_gateway::telemetry::init_tracing(settings.debug);
-    if let Some(slice) = settings.sched_slice() {
-        request_sched_slice(slice);
-    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             AppState::build(settings).await?;
@@ -59,21 +56,6 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone());
             serve(state, listener, shutdown).await
-        }
-    }
-}
-
-/// A woken thread on the frame path preempts batch work instead of waiting out its slice
-/// (`SCHED_SLICE_US`; docs/REALTIME.md has the figures).
-fn request_sched_slice(slice: std::time::Duration) {
-    match inside_slice::request_for_process(slice) {
-        Ok(threads) => tracing::info!(
-            slice_us = slice.as_micros() as u64,
-            threads,
-            "scheduler slice requested"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not request a scheduler slice (SCHED_SLICE_US)")
         }
     }
 }

@@ -83,9 +83,6 @@ pub struct Settings {
     /// How long a report job handed to a worker may go without an ack or a progress beat
     /// before JetStream gives it to another (a worker killed mid-job).
     pub report_job_ack_wait_s: u64,
-    /// The scheduler slice the gateway's and worker's threads ask Linux for, µs (0: the
-    /// kernel's default); see the `inside-slice` crate.
-    pub sched_slice_us: u64,
 }
 
 impl Settings {
@@ -167,18 +164,11 @@ impl Settings {
             speaker_match_threshold: r.float("SPEAKER_MATCH_THRESHOLD", 0.25, -1.0, 1.0)?,
             report_job_poll_ms: r.ranged("REPORT_JOB_POLL_MS", 500, 10, 60_000)?,
             report_job_ack_wait_s: r.ranged("REPORT_JOB_ACK_WAIT_SECONDS", 30, 1, 3600)?,
-            sched_slice_us: r.ranged("SCHED_SLICE_US", 100, 0, 100_000)?,
         };
         settings.validate(secret_key.as_deref())
     }
 
     fn validate(self, secret_key: Option<&str>) -> Result<Self, SettingsError> {
-        if (1..100).contains(&self.sched_slice_us) {
-            return Err(invalid(
-                "SCHED_SLICE_US",
-                "Linux accepts 100 to 100000 µs; 0 keeps the kernel's default",
-            ));
-        }
         if self.algorithm != "HS256" {
             return Err(invalid("ALGORITHM", "only HS256 is supported"));
         }
@@ -196,11 +186,6 @@ impl Settings {
             }
         }
         Ok(self)
-    }
-
-    /// The scheduler slice to ask for; `None` when `SCHED_SLICE_US=0`.
-    pub fn sched_slice(&self) -> Option<std::time::Duration> {
-        (self.sched_slice_us > 0).then(|| std::time::Duration::from_micros(self.sched_slice_us))
     }
 
     /// Nudge limit window; `None` when `NUDGE_RATE_LIMIT_SECONDS=0` turns it off.

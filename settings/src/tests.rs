@@ -50,21 +50,6 @@ fn out_of_range_threshold_names_the_setting() {
 }
 
 #[test]
-fn sched_slice_is_100_us_by_default_off_at_zero_and_refused_below_the_kernels_range() {
-    let default = Settings::from_map(&map(&[])).unwrap();
-    assert_eq!(
-        default.sched_slice(),
-        Some(std::time::Duration::from_micros(100))
-    );
-    let off = Settings::from_map(&map(&[("SCHED_SLICE_US", "0")])).unwrap();
-    assert_eq!(off.sched_slice(), None);
-    for bad in ["50", "100001", "fast"] {
-        let err = Settings::from_map(&map(&[("SCHED_SLICE_US", bad)])).unwrap_err();
-        assert!(err.to_string().contains("SCHED_SLICE_US"), "{bad}: {err}");
-    }
-}
-
-#[test]
 fn bad_urls_are_refused() {
     for (k, v) in [
         ("DATABASE_URL", "mysql://x"),

@@ -171,19 +171,6 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     ops::init_tracing(settings.debug);
-    if let Some(slice) = settings.sched_slice() {
-        // as the gateway: a woken frame handler preempts batch work (docs/REALTIME.md)
-        match inside_slice::request_for_process(slice) {
-            Ok(threads) => tracing::info!(
-                slice_us = slice.as_micros() as u64,
-                threads,
-                "scheduler slice requested"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not request a scheduler slice (SCHED_SLICE_US)")
-            }
-        }
-    }
     if let Some(Command::Tap { session }) = cli.command {
         return run_tap(&settings, session).await;
     }
