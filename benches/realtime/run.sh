@@ -25,6 +25,7 @@ fi
 data=$(mktemp -d)
 pids=()
 db=""
+stream=""
 cleanup() {
   # a GATEWAY_WRAP / WORKER_WRAP that forks (`perf stat --`) is not the server: stop the
   # server under it, so the wrapper reports and ends instead of leaving the server on the port
@@ -32,8 +33,8 @@ cleanup() {
   wait 2>/dev/null || true
   [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
   # and the run's report-job stream, which JetStream would keep (one per subject prefix)
-  if [ -n "$db" ] && exec 3<>/dev/tcp/127.0.0.1/4222; then
-    printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s_JOBS 0\r\n\r\nPING\r\n' "${NATS_SUBJECT_PREFIX^^}" >&3
+  if [ -n "$stream" ] && exec 3<>/dev/tcp/127.0.0.1/4222; then
+    printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s 0\r\n\r\nPING\r\n' "$stream" >&3
     timeout 2 grep -qm1 PONG <&3 || true
     exec 3>&-
   fi
@@ -59,6 +60,9 @@ if [ "$mode" = nats ]; then
   psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
   export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" NATS_URL=nats://127.0.0.1:4222 \
     REDIS_URL=redis://127.0.0.1:6379 NATS_SUBJECT_PREFIX="bench$(date +%s)"
+  # as `Subjects::jobs_stream` names it (the prefix upper-cased, `.` and `-` as `_`); set only
+  # once the prefix is this run's own, so the cleanup never deletes a caller's stream
+  stream="$(printf '%s' "${NATS_SUBJECT_PREFIX^^}" | tr '.-' '__')_JOBS"
   nats_args=(--nats-url "$NATS_URL")
   # the same rate on raw NATS first, as the machine's floor at this hour (FLOOR=0: skip it)
   [ "$what" = frames ] && [ "${FLOOR:-1}" != 0 ] && nats_args+=(--nats-floor)
