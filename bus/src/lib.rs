@@ -5,6 +5,7 @@
 //! message instead of growing memory.
 
 pub mod events;
+pub mod inbound;
 pub mod jobs;
 mod local;
 pub mod mailbox;

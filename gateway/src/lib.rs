@@ -84,7 +84,8 @@ pub async fn serve(
                 state.limiter.clone(),
                 state.store.clone(),
                 inside_workers::pipeline::PipelineConfig::from_settings(&state.settings, consumers)
-                    .with_speaker_model(state.speaker.clone(), &state.settings)?,
+                    .with_speaker_model(state.speaker.clone(), &state.settings)?
+                    .with_directory(state.sessions.clone()),
                 shutdown.child_token(),
             )
             .await?,

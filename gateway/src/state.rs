@@ -30,6 +30,11 @@ pub struct Inner {
     /// NATS or the in-process bus; the realtime path and pokes go through it.
     pub bus: inside_bus::Bus,
     pub hub: crate::realtime::SessionHub,
+    /// Sessions' status and members, cached for the realtime path (shared with the embedded
+    /// pipeline).
+    pub sessions: inside_workers::SessionDirectory,
+    /// Copies live data to the research subjects while every member agreed.
+    pub research: crate::realtime::ResearchGate,
     pub metrics: PrometheusHandle,
     pub speaker: Option<Arc<inside_engine::speech::SpeakerModel>>,
 }
@@ -75,6 +80,8 @@ impl AppState {
         };
         let nats = bus.nats().cloned();
         let hub = crate::realtime::SessionHub::new(bus.clone());
+        let sessions = inside_workers::SessionDirectory::new(store.clone());
+        let research = crate::realtime::ResearchGate::new(bus.clone(), sessions.clone());
         let secret = secret_key(&settings)?;
         let keys = TokenKeys::new(
             &secret,
@@ -103,6 +110,8 @@ impl AppState {
             nats,
             bus,
             hub,
+            sessions,
+            research,
             metrics: crate::telemetry::metrics_handle(),
             speaker: load_speaker(&settings_model_dir),
         })))

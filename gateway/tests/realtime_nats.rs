@@ -267,16 +267,27 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
     let left: Vec<_> = uploads.list().await.unwrap().collect().await;
     assert!(left.is_empty(), "uploads left behind: {}", left.len());
 
+    // Both agree to research use, so researchers get copies of the session's data.
+    for u in [&a, &b] {
+        let (s, body) = g
+            .put(
+                &format!("/v1/relationships/{rid}/research/{}", uid(u)),
+                Some(token(u)),
+                json!({"status": "granted"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+    }
     let sid = g.start_session(&a, &rid).await;
     // A researcher listens to the session's audio segments and speaker events.
     let prefix = g.env["NATS_SUBJECT_PREFIX"].clone();
     let researcher = async_nats::connect(NATS).await.unwrap();
     let mut audio_tap = researcher
-        .subscribe(format!("{prefix}.v1.audio.{sid}.>"))
+        .subscribe(format!("{prefix}.v1.research.audio.{sid}.>"))
         .await
         .unwrap();
     let mut speaker_tap = researcher
-        .subscribe(format!("{prefix}.v1.speakers.{sid}"))
+        .subscribe(format!("{prefix}.v1.research.speakers.{sid}"))
         .await
         .unwrap();
     researcher.flush().await.unwrap();
@@ -349,7 +360,7 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
     assert_eq!(tapped["user_id"], uid(&a), "{tapped}");
 
     let mut kinds = std::collections::HashMap::<String, Value>::new();
-    while !["state", "frame", "audio", "speaker"]
+    while !["frame", "audio", "speaker"]
         .iter()
         .all(|k| kinds.contains_key(*k))
     {

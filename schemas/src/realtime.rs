@@ -18,6 +18,20 @@ pub struct FeatureFrame {
     pub seq: Option<i64>,
 }
 
+impl FeatureFrame {
+    /// The ranges API.md gives: `speaking_rate` finite and ≥ 0, `overlap_ratio` in 0..=1. The
+    /// gateway checks them on the socket; a worker checks them again on the bus.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if !self.speaking_rate.is_finite() || self.speaking_rate < 0.0 {
+            return Err("speaking_rate must be a finite number >= 0");
+        }
+        if !self.overlap_ratio.is_finite() || !(0.0..=1.0).contains(&self.overlap_ratio) {
+            return Err("overlap_ratio must be between 0 and 1");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -129,6 +129,10 @@ pub struct Member {
     pub email: String,
     pub name: Option<String>,
     pub consent: ConsentStatus,
+    /// Whether this member agreed that researchers may receive the live data of the
+    /// relationship's sessions (`pending` until they decide; off unless `granted`). Research
+    /// copies are published only while every member has granted both this and `consent`.
+    pub research_consent: ConsentStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

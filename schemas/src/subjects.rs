@@ -1,4 +1,6 @@
-//! NATS subject names. Versioned and stable: researchers subscribe to them.
+//! NATS subject names. Versioned and stable. Internal subjects (`{prefix}.v1.frames.…`, …)
+//! carry the realtime path between gateways and workers; researchers read only the copies under
+//! `{prefix}.v1.research.…`, published while every member of the session agreed to research use.
 //! A prefix other than `inside` lets tests share one NATS server.
 
 use uuid::Uuid;
@@ -29,7 +31,7 @@ impl Subjects {
         format!("{}.v1.frames.{sid}.{uid}", self.prefix)
     }
 
-    /// Every member's frames of one session (researchers' tap).
+    /// Every member's frames of one session (internal).
     pub fn session_frames(&self, sid: Uuid) -> String {
         format!("{}.v1.frames.{sid}.*", self.prefix)
     }
@@ -42,7 +44,7 @@ impl Subjects {
         format!("{}.v1.audio.{sid}.{uid}", self.prefix)
     }
 
-    /// Every member's audio segments of one session (researchers' tap).
+    /// Every member's audio segments of one session (internal).
     pub fn session_audio(&self, sid: Uuid) -> String {
         format!("{}.v1.audio.{sid}.*", self.prefix)
     }
@@ -69,6 +71,39 @@ impl Subjects {
 
     pub fn pokes(&self, uid: Uuid) -> String {
         format!("{}.v1.pokes.{uid}", self.prefix)
+    }
+
+    /// A copy of `frames(sid, uid)` for researchers, published only while every member of
+    /// the session has granted research use. Research subjects live under
+    /// `{prefix}.v1.research.`, apart from the internal ones, so one permission
+    /// (`*.v1.research.>`) lets a researcher read them and nothing else.
+    pub fn research_frames(&self, sid: Uuid, uid: Uuid) -> String {
+        format!("{}.v1.research.frames.{sid}.{uid}", self.prefix)
+    }
+
+    /// A copy of `audio(sid, uid)` for researchers (same rule as [`Self::research_frames`]).
+    pub fn research_audio(&self, sid: Uuid, uid: Uuid) -> String {
+        format!("{}.v1.research.audio.{sid}.{uid}", self.prefix)
+    }
+
+    /// A copy of `speakers(sid)` for researchers (same rule as [`Self::research_frames`]).
+    pub fn research_speakers(&self, sid: Uuid) -> String {
+        format!("{}.v1.research.speakers.{sid}", self.prefix)
+    }
+
+    /// Every member's research frames of one session (researchers' tap).
+    pub fn research_session_frames(&self, sid: Uuid) -> String {
+        format!("{}.v1.research.frames.{sid}.*", self.prefix)
+    }
+
+    /// Every member's research audio segments of one session (researchers' tap).
+    pub fn research_session_audio(&self, sid: Uuid) -> String {
+        format!("{}.v1.research.audio.{sid}.*", self.prefix)
+    }
+
+    /// Everything published for researchers, every session.
+    pub fn all_research(&self) -> String {
+        format!("{}.v1.research.>", self.prefix)
     }
 
     pub fn embed(&self) -> String {
@@ -112,5 +147,32 @@ mod tests {
         assert_eq!(s.embed(), "inside.v1.embed");
         assert_eq!(s.report_jobs(), "inside.v1.jobs.report");
         assert_eq!(s.jobs_stream(), "INSIDE_JOBS");
+    }
+
+    #[test]
+    fn research_subjects_are_apart_from_the_internal_ones() {
+        let s = Subjects::default();
+        let (sid, uid) = (Uuid::nil(), Uuid::max());
+        assert_eq!(
+            s.research_frames(sid, uid),
+            format!("inside.v1.research.frames.{sid}.{uid}")
+        );
+        assert_eq!(
+            s.research_audio(sid, uid),
+            format!("inside.v1.research.audio.{sid}.{uid}")
+        );
+        assert_eq!(
+            s.research_speakers(sid),
+            format!("inside.v1.research.speakers.{sid}")
+        );
+        assert_eq!(
+            s.research_session_frames(sid),
+            format!("inside.v1.research.frames.{sid}.*")
+        );
+        assert_eq!(s.all_research(), "inside.v1.research.>");
+        // the internal wildcards the pipeline subscribes to do not see research copies
+        for internal in [s.all_frames(), s.all_audio()] {
+            assert!(!internal.starts_with("inside.v1.research"));
+        }
     }
 }

@@ -77,20 +77,64 @@ impl PackedRow<'_> {
     }
 }
 
+/// What [`Store::append_events`] did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Appended {
+    pub stored: usize,
+    /// Events of rows the database refused (an unknown or deleted session), dropped so the
+    /// rest of the batch is kept.
+    pub dropped: usize,
+}
+
 impl Store {
     /// Appends events, packed a row per (session, user), in multi-row INSERTs inside one
     /// transaction. SQLite's parser matches `$N` names pairwise, so a 500-row statement cost
     /// more to prepare than to run (re-prepared for every batch size): on SQLite the chunks are
     /// at most 32 rows, whose few statement shapes stay in the statement cache.
-    pub async fn append_events(&self, events: &[SessionEvent]) -> Result<()> {
+    ///
+    /// One refused row (an event for a session that does not exist, or was deleted meanwhile:
+    /// the foreign key) would roll back everyone's events of the batch, so a failed batch is
+    /// written again a row at a time and only the rows refused again are dropped. An error is
+    /// returned only when nothing could be stored.
+    pub async fn append_events(&self, events: &[SessionEvent]) -> Result<Appended> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(Appended::default());
         }
+        let rows = pack(events);
+        let batch_error = match self.insert_rows(&rows).await {
+            Ok(()) => {
+                return Ok(Appended {
+                    stored: events.len(),
+                    dropped: 0,
+                })
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(rows = rows.len(), error = %batch_error, "an event batch was refused; writing it a row at a time");
+        let mut done = Appended::default();
+        let mut last_error = batch_error;
+        for row in &rows {
+            match self.insert_rows(std::slice::from_ref(row)).await {
+                Ok(()) => done.stored += row.events.len(),
+                Err(e) => {
+                    done.dropped += row.events.len();
+                    tracing::warn!(session_id = %row.session_id, events = row.events.len(), error = %e, "session events refused; dropped");
+                    last_error = e;
+                }
+            }
+        }
+        if done.stored == 0 {
+            return Err(last_error);
+        }
+        Ok(done)
+    }
+
+    /// The rows in one transaction.
+    async fn insert_rows(&self, rows: &[PackedRow<'_>]) -> Result<()> {
         let per_statement = match self.backend() {
             Backend::Sqlite => SQLITE_BATCH_ROWS,
             Backend::Postgres => BATCH_ROWS,
         };
-        let rows = pack(events);
         let mut tx = self.pool().begin().await?;
         for chunk in rows.chunks(per_statement) {
             let sql = insert_sql(chunk.len());

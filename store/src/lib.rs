@@ -3,6 +3,7 @@
 //! job queue; and the rate limiter (Redis or in-memory). No SQL lives outside
 //! this crate.
 
+pub mod access;
 mod error;
 pub mod events;
 pub mod jobs;

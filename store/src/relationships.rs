@@ -11,7 +11,8 @@ use uuid::Uuid;
 use crate::time::{enum_from_db, enum_to_db, from_micros, parse_uuid};
 use crate::{now_micros, Result, Store, StoreError};
 
-const MEMBERS: &str = "SELECT m.relationship_id, m.email, m.user_id, m.consent, u.name \
+const MEMBERS: &str =
+    "SELECT m.relationship_id, m.email, m.user_id, m.consent, m.research_consent, u.name \
      FROM relationship_members m LEFT JOIN users u ON u.id = m.user_id";
 
 impl Store {
@@ -158,6 +159,25 @@ impl Store {
         }
         self.relationship(rid).await
     }
+
+    /// Sets `user`'s research use of relationship `rid`; `NotFound` when they are not a member.
+    pub async fn set_research_consent(
+        &self,
+        rid: Uuid,
+        user: Uuid,
+        research: ConsentStatus,
+    ) -> Result<Relationship> {
+        let done = sqlx::query("UPDATE relationship_members SET research_consent = $1 WHERE relationship_id = $2 AND user_id = $3")
+            .bind(enum_to_db(&research))
+            .bind(rid.to_string())
+            .bind(user.to_string())
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.relationship(rid).await
+    }
 }
 
 fn member_from(row: &sqlx::any::AnyRow) -> Result<(Uuid, Member)> {
@@ -170,6 +190,7 @@ fn member_from(row: &sqlx::any::AnyRow) -> Result<(Uuid, Member)> {
             email: row.try_get("email")?,
             name: row.try_get("name")?,
             consent: enum_from_db(row.try_get::<&str, _>("consent")?)?,
+            research_consent: enum_from_db(row.try_get::<&str, _>("research_consent")?)?,
         },
     ))
 }

@@ -2,10 +2,12 @@
 //! runs the analysis pipeline in the queue group `workers`. The embedded
 //! default runs the same code inside the gateway process.
 
+pub mod directory;
 pub mod embed;
 pub mod ops;
 pub mod pipeline;
 pub mod reports;
 pub mod tap;
 
+pub use directory::SessionDirectory;
 pub use reports::{write_report, ReportJobs};

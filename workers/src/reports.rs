@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use inside_store::{jobs::Job, Store};
+use inside_schemas::SessionStatus;
+use inside_store::{jobs::Job, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -38,6 +39,17 @@ pub async fn write_report(store: &Store, sid: Uuid) -> anyhow::Result<()> {
     store.store_report(&report).await?;
     metrics::counter!("inside_reports_written_total").increment(1);
     Ok(())
+}
+
+/// Why a report job must not run, if it must not: only a session that exists and is being
+/// finalized gets a report (a job for any other is a forgery or a leftover).
+pub async fn job_refusal(store: &Store, sid: Uuid) -> Result<Option<&'static str>, StoreError> {
+    match store.session(sid).await {
+        Ok(s) if s.status == SessionStatus::Finalizing => Ok(None),
+        Ok(_) => Ok(Some("session_not_finalizing")),
+        Err(StoreError::NotFound) => Ok(Some("unknown_session")),
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs report jobs from the database queue until cancelled.
@@ -93,6 +105,14 @@ impl ReportJobs {
         let span = tracing::info_span!("report_job", sid = %job.session_id, attempt = job.attempts);
         let _enter = span.enter();
         let started = std::time::Instant::now();
+        if let Ok(Some(reason)) = job_refusal(&self.store, job.session_id).await {
+            inside_bus::inbound::reject("jobs", reason, Some(job.session_id));
+            metrics::counter!("inside_jobs_total", "outcome" => "refused").increment(1);
+            if let Err(e) = self.store.fail_job(job.id, reason, None).await {
+                tracing::warn!(error = %e, "recording the job outcome failed");
+            }
+            return;
+        }
         let outcome = write_report(&self.store, job.session_id).await;
         let result = match outcome {
             Ok(()) => {

@@ -1,8 +1,10 @@
 //! `worker tap --session <sid>`: a researcher's live view of one session.
-//! Subscribes (plainly, taking no work from the queue group) to the session's
-//! frames, nudges, speaker events, presence and audio segments, and prints
-//! each as one JSON line: `{"at_us", "kind", "user_id", "payload"}`. Audio
-//! segments print their header metadata and size, not the samples.
+//! Subscribes to the session's research subjects (`inside.v1.research.frames|audio|speakers`),
+//! which carry copies of its frames, audio segments and speaker events only while every member
+//! agreed to research use; the internal subjects are not for researchers (the reference NATS
+//! configuration lets a researcher read `*.v1.research.>` and nothing else). Prints each
+//! message as one JSON line: `{"at_us", "kind", "user_id", "payload"}`. Audio segments print
+//! their header metadata and size, not the samples.
 
 use futures::stream::{select_all, StreamExt};
 use inside_bus::{last_uuid, sid_uid, Bus, BusMessage};
@@ -18,16 +20,15 @@ pub struct SessionTap {
     subs: Vec<inside_bus::Subscription>,
 }
 
-/// Subscribes to everything of session `sid`; events published after this returns are seen.
+/// Subscribes to the research copies of session `sid`; events published after this returns
+/// are seen.
 pub async fn subscribe(bus: &Bus, sid: Uuid) -> Result<SessionTap, inside_bus::BusError> {
     let s = bus.subjects();
     let mut subs = Vec::new();
     for subject in [
-        s.session_frames(sid),
-        s.session_nudges(sid),
-        s.speakers(sid),
-        s.state(sid),
-        s.session_audio(sid),
+        s.research_session_frames(sid),
+        s.research_speakers(sid),
+        s.research_session_audio(sid),
     ] {
         subs.push(bus.subscribe(subject).await?);
     }
@@ -55,7 +56,7 @@ impl SessionTap {
 
 /// One message as a JSON line.
 pub fn render(bus: &Bus, msg: &BusMessage) -> Value {
-    let prefix = format!("{}.v1.", bus.subjects().prefix());
+    let prefix = format!("{}.v1.research.", bus.subjects().prefix());
     let kind = msg
         .subject
         .strip_prefix(&prefix)
@@ -63,10 +64,8 @@ pub fn render(bus: &Bus, msg: &BusMessage) -> Value {
         .unwrap_or("unknown");
     let (kind, user_id) = match kind {
         "frames" => ("frame", sid_uid(&msg.subject).map(|(_, u)| u)),
-        "nudges" => ("nudge", sid_uid(&msg.subject).map(|(_, u)| u)),
         "audio" => ("audio", sid_uid(&msg.subject).map(|(_, u)| u)),
         "speakers" => ("speaker", None),
-        "state" => ("state", None),
         _ => ("unknown", last_uuid(&msg.subject)),
     };
     let payload = if kind == "audio" {

@@ -2,7 +2,8 @@
 //! frames are decoded and cut into ~1.5 s segments of 16 kHz mono on a
 //! blocking thread (decoding is CPU work and symphonia reads synchronously),
 //! and each segment is published on `inside.v1.audio.<sid>.<uid>` as f32le
-//! with its seq, stream times and cut time in headers.
+//! with its seq, stream times and cut time in headers (and copied to the research subject when
+//! the session's members all agreed, see [`ResearchGate`]).
 
 use std::io::Read;
 
@@ -19,6 +20,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::protocol::{self, AudioStart, BadMessage};
+use super::research::ResearchGate;
 use super::send_queue::{Outbound, SendQueue};
 
 /// Chunks queued for the decoder before the socket's reader waits (TCP backpressure).
@@ -39,6 +41,7 @@ impl AudioUplink {
         params: AudioStart,
         max_seconds: f64,
         replies: SendQueue,
+        research: ResearchGate,
     ) -> Self {
         let (chunks, rx) = mpsc::channel(CHUNK_QUEUE);
         let runtime = tokio::runtime::Handle::current();
@@ -49,6 +52,7 @@ impl AudioUplink {
                 uid,
                 codec: params.codec,
                 runtime,
+                research,
             };
             let outcome = decode(rx, params, max_seconds, &publisher);
             metrics::counter!("inside_audio_streams_total", "outcome" => if outcome.is_ok() { "ok" } else { "error" }).increment(1);
@@ -77,6 +81,7 @@ struct SegmentPublisher {
     uid: Uuid,
     codec: Codec,
     runtime: tokio::runtime::Handle,
+    research: ResearchGate,
 }
 
 impl SegmentPublisher {
@@ -91,11 +96,15 @@ impl SegmentPublisher {
         let payload: Vec<u8> = seg.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
         let subject = self.bus.subjects().audio(self.sid, self.uid);
         let headers = header_map(&meta.to_headers());
-        let sent = self.runtime.block_on(self.bus.publish_with_headers(
-            subject,
-            headers,
-            payload.into(),
-        ));
+        let payload = Bytes::from(payload);
+        let sent = self.runtime.block_on(async {
+            self.research
+                .copy_audio(self.sid, self.uid, &headers, &payload)
+                .await;
+            self.bus
+                .publish_with_headers(subject, headers, payload)
+                .await
+        });
         match sent {
             Ok(()) => {
                 metrics::counter!("inside_audio_segments_published_total").increment(1);

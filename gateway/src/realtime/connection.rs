@@ -158,6 +158,8 @@ impl Connection {
                     match protocol::parse(text.as_str()) {
                         Ok(ClientMessage::FeatureFrame(_, raw)) => {
                             let payload = Bytes::copy_from_slice(raw.as_bytes());
+                            Box::pin(self.state.research.copy_frame(self.sid, self.uid, &payload))
+                                .await;
                             // boxed, as the awaits below: every await's future is part of
                             // the connection task, which every idle socket holds
                             let publish = Box::pin(bus.publish(frames_subject.clone(), payload));
@@ -187,6 +189,7 @@ impl Connection {
                                     params,
                                     self.state.settings.max_audio_seconds,
                                     queue.clone(),
+                                    self.state.research.clone(),
                                 ));
                                 Ok(())
                             }

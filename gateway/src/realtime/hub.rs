@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
-use inside_bus::{Bus, BusError, BusMessage, StateEvent};
+use inside_bus::{Bus, BusError, BusMessage};
 use inside_schemas::SessionState;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::inbound;
 use super::presence;
 use super::protocol;
 
@@ -258,9 +259,19 @@ async fn route_task(hub: Weak<HubInner>, route: Route, ready: watch::Sender<bool
 }
 
 async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
-    let Ok(payload) = std::str::from_utf8(&msg.payload) else {
-        return;
+    // nothing from the bus reaches a phone, or closes a socket, before it is checked
+    let (kind, sid) = match route {
+        Route::Nudges(sid, _) => (inbound::Kind::Nudges, Some(sid)),
+        Route::Speakers(sid) => (inbound::Kind::Speakers, Some(sid)),
+        Route::Pokes(_) => (inbound::Kind::Pokes, None),
+        Route::State(sid) => (inbound::Kind::State, Some(sid)),
     };
+    let (payload, event) = match inbound::accept(kind, sid, &msg.payload) {
+        Some(inbound::Accepted::Json(json)) => (json, None),
+        Some(inbound::Accepted::State(event)) => (String::new(), Some(event)),
+        None => return,
+    };
+    let payload = payload.as_str();
     match route {
         Route::Nudges(sid, uid) => {
             metrics::counter!("inside_nudges_delivered_total").increment(1);
@@ -289,10 +300,11 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
                 }
             }
         }
-        Route::State(sid) => match serde_json::from_str::<StateEvent>(payload) {
-            Ok(event) => Box::pin(presence::on_event(hub, sid, event)).await,
-            Err(e) => tracing::debug!(%sid, error = %e, "unknown state event ignored"),
-        },
+        Route::State(sid) => {
+            if let Some(event) = event {
+                Box::pin(presence::on_event(hub, sid, event)).await;
+            }
+        }
     }
 }
 

@@ -6,8 +6,10 @@ mod audio;
 mod budget;
 mod connection;
 pub mod hub;
+mod inbound;
 mod presence;
 pub mod protocol;
+pub mod research;
 mod send_queue;
 mod upgrade;
 
@@ -16,6 +18,7 @@ use axum::Router;
 
 pub use hub::SessionHub;
 pub use presence::CLOSE_FINALIZED;
+pub use research::ResearchGate;
 
 use crate::state::AppState;
 

@@ -1,4 +1,4 @@
-//! `/v1/relationships`: create (and invite), list, consent.
+//! `/v1/relationships`: create (and invite), list, consent, research consent.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,6 +18,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/relationships", get(list).post(create))
         .route("/v1/relationships/{rid}/consent/{uid}", put(set_consent))
+        .route(
+            "/v1/relationships/{rid}/research/{uid}",
+            put(set_research_consent),
+        )
 }
 
 #[utoipa::path(post, path = "/v1/relationships", tag = "relationships", security(("bearer" = [])), request_body = CreateRelationship,
@@ -88,7 +92,38 @@ pub async fn set_consent(
             "only a member may change their own consent".into(),
         ));
     }
-    Ok(Json(
-        state.store.set_consent(rid, uid, req.status.into()).await?,
-    ))
+    let rel = state.store.set_consent(rid, uid, req.status.into()).await?;
+    state.research.forget_relationship(rid);
+    Ok(Json(rel))
+}
+
+#[utoipa::path(put, path = "/v1/relationships/{rid}/research/{uid}", tag = "relationships", security(("bearer" = [])),
+    params(("rid" = Uuid, Path), ("uid" = Uuid, Path)), request_body = ConsentUpdate,
+    description = "Sets the member's research use (`research_consent`, `pending` until decided). A session's frames, \
+        audio segments and speaker events are copied to the research subjects (`inside.v1.research.…`) only while every \
+        member has granted both consent and research use; revoking stops the copies (on another gateway within 2 s).",
+    responses((status = 200, body = Relationship), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "only a member may change their own research use", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_research_consent(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((rid, uid)): Path<(Uuid, Uuid)>,
+    Json(req): Json<ConsentUpdate>,
+) -> ApiResult<Json<Relationship>> {
+    require_member(&state, rid, user.id).await?;
+    if uid != user.id {
+        return Err(ApiError::Forbidden(
+            "forbidden",
+            "only a member may change their own research use".into(),
+        ));
+    }
+    let rel = state
+        .store
+        .set_research_consent(rid, uid, req.status.into())
+        .await?;
+    // this gateway (and, embedded, the pipeline) decides from the new value at once
+    state.research.forget_relationship(rid);
+    tracing::info!(%rid, %uid, research = ?req.status, "research use changed");
+    Ok(Json(rel))
 }

@@ -1,10 +1,16 @@
-//! One consumer of feature frames: rules, nudge limit, publish, record.
+//! One consumer of feature frames: validation, rules, nudge limit, publish, record.
+//!
+//! Anyone who can publish on the bus could forge a frame, so each one is checked before it
+//! counts: sid and uid from the subject, the payload's size and shape, its numbers finite and
+//! in range, and (from the [`SessionDirectory`] cache, not a query per frame) the session
+//! active and the uid a member whose consent is granted.
 //!
 //! Frames are handled one after another on one subscription; a nudge whose limit check is a
 //! Redis round trip is delivered on a task of its own (at most `IN_FLIGHT` at once), so the
 //! frames behind it do not wait on the network.
 
 use futures::StreamExt;
+use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
 use inside_bus::{sid_uid, BusMessage, Subscription};
 use inside_engine::NudgePolicy;
 use inside_schemas::{EventBody, FeatureFrame};
@@ -14,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventWriter, NudgeDelivery};
+use crate::SessionDirectory;
 
 /// Nudge deliveries waiting on the limiter at once; past that the frame loop waits too.
 const IN_FLIGHT: usize = 256;
@@ -22,15 +29,22 @@ pub struct FrameConsumer {
     writer: EventWriter,
     delivery: NudgeDelivery,
     policy: NudgePolicy,
+    directory: SessionDirectory,
     in_flight: Arc<Semaphore>,
 }
 
 impl FrameConsumer {
-    pub fn new(writer: EventWriter, delivery: NudgeDelivery, policy: NudgePolicy) -> Self {
+    pub fn new(
+        writer: EventWriter,
+        delivery: NudgeDelivery,
+        policy: NudgePolicy,
+        directory: SessionDirectory,
+    ) -> Self {
         Self {
             writer,
             delivery,
             policy,
+            directory,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         }
     }
@@ -58,17 +72,34 @@ impl FrameConsumer {
     async fn handle(&self, msg: BusMessage) {
         metrics::counter!("inside_frames_received_total").increment(1);
         let Some((sid, uid)) = sid_uid(&msg.subject) else {
-            tracing::debug!(subject = %msg.subject, "frame on a subject without sid/uid");
+            reject("frames", "subject", None);
             return;
         };
+        if msg.payload.len() > MAX_JSON_PAYLOAD {
+            reject("frames", "too_large", Some(sid));
+            return;
+        }
         let frame: FeatureFrame = match serde_json::from_slice(&msg.payload) {
             Ok(f) => f,
-            Err(e) => {
+            Err(_) => {
                 metrics::counter!("inside_frames_invalid_total").increment(1);
-                tracing::debug!(%sid, error = %e, "undecodable frame dropped");
+                reject("frames", "malformed", Some(sid));
                 return;
             }
         };
+        if frame.check().is_err() {
+            metrics::counter!("inside_frames_invalid_total").increment(1);
+            reject("frames", "out_of_range", Some(sid));
+            return;
+        }
+        match self.directory.get(sid).await {
+            Some(access) if access.accepts_from(uid) => {}
+            Some(access) if !access.is_active() => {
+                return reject("frames", "session_not_active", Some(sid));
+            }
+            Some(_) => return reject("frames", "not_a_consenting_member", Some(sid)),
+            None => return reject("frames", "unknown_session", Some(sid)),
+        }
         // the nudge goes out before anything is recorded: the phone is waiting for it
         let sent = match self.policy.evaluate(&frame) {
             Some(nudge) if self.delivery.checks_remotely() => {

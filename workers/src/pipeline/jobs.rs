@@ -13,6 +13,7 @@ use inside_store::Store;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::reports::job_refusal;
 use crate::write_report;
 
 /// Durable consumer name shared by the fleet.
@@ -59,14 +60,31 @@ pub async fn run_report_jobs(
                 None => break,
             },
         };
-        let sid = std::str::from_utf8(&msg.payload)
-            .ok()
-            .and_then(|s| s.parse::<Uuid>().ok());
+        // a job is a session id, 36 bytes: anything longer is refused before parsing
+        let sid = (msg.payload.len() <= 64)
+            .then(|| std::str::from_utf8(&msg.payload).ok())
+            .flatten()
+            .and_then(|s| s.trim().parse::<Uuid>().ok());
         let Some(sid) = sid else {
-            tracing::warn!("report job without a session id; terminated");
+            inside_bus::inbound::reject("jobs", "malformed", None);
             let _ = msg.ack_with(AckKind::Term).await;
             continue;
         };
+        match job_refusal(&store, sid).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                // terminated, not retried: no redelivery makes a forged job valid
+                inside_bus::inbound::reject("jobs", reason, Some(sid));
+                metrics::counter!("inside_jobs_total", "outcome" => "refused").increment(1);
+                let _ = msg.ack_with(AckKind::Term).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(%sid, error = %e, "checking a report job's session failed; will be redelivered");
+                let _ = msg.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+                continue;
+            }
+        }
         let span = tracing::info_span!("report_job", %sid);
         let _enter = span.enter();
         let work = write_report(&store, sid);

@@ -31,6 +31,8 @@ use inside_store::Store;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::SessionDirectory;
+
 /// What the pipeline needs from the settings.
 #[derive(Clone)]
 pub struct PipelineConfig {
@@ -41,6 +43,9 @@ pub struct PipelineConfig {
     pub consumers: usize,
     /// The speaker model and its pool; `None`: no audio attribution here.
     pub speakers: Option<Arc<SpeakerAttribution>>,
+    /// Sessions' status and members, shared with the gateway in the embedded default so a
+    /// consent change made there applies here at once; `None`: the pipeline makes its own.
+    pub directory: Option<SessionDirectory>,
 }
 
 impl PipelineConfig {
@@ -54,7 +59,14 @@ impl PipelineConfig {
             nudge_window: settings.nudge_window(),
             consumers: consumers.max(1),
             speakers: None,
+            directory: None,
         }
+    }
+
+    /// Validates messages against `directory` (instead of a cache of the pipeline's own).
+    pub fn with_directory(mut self, directory: SessionDirectory) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     /// Attributes live audio with `model` (scores under `SPEAKER_MATCH_THRESHOLD` are nobody).
@@ -90,6 +102,10 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Result<Self, BusError> {
         let (writer, writer_task) = EventWriter::start(store.clone());
+        let directory = config
+            .directory
+            .clone()
+            .unwrap_or_else(|| SessionDirectory::new(store.clone()));
         let delivery = NudgeDelivery::new(
             bus.clone(),
             limiter.clone(),
@@ -101,7 +117,12 @@ impl Pipeline {
             let sub = bus
                 .queue_subscribe(bus.subjects().all_frames(), WORKERS)
                 .await?;
-            let consumer = FrameConsumer::new(writer.clone(), delivery.clone(), config.policy);
+            let consumer = FrameConsumer::new(
+                writer.clone(),
+                delivery.clone(),
+                config.policy,
+                directory.clone(),
+            );
             consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
         }
         if let Some(attribution) = &config.speakers {
@@ -116,6 +137,7 @@ impl Pipeline {
                 delivery.clone(),
                 config.policy,
                 attribution.clone(),
+                directory.clone(),
             );
             consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
             if !bus.is_local() {

@@ -2,13 +2,16 @@
 //! then fbank + ECAPA-TDNN on the speech segments, batched on a rayon pool
 //! sized to the cores; each embedding scored against the session members'
 //! voiceprints; `inside.v1.speakers.<sid>` out, recorded for the report, and
-//! the talk-time tally that drives `BALANCE_TALK_TIME`.
+//! the talk-time tally that drives `BALANCE_TALK_TIME`. A segment is attributed only when it
+//! is well formed and comes from a consenting member of an active session; the speaker event is
+//! copied to `inside.v1.research.speakers.<sid>` only while every member granted research use.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use inside_bus::inbound::{reject, MAX_AUDIO_PAYLOAD};
 use inside_bus::{sid_uid, Bus, BusMessage, Subscription};
 use inside_engine::speech::{best_match, SpeakerModel, Vad, VadConfig};
 use inside_engine::NudgePolicy;
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{EventWriter, NudgeDelivery};
+use crate::SessionDirectory;
 
 /// Segments embedded together at most: one GEMM per layer over all of them.
 const MAX_BATCH: usize = 16;
@@ -28,12 +32,16 @@ const MAX_BATCH: usize = 16;
 /// shows up within this).
 const PRINTS_TTL: Duration = Duration::from_secs(5);
 
+/// Longest segment accepted (stream times in its headers); segments are cut at about 1.5 s.
+const MAX_SEGMENT_MS: u64 = 10_000;
+
 /// A session's members and their voiceprint embeddings.
 type Voiceprints = Arc<Vec<(Uuid, Vec<f32>)>>;
 
 /// One segment on its way through.
 struct Pending {
     sid: Uuid,
+    uid: Uuid,
     meta: AudioSegmentMeta,
     samples: Vec<f32>,
 }
@@ -72,6 +80,7 @@ pub struct SpeakerConsumer {
     delivery: NudgeDelivery,
     policy: NudgePolicy,
     attribution: Arc<SpeakerAttribution>,
+    directory: SessionDirectory,
     prints: HashMap<Uuid, (Instant, Voiceprints)>,
 }
 
@@ -84,6 +93,7 @@ impl SpeakerConsumer {
         delivery: NudgeDelivery,
         policy: NudgePolicy,
         attribution: Arc<SpeakerAttribution>,
+        directory: SessionDirectory,
     ) -> Self {
         Self {
             bus,
@@ -93,6 +103,7 @@ impl SpeakerConsumer {
             delivery,
             policy,
             attribution,
+            directory,
             prints: HashMap::new(),
         }
     }
@@ -116,7 +127,17 @@ impl SpeakerConsumer {
     }
 
     async fn handle(&mut self, batch: Vec<BusMessage>) {
-        let pending: Vec<Pending> = batch.into_iter().filter_map(parse).collect();
+        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+        for seg in batch.into_iter().filter_map(parse) {
+            match self.directory.get(seg.sid).await {
+                Some(access) if access.accepts_from(seg.uid) => pending.push(seg),
+                Some(access) if !access.is_active() => {
+                    reject("audio", "session_not_active", Some(seg.sid))
+                }
+                Some(_) => reject("audio", "not_a_consenting_member", Some(seg.sid)),
+                None => reject("audio", "unknown_session", Some(seg.sid)),
+            }
+        }
         if pending.is_empty() {
             return;
         }
@@ -179,6 +200,17 @@ impl SpeakerConsumer {
         if let Err(e) = self.bus.publish_json(subject, &speaker).await {
             tracing::warn!(sid = %seg.sid, error = %e, "publishing a speaker event failed");
             return;
+        }
+        if self
+            .directory
+            .get(seg.sid)
+            .await
+            .is_some_and(|a| a.research_allowed())
+        {
+            let subject = self.bus.subjects().research_speakers(seg.sid);
+            if let Err(e) = self.bus.publish_json(subject, &speaker).await {
+                tracing::warn!(sid = %seg.sid, error = %e, "publishing a research speaker event failed");
+            }
         }
         if seg.meta.cut_at_us > 0 {
             let waited = now_us().saturating_sub(seg.meta.cut_at_us);
@@ -263,29 +295,40 @@ fn take_ready(sub: &mut Subscription, first: BusMessage) -> Vec<BusMessage> {
 }
 
 fn parse(msg: BusMessage) -> Option<Pending> {
-    let Some((sid, _uid)) = sid_uid(&msg.subject) else {
-        tracing::debug!(subject = %msg.subject, "audio on a subject without sid/uid");
+    let Some((sid, uid)) = sid_uid(&msg.subject) else {
+        reject("audio", "subject", None);
         return None;
     };
+    let invalid = |reason| {
+        metrics::counter!("inside_audio_segments_invalid_total").increment(1);
+        reject("audio", reason, Some(sid));
+        None
+    };
+    if msg.payload.len() > MAX_AUDIO_PAYLOAD {
+        return invalid("too_large");
+    }
     let Some(meta) = AudioSegmentMeta::from_headers(|h| msg.header(h)) else {
-        metrics::counter!("inside_audio_segments_invalid_total").increment(1);
-        tracing::debug!(%sid, "audio segment without its headers dropped");
-        return None;
+        return invalid("headers");
     };
+    if meta.end_ms < meta.start_ms || meta.end_ms - meta.start_ms > MAX_SEGMENT_MS {
+        return invalid("out_of_range");
+    }
     if !msg.payload.len().is_multiple_of(4) {
-        metrics::counter!("inside_audio_segments_invalid_total").increment(1);
-        return None;
+        return invalid("malformed");
     }
     let samples: Vec<f32> = msg
         .payload
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    // anyone may publish on the subject: NaN or inf would poison the whole batch's GEMMs
+    // NaN or inf would poison the whole batch's GEMMs
     if samples.iter().any(|s| !s.is_finite()) {
-        metrics::counter!("inside_audio_segments_invalid_total").increment(1);
-        tracing::debug!(%sid, "audio segment with non-finite samples dropped");
-        return None;
+        return invalid("out_of_range");
     }
-    Some(Pending { sid, meta, samples })
+    Some(Pending {
+        sid,
+        uid,
+        meta,
+        samples,
+    })
 }

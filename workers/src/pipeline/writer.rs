@@ -1,6 +1,7 @@
 //! Batched recording of session events: a bounded channel drained into
 //! `Store::append_events` ~20 ms after the first event of a batch, or at once when 8,192 wait,
-//! because one INSERT per frame would cap the pipeline at the commit rate.
+//! because one INSERT per frame would cap the pipeline at the commit rate. A batch holding an
+//! event the database refuses keeps the other sessions' events (see `Store::append_events`).
 
 use std::time::Duration;
 
@@ -74,7 +75,13 @@ async fn flush(store: &Store, batch: &mut Vec<SessionEvent>) {
         return;
     }
     match store.append_events(batch).await {
-        Ok(()) => metrics::counter!("inside_events_recorded_total").increment(batch.len() as u64),
+        Ok(done) => {
+            metrics::counter!("inside_events_recorded_total").increment(done.stored as u64);
+            if done.dropped > 0 {
+                // the store logged which sessions; the other sessions' events are kept
+                metrics::counter!("inside_events_dropped_total").increment(done.dropped as u64);
+            }
+        }
         Err(e) => {
             metrics::counter!("inside_events_lost_total").increment(batch.len() as u64);
             tracing::error!(events = batch.len(), error = %e, "recording session events failed");

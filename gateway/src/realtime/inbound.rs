@@ -1,0 +1,182 @@
+//! What the hub accepts from the bus before a phone sees it. Nudges, speaker events and pokes
+//! are shown on a user's screen and state events close sockets, so each is parsed strictly
+//! (its schema type, no unknown fields kept, size capped, numbers and texts in range) and
+//! re-encoded from the parsed value; anything else is dropped, counted in
+//! `inside_bus_rejected_total{subject_kind,reason}` and logged without its payload.
+
+use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
+use inside_bus::StateEvent;
+use inside_schemas::{Nudge, Poke, SpeakerSegment};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+/// Longest nudge text accepted (the engine's are one short sentence).
+const MAX_NUDGE_MESSAGE: usize = 500;
+/// Longest poke message (the REST route allows 500 characters).
+const MAX_POKE_MESSAGE: usize = 500;
+/// Participants one gateway may announce for a session.
+const MAX_PARTICIPANTS: usize = 1_000;
+
+/// The subject kinds the hub reads, as the metric labels them.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kind {
+    Nudges,
+    Speakers,
+    Pokes,
+    State,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Nudges => "nudges",
+            Kind::Speakers => "speakers",
+            Kind::Pokes => "pokes",
+            Kind::State => "state",
+        }
+    }
+}
+
+/// A message that passed: the JSON to splice into a server message, or a state event.
+pub(super) enum Accepted {
+    Json(String),
+    State(StateEvent),
+}
+
+/// Checks a message the hub received for `sid` (`None` on a user's poke subject).
+pub(super) fn accept(kind: Kind, sid: Option<Uuid>, payload: &[u8]) -> Option<Accepted> {
+    match check(kind, payload) {
+        Ok(accepted) => Some(accepted),
+        Err(reason) => {
+            reject(kind.label(), reason, sid);
+            None
+        }
+    }
+}
+
+fn check(kind: Kind, payload: &[u8]) -> Result<Accepted, &'static str> {
+    if payload.len() > MAX_JSON_PAYLOAD {
+        return Err("too_large");
+    }
+    match kind {
+        Kind::Nudges => {
+            let n: Nudge = parse(payload)?;
+            if !(1..=3).contains(&n.intensity) {
+                return Err("out_of_range");
+            }
+            text_ok(&n.message, MAX_NUDGE_MESSAGE, false)?;
+            encode(&n)
+        }
+        Kind::Speakers => {
+            let s: SpeakerSegment = parse(payload)?;
+            if !s.score.is_finite()
+                || !(-1.0..=1.0).contains(&s.score)
+                || s.start_ms < 0
+                || s.end_ms < s.start_ms
+            {
+                return Err("out_of_range");
+            }
+            encode(&s)
+        }
+        Kind::Pokes => {
+            let p: Poke = parse(payload)?;
+            if let Some(m) = &p.message {
+                text_ok(m, MAX_POKE_MESSAGE, true)?;
+            }
+            encode(&p)
+        }
+        Kind::State => {
+            let e: StateEvent = parse(payload)?;
+            if let StateEvent::Presence { participants, .. } = &e {
+                if participants.len() > MAX_PARTICIPANTS {
+                    return Err("out_of_range");
+                }
+            }
+            Ok(Accepted::State(e))
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, &'static str> {
+    serde_json::from_slice(payload).map_err(|_| "malformed")
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Accepted, &'static str> {
+    serde_json::to_string(value)
+        .map(Accepted::Json)
+        .map_err(|_| "malformed")
+}
+
+/// At most `max` characters, no control characters (line breaks only where `lines`).
+fn text_ok(text: &str, max: usize, lines: bool) -> Result<(), &'static str> {
+    if text.chars().count() > max {
+        return Err("too_large");
+    }
+    let bad = |c: char| c.is_control() && !(lines && (c == '\n' || c == '\t'));
+    if text.chars().any(bad) {
+        return Err("control_characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(kind: Kind, payload: &str) -> &'static str {
+        match check(kind, payload.as_bytes()) {
+            Ok(_) => "accepted",
+            Err(r) => r,
+        }
+    }
+
+    #[test]
+    fn a_well_formed_nudge_is_re_encoded_without_unknown_fields() {
+        let forged = r#"{"nudge_type":"SLOW_DOWN","intensity":2,"message":"Try slowing down","frame_seq":1,"frame_timestamp_ms":5,"html":"<b>x</b>"}"#;
+        match check(Kind::Nudges, forged.as_bytes()) {
+            Ok(Accepted::Json(json)) => assert!(!json.contains("html"), "{json}"),
+            _ => panic!("a valid nudge was refused"),
+        }
+    }
+
+    #[test]
+    fn malformed_oversized_and_out_of_range_messages_are_refused() {
+        assert_eq!(reason(Kind::Nudges, "not json"), "malformed");
+        assert_eq!(
+            reason(
+                Kind::Nudges,
+                r#"{"nudge_type":"PAY_NOW","intensity":1,"message":"x","frame_seq":null,"frame_timestamp_ms":null}"#
+            ),
+            "malformed"
+        );
+        assert_eq!(
+            reason(
+                Kind::Nudges,
+                r#"{"nudge_type":"SLOW_DOWN","intensity":9,"message":"x","frame_seq":null,"frame_timestamp_ms":null}"#
+            ),
+            "out_of_range"
+        );
+        assert_eq!(
+            reason(Kind::Nudges, "{\"nudge_type\":\"SLOW_DOWN\",\"intensity\":1,\"message\":\"a\\u001bb\",\"frame_seq\":null,\"frame_timestamp_ms\":null}"),
+            "control_characters"
+        );
+        let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_JSON_PAYLOAD));
+        assert_eq!(reason(Kind::State, &huge), "too_large");
+        assert_eq!(
+            reason(
+                Kind::Speakers,
+                r#"{"user_id":null,"score":7.0,"start_ms":0,"end_ms":1}"#
+            ),
+            "out_of_range"
+        );
+        assert_eq!(
+            reason(
+                Kind::Speakers,
+                r#"{"user_id":null,"score":0.5,"start_ms":0,"end_ms":1500}"#
+            ),
+            "accepted"
+        );
+        assert_eq!(reason(Kind::State, r#"{"event":"finalized"}"#), "accepted");
+        assert_eq!(reason(Kind::State, r#"{"event":"explode"}"#), "malformed");
+    }
+}
