@@ -19,6 +19,7 @@ pub use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 pub use inside_schemas::subjects::Subjects;
+pub use inside_settings::{NatsAuth, NatsOptions, NatsTls};
 
 pub use crate::events::StateEvent;
 pub use crate::local::LocalBus;
@@ -33,6 +34,8 @@ pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
 pub enum BusError {
     #[error("connecting to NATS: {0}")]
     Connect(#[from] async_nats::ConnectError),
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
     #[error("publishing to NATS: {0}")]
     Publish(#[from] async_nats::PublishError),
     #[error("subscribing on NATS: {0}")]
@@ -103,10 +106,22 @@ impl Bus {
         }
     }
 
-    /// Connects to NATS with sized subscription buffers and slow-consumer
-    /// events counted in `inside_bus_slow_consumer_total`.
+    /// Connects to NATS without credentials (a development server, tests); see
+    /// [`Bus::connect_nats_with`].
     pub async fn connect_nats(url: &str, name: &str, subjects: Subjects) -> Result<Self, BusError> {
-        let client = nats::connect(url, name).await?;
+        Self::connect_nats_with(url, name, &NatsOptions::default(), subjects).await
+    }
+
+    /// Connects to NATS as the identity of `options` (credentials, TLS), with sized
+    /// subscription buffers and slow-consumer events counted in
+    /// `inside_bus_slow_consumer_total`.
+    pub async fn connect_nats_with(
+        url: &str,
+        name: &str,
+        options: &NatsOptions,
+        subjects: Subjects,
+    ) -> Result<Self, BusError> {
+        let client = nats::connect(url, name, options).await?;
         Ok(Bus::Nats { client, subjects })
     }
 

@@ -66,8 +66,13 @@ impl AppState {
         let subjects = inside_bus::Subjects::new(settings.nats_subject_prefix.clone());
         let bus = match &settings.nats_url {
             Some(url) => {
-                let bus = inside_bus::Bus::connect_nats(url, "inside-gateway", subjects)
-                    .await
+                let bus = inside_bus::Bus::connect_nats_with(
+                    url,
+                    "inside-gateway",
+                    &settings.nats,
+                    subjects,
+                )
+                .await
                     .context("connecting to NATS (NATS_URL)")?;
                 if let Some(client) = bus.nats() {
                     inside_bus::jobs::ensure_stream(client, bus.subjects())

@@ -4,6 +4,7 @@
 //! defaults. Every value is validated here so a bad setting stops the process
 //! with a message that names it, instead of failing later mid-request.
 
+pub mod nats;
 mod parse;
 
 use std::collections::HashMap;
@@ -11,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use secrecy::{ExposeSecret, SecretString};
+
+pub use crate::nats::{ClientCert, NatsAuth, NatsOptions, NatsTls};
 
 use parse::Raw;
 
@@ -52,7 +55,10 @@ pub struct Settings {
     pub database_max_connections: u32,
     pub redis_url: Option<SecretString>,
     pub redis_queue_url: Option<SecretString>,
+    /// Without credentials: those given in it are in [`Settings::nats`].
     pub nats_url: Option<String>,
+    /// Credentials and TLS of the NATS connection.
+    pub nats: NatsOptions,
     /// Prefix of every NATS subject (`inside` in production; tests pick their own).
     pub nats_subject_prefix: String,
     /// `None`: generate one and keep it in the data directory (dev only).
@@ -108,6 +114,10 @@ impl Settings {
         let database_kind = parse::database_kind(&database_url)?;
         let debug = r.boolean("DEBUG", false)?;
         let secret_key = r.optional("SECRET_KEY");
+        let (nats_url, nats) = nats::load(
+            &r,
+            parse::url_opt(&r, "NATS_URL", &["nats", "tls", "ws", "wss"])?,
+        )?;
         let settings = Settings {
             app_name: r.string("APP_NAME", "Inside"),
             app_version: r.string("APP_VERSION", env!("CARGO_PKG_VERSION")),
@@ -127,7 +137,8 @@ impl Settings {
             redis_url: parse::url_opt(&r, "REDIS_URL", &["redis", "rediss"])?.map(Into::into),
             redis_queue_url: parse::url_opt(&r, "REDIS_QUEUE_URL", &["redis", "rediss"])?
                 .map(Into::into),
-            nats_url: parse::url_opt(&r, "NATS_URL", &["nats", "tls", "ws", "wss"])?,
+            nats_url,
+            nats,
             nats_subject_prefix: parse::subject_prefix(&r.string("NATS_SUBJECT_PREFIX", "inside"))?,
             secret_key: secret_key.clone().map(Into::into),
             algorithm: r.string("ALGORITHM", "HS256"),

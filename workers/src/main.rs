@@ -64,7 +64,7 @@ async fn run_fleet_member(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let subjects = inside_bus::Subjects::new(settings.nats_subject_prefix.clone());
-    let bus = inside_bus::Bus::connect_nats(url, "inside-worker", subjects.clone())
+    let bus = inside_bus::Bus::connect_nats_with(url, "inside-worker", &settings.nats, subjects.clone())
         .await
         .context("connecting to NATS (NATS_URL)")?;
     let limiter = match &settings.redis_url {
@@ -129,7 +129,7 @@ async fn run_tap(settings: &Settings, sid: uuid::Uuid) -> anyhow::Result<()> {
         .as_ref()
         .context("worker tap reads the live session from NATS: set NATS_URL")?;
     let subjects = inside_bus::Subjects::new(settings.nats_subject_prefix.clone());
-    let bus = inside_bus::Bus::connect_nats(url, "inside-tap", subjects)
+    let bus = inside_bus::Bus::connect_nats_with(url, "inside-tap", &settings.nats, subjects)
         .await
         .context("connecting to NATS (NATS_URL)")?;
     let tap = inside_workers::tap::subscribe(&bus, sid)

@@ -2,7 +2,9 @@
 //! two `worker` binaries share the queue group; one is killed with SIGKILL
 //! and every frame after it still yields its nudge; a report job in flight
 //! on a worker that is then killed is redelivered to another and the report
-//! is stored once.
+//! is stored once. NATS is a nats-server of the test's own running the shipped
+//! configuration (`deploy/nats/`): the workers connect as `worker`, the test
+//! plays the gateway as `gateway`, and the server refuses none of what they do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,10 +22,15 @@ use inside_store::Store;
 use uuid::Uuid;
 
 // the gateway tests' cleanup of what a test leaves on the shared services
+#[allow(dead_code)]
 #[path = "../../gateway/tests/common/scratch.rs"]
 mod scratch;
+// a nats-server of the test's own, with the shipped identities and permissions
+#[path = "../../gateway/tests/common/nats_server.rs"]
+mod nats_server;
 
-const NATS: &str = "nats://127.0.0.1:4222";
+use nats_server::{NatsServer, GATEWAY, WORKER};
+
 const REDIS: &str = "redis://127.0.0.1:6379";
 const T: Duration = Duration::from_secs(20);
 /// The durable consumer of report jobs (workers/src/pipeline/jobs.rs).
@@ -160,8 +167,9 @@ async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_
     let prefix = format!("t{}", Uuid::new_v4().simple());
     let subjects = Subjects::new(prefix.clone());
     // dropped last, after the workers: the database and stream go when the test ends
-    let (url, leftovers) = scratch::fresh_postgres("inside_fleet").await;
-    let _leftovers = leftovers.with_stream(NATS, subjects.jobs_stream());
+    let (url, _leftovers) = scratch::fresh_postgres("inside_fleet").await;
+    // its JetStream directory goes with it: no stream to clean up
+    let nats = NatsServer::shipped();
     let store = Store::connect(&url, 2, false).await.unwrap();
     store.migrate().await.unwrap();
     let a = store.create_user("a@fleet.test", "A", "x").await.unwrap();
@@ -176,9 +184,8 @@ async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_
         .await
         .unwrap();
     let sid = store.create_session(rel.id, a.id).await.unwrap().id;
-    let env = [
+    let mut env = vec![
         ("DATABASE_URL", url.clone()),
-        ("NATS_URL", NATS.to_string()),
         ("REDIS_URL", REDIS.to_string()),
         ("NATS_SUBJECT_PREFIX", prefix.clone()),
         (
@@ -190,8 +197,12 @@ async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_
         ("REPORT_JOB_ACK_WAIT_SECONDS", "2".to_string()),
         ("DATABASE_MAX_CONNECTIONS", "3".to_string()),
     ];
+    env.extend(nats.env(WORKER));
 
-    let nc = async_nats::connect(NATS).await.unwrap();
+    // the test publishes frames and report jobs and reads nudges as the gateway would
+    let nc = nats.connect(GATEWAY).await;
+    // ... and looks at the job consumer as a worker may
+    let worker_nc = nats.connect(WORKER).await;
     let mut nudges = nc
         .subscribe(format!("{prefix}.v1.nudges.{sid}.>"))
         .await
@@ -218,7 +229,7 @@ async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_
     inside_bus::jobs::publish_report_job(&nc, &subjects, sid)
         .await
         .unwrap();
-    let js = async_nats::jetstream::new(nc.clone());
+    let js = async_nats::jetstream::new(worker_nc.clone());
     let mut stream = js.get_stream(subjects.jobs_stream()).await.unwrap();
     let deadline = Instant::now() + T;
     while consumer(&stream)
@@ -272,5 +283,10 @@ async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_
         .await
         .unwrap();
     assert_eq!(reports, 1);
-    js.delete_stream(subjects.jobs_stream()).await.ok();
+    let refused = nats.violations();
+    assert!(
+        refused.is_empty(),
+        "the shipped NATS permissions refused what gateway and workers do:\n{}",
+        refused.join("\n")
+    );
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod audio;
+pub mod nats_server;
 pub mod process;
 pub mod scratch;
 pub mod ws;

@@ -1,0 +1,157 @@
+//! Gateways and a worker on a nats-server running the shipped configuration
+//! (`deploy/nats/nats-server.conf`): two `gateway` processes connect as `gateway`, the worker as
+//! `worker`, and a whole session works (enrolment through the uploads bucket, presence, frames
+//! to nudges, audio to speaker events, a poke across gateways, finalize, the JetStream report)
+//! without the server refusing anything either of them does: the permissions cover the code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::audio::{load_model, pcm, voice, wav};
+use common::nats_server::{NatsServer, GATEWAY, WORKER};
+use common::process::GatewayProcess;
+use common::ws::Ws;
+use common::*;
+use inside_bus::{Bus, Subjects};
+use inside_settings::{ExposeSecret, Settings};
+use inside_store::limiter::Limiter;
+use inside_store::Store;
+use inside_workers::pipeline::jobs::run_report_jobs;
+use inside_workers::pipeline::{Pipeline, PipelineConfig};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(10);
+
+fn uid(pair: &Value) -> &str {
+    pair["user"]["id"].as_str().unwrap()
+}
+
+/// A worker in this process, connected as the settings of `env` say (`worker`).
+async fn start_worker(env: &HashMap<String, String>, stop: CancellationToken) -> Pipeline {
+    let settings = Settings::from_map(env).unwrap();
+    let subjects = Subjects::new(settings.nats_subject_prefix.clone());
+    let bus = Bus::connect_nats_with(
+        settings.nats_url.as_deref().unwrap(),
+        "test-worker",
+        &settings.nats,
+        subjects.clone(),
+    )
+    .await
+    .unwrap();
+    let store = Store::connect(settings.database_url.expose_secret(), 3, false)
+        .await
+        .unwrap();
+    tokio::spawn(run_report_jobs(
+        bus.nats().unwrap().clone(),
+        subjects,
+        store.clone(),
+        Duration::from_secs(settings.report_job_ack_wait_s),
+        stop.clone(),
+    ));
+    let model = Some(std::sync::Arc::new(load_model()));
+    Pipeline::start(
+        bus,
+        Limiter::memory(),
+        store,
+        PipelineConfig::from_settings(&settings, 1)
+            .with_speaker_model(model, &settings)
+            .unwrap(),
+        stop,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_processes_and_a_worker_run_a_session_on_the_shipped_nats_configuration() {
+    let nats = NatsServer::shipped();
+    let mut extra: Vec<(&str, String)> = nats.env(GATEWAY);
+    extra.push(("SPEAKER_MATCH_THRESHOLD", "-1".into()));
+    extra.push(("NUDGE_RATE_LIMIT_SECONDS", "0".into()));
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // an in-process gateway (also as `gateway`) prepares database, users and session
+    let setup = spawn_app_with(Db::Postgres, &extra).await;
+    let (a, b, rid) = setup.couple().await;
+    let sid = setup.start_session(&a, &rid).await;
+    let (env, _data) = setup.stop().await;
+    let g1 = GatewayProcess::start(&env).await;
+    let g2 = GatewayProcess::start(&env).await;
+    let mut worker_env = env.clone();
+    worker_env.extend(
+        nats.env(WORKER)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v)),
+    );
+    let stop = CancellationToken::new();
+    let w = start_worker(&worker_env, stop.clone()).await;
+
+    // Enrolment: a request on `embed`, answered on an inbox; 40 s of WAV (1.3 MB) is over
+    // max_payload and travels through the uploads bucket.
+    for (pair, which, seconds) in [(&a, 0, 4.0), (&b, 1, 40.0)] {
+        let res = g1.put_voiceprint(pair, wav(&voice(which, seconds))).await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, 200, "{body}\n{}", nats.log());
+    }
+
+    // presence across gateways (state), a frame to a nudge (frames → worker → nudges)
+    let mut wa = Ws::connect(g1.addr, &sid, token(&a)).await;
+    let mut wb = Ws::connect(g2.addr, &sid, token(&b)).await;
+    wa.expect_participants(&[uid(&a), uid(&b)], T).await;
+    wb.expect_participants(&[uid(&a), uid(&b)], T).await;
+    wa.frame(6.0, 1).await;
+    let nudge = wa.expect("server.nudge", T).await;
+    assert_eq!(nudge["payload"]["frame_seq"], 1, "{nudge}");
+
+    // audio to a speaker event on both phones (audio → worker → speakers)
+    wa.send(
+        "client.audio_start",
+        json!({"codec": "pcm_s16le", "sample_rate": 16000, "channels": 1}),
+    )
+    .await;
+    for chunk in pcm(&voice(0, 3.0)).chunks(3200) {
+        wa.send_binary(chunk).await;
+    }
+    wa.send("client.audio_stop", json!({})).await;
+    for ws in [&mut wa, &mut wb] {
+        let ev = ws.expect("server.speaker", Duration::from_secs(20)).await;
+        assert_eq!(ev["payload"]["user_id"], uid(&a), "{ev}");
+    }
+
+    // a poke through gateway 1 reaches b on gateway 2 (pokes)
+    let (s, poke) = g1
+        .post(
+            "/v1/pokes",
+            Some(token(&a)),
+            json!({"relationship_id": rid, "kind": "hug"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{poke}");
+    assert_eq!(
+        wb.expect("server.poke", T).await["payload"]["id"],
+        poke["id"]
+    );
+
+    // finalize: `finalized` closes both gateways' sockets, the JetStream job writes the report
+    let (s, _) = g2.finalize(&sid, Some(token(&b))).await;
+    assert_eq!(s, 202);
+    assert_eq!(wa.close_code(T).await, Some(4409));
+    assert_eq!(wb.close_code(T).await, Some(4409));
+    let report = g1.wait_report(&sid, token(&a)).await;
+    assert!(report["frames"].as_u64().unwrap() >= 1, "{report}");
+
+    stop.cancel();
+    w.stopped().await;
+    let refused = nats.violations();
+    assert!(
+        refused.is_empty(),
+        "the shipped permissions refused what gateway and worker do:\n{}\n\ngateway 1:\n{}",
+        refused.join("\n"),
+        g1.log()
+    );
+}
