@@ -74,7 +74,13 @@ impl AppState {
             None => inside_bus::Bus::local(subjects),
         };
         let nats = bus.nats().cloned();
-        let hub = crate::realtime::SessionHub::new(bus.clone());
+        let hub = crate::realtime::SessionHub::new(
+            bus.clone(),
+            crate::realtime::caps::SocketLimits {
+                per_user: settings.websocket_max_sockets_per_user,
+                per_client: settings.websocket_max_sockets_per_client,
+            },
+        );
         let secret = secret_key(&settings)?;
         let keys = TokenKeys::new(
             &secret,

@@ -4,7 +4,9 @@
 
 mod audio;
 mod budget;
+pub mod caps;
 mod connection;
+mod consent;
 pub mod hub;
 mod presence;
 pub mod protocol;
@@ -15,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 
 pub use hub::SessionHub;
-pub use presence::CLOSE_FINALIZED;
+pub use presence::{CLOSE_FINALIZED, CLOSE_REVOKED};
 
 use crate::state::AppState;
 
