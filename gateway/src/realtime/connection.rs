@@ -172,7 +172,7 @@ impl Connection {
         while let Some(msg) = stream.next().await {
             let msg = match msg {
                 Ok(msg) => msg,
-                Err(e) if is_over_capacity(e) => {
+                Err(e) if is_over_capacity(&e) => {
                     metrics::counter!("inside_ws_oversized_closed_total").increment(1);
                     return Ending::Close(1009, "message over the size limit");
                 }
@@ -286,17 +286,18 @@ async fn feed(sink: &mut SplitSink<WebSocket, Message>, msg: Outbound) -> Option
 /// When a token expiring at `exp` (Unix seconds) runs out, on the runtime's clock.
 fn token_expiry(exp: i64) -> tokio::time::Instant {
     // bounded: our tokens live at most a day, and an Instant must not overflow
-    let left = exp
-        .saturating_sub(chrono::Utc::now().timestamp())
-        .clamp(0, 366 * 86_400);
-    tokio::time::Instant::now() + Duration::from_secs(left.unsigned_abs())
+    let left_ms = exp
+        .saturating_mul(1000)
+        .saturating_sub(chrono::Utc::now().timestamp_millis())
+        .clamp(0, 366 * 86_400_000);
+    tokio::time::Instant::now() + Duration::from_millis(left_ms.unsigned_abs())
 }
 
 /// Whether the socket failed on a message or frame over the size limit (answered with
 /// 1009), rather than the peer going away.
-fn is_over_capacity(e: axum::Error) -> bool {
-    e.into_inner()
-        .downcast_ref::<tungstenite::Error>()
+fn is_over_capacity(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 

@@ -403,3 +403,6 @@ fn member_sockets(st: &HubState, sid: Uuid, uid: Uuid) -> impl Iterator<Item = &
         .into_iter()
         .flatten()
 }
+
+#[cfg(test)]
+mod tests;
