@@ -33,10 +33,9 @@ async fn two_thousand_sockets_of_one_user_each_get_one_state_and_none_is_dropped
         // a broadcast per join would have queued up to 2,000 states on the early sockets
         // and dropped them as slow readers (256 queued)
         assert!(!m.kill.is_cancelled());
-        assert!(m.queue.len() <= 1, "{} queued", m.queue.len());
+        // its own state, and the first join's broadcast if it was already there
+        assert!((1..=2).contains(&m.queue.len()), "{} queued", m.queue.len());
     }
-    let total: usize = members.iter().map(|m| m.queue.len()).sum();
-    assert_eq!(total, 2_000);
     members.truncate(1);
     assert_eq!(hub.sockets(), 1);
     drop(members);
