@@ -1,6 +1,7 @@
 //! What travels on `inside.v1.state.<sid>`: presence announcements by which
 //! gateways learn each other's participants (so `server.session_state` lists
-//! everyone, whichever gateway they are on), and the finalize signal.
+//! everyone, whichever gateway they are on), the finalize signal, and the
+//! expulsion of a member whose consent or membership ended.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -18,4 +19,7 @@ pub enum StateEvent {
     },
     /// The session was finalized: sockets close with 4409.
     Finalized,
+    /// `user` withdrew consent, left the relationship or deleted their account: their
+    /// sockets of this session close with 4403, on every gateway.
+    MemberRevoked { user: Uuid },
 }

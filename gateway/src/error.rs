@@ -28,6 +28,9 @@ pub enum ApiError {
     Validation(String),
     #[error("too many requests")]
     RateLimited { retry_after_s: u64 },
+    /// 429 with its own code, for a limit on what is held open rather than a rate.
+    #[error("{1}")]
+    TooMany(&'static str, String),
     #[error("{1}")]
     Unavailable(&'static str, String),
     #[error("internal error: {0}")]
@@ -64,6 +67,7 @@ impl ApiError {
             }
             ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooMany(code, _) => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::Unavailable(code, _) => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }

@@ -10,14 +10,14 @@ pub mod mail;
 pub mod openapi;
 pub mod realtime;
 pub mod routes;
+mod server;
 pub mod state;
 pub mod telemetry;
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -92,22 +92,23 @@ pub async fn serve(
         );
     }
     tracing::info!(%addr, database = ?state.store.backend(), nats = state.nats.is_some(), redis = state.settings.redis_url.is_some(), "Inside gateway listening");
-    let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let token = shutdown.clone();
     let hub = state.hub.clone();
-    // Nudges are small and latency-bound: Nagle would hold one back behind an unacked one.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            token.cancelled().await;
+    let limits = server::ConnectionLimits {
+        header_read_timeout: Duration::from_secs_f64(state.settings.http_header_read_timeout),
+        idle_timeout: Duration::from_secs_f64(state.settings.http_idle_timeout),
+        per_client: state.settings.http_max_connections_per_client,
+    };
+    let draining = shutdown.child_token();
+    let closing = tokio::spawn({
+        let draining = draining.clone();
+        async move {
+            draining.cancelled().await;
             // Upgraded sockets are not requests: tell them to go.
             hub.close_all();
-        })
-        .await?;
+        }
+    });
+    server::serve_connections(listener, app(state.clone()), limits, draining).await;
+    let _ = closing.await;
     shutdown.cancel();
     for task in background {
         let _ = task.await;

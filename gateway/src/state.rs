@@ -84,7 +84,13 @@ impl AppState {
             None => inside_bus::Bus::local(subjects),
         };
         let nats = bus.nats().cloned();
-        let hub = crate::realtime::SessionHub::new(bus.clone());
+        let hub = crate::realtime::SessionHub::new(
+            bus.clone(),
+            crate::realtime::caps::SocketLimits {
+                per_user: settings.websocket_max_sockets_per_user,
+                per_client: settings.websocket_max_sockets_per_client,
+            },
+        );
         let sessions = inside_workers::SessionDirectory::new(store.clone());
         let research = crate::realtime::ResearchGate::new(bus.clone(), sessions.clone());
         let secret = secret_key(&settings)?;

@@ -70,6 +70,17 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub websocket_heartbeat_interval: f64,
     pub websocket_timeout: f64,
+    /// Open WebSocket sockets one user may hold on a gateway (0: no cap).
+    pub websocket_max_sockets_per_user: usize,
+    /// Open WebSocket sockets one client address may hold on a gateway (0: no cap).
+    pub websocket_max_sockets_per_client: usize,
+    /// Seconds a connection (new, or kept alive between requests) has to send a request head.
+    pub http_header_read_timeout: f64,
+    /// Seconds without a byte read or written after which an HTTP connection (not a
+    /// WebSocket) is closed: a stalled body or response.
+    pub http_idle_timeout: f64,
+    /// Open TCP connections one client address may hold (0: no cap).
+    pub http_max_connections_per_client: usize,
     pub nudge_rate_limit_seconds: f64,
     pub speaking_rate_threshold: f64,
     pub overlap_ratio_threshold: f64,
@@ -158,6 +169,26 @@ impl Settings {
                 3600.0,
             )?,
             websocket_timeout: r.float("WEBSOCKET_TIMEOUT", 60.0, 0.01, 86400.0)?,
+            websocket_max_sockets_per_user: r.ranged(
+                "WEBSOCKET_MAX_SOCKETS_PER_USER",
+                16,
+                0,
+                1_000_000,
+            )?,
+            websocket_max_sockets_per_client: r.ranged(
+                "WEBSOCKET_MAX_SOCKETS_PER_CLIENT",
+                256,
+                0,
+                1_000_000,
+            )?,
+            http_header_read_timeout: r.float("HTTP_HEADER_READ_TIMEOUT", 10.0, 0.05, 3600.0)?,
+            http_idle_timeout: r.float("HTTP_IDLE_TIMEOUT", 60.0, 0.05, 86400.0)?,
+            http_max_connections_per_client: r.ranged(
+                "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+                512,
+                0,
+                1_000_000,
+            )?,
             nudge_rate_limit_seconds: r.float("NUDGE_RATE_LIMIT_SECONDS", 10.0, 0.0, 86400.0)?,
             speaking_rate_threshold: r.float("SPEAKING_RATE_THRESHOLD", 3.0, 0.001, 100.0)?,
             overlap_ratio_threshold: r.float("OVERLAP_RATIO_THRESHOLD", 0.3, 0.001, 1.0)?,
@@ -189,6 +220,20 @@ impl Settings {
                 "SECRET_KEY",
                 "missing or a default value while DEBUG=false with PostgreSQL; \
                  set a random key of at least 32 bytes (e.g. `openssl rand -hex 32`)",
+            ));
+        }
+        let (tcp, ws) = (
+            self.http_max_connections_per_client,
+            self.websocket_max_sockets_per_client,
+        );
+        // every socket is a TCP connection: a smaller TCP cap would make the socket cap a lie
+        if tcp > 0 && (ws == 0 || ws > tcp) {
+            return Err(invalid(
+                "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+                format!(
+                    "{tcp} is below WEBSOCKET_MAX_SOCKETS_PER_CLIENT ({ws}, 0 = none); \
+                     raise it or set it to 0"
+                ),
             ));
         }
         if let Some(k) = secret_key {

@@ -37,6 +37,18 @@ impl Store {
         session_from(&row)
     }
 
+    /// Ids of the relationship's sessions still active (sockets may be open on them).
+    pub async fn active_sessions(&self, rid: Uuid) -> Result<Vec<Uuid>> {
+        sqlx::query("SELECT id FROM sessions WHERE relationship_id = $1 AND status = $2")
+            .bind(rid.to_string())
+            .bind(enum_to_db(&SessionStatus::Active))
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| parse_uuid(r.try_get::<&str, _>("id")?))
+            .collect()
+    }
+
     /// active → finalizing; `Conflict` when it was finalized already.
     pub async fn begin_finalize(&self, id: Uuid) -> Result<Session> {
         let done = sqlx::query(

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use inside_schemas::SessionStatus;
-use inside_store::{jobs::Job, Store, StoreError};
+use inside_schemas::{ConsentStatus, EventBody, SessionStatus};
+use inside_store::{events::SessionEvent, jobs::Job, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -18,11 +18,21 @@ const MAX_ATTEMPTS: i64 = 5;
 /// Earlier reports of the relationship that inform activity suggestions.
 const HISTORY: u32 = 5;
 
-/// Builds and stores the report of session `sid` from its recorded events.
+/// Builds and stores the report of session `sid` from its recorded events, leaving out
+/// every member whose consent is not granted when the report is written: no frames,
+/// talk time or nudges of theirs, and no line for them.
 pub async fn write_report(store: &Store, sid: Uuid) -> anyhow::Result<()> {
     let session = store.session(sid).await?;
-    let members = store.member_ids(session.relationship_id).await?;
-    let events = store.session_events(sid).await?;
+    let members: Vec<Uuid> = store
+        .relationship(session.relationship_id)
+        .await?
+        .members
+        .iter()
+        .filter(|m| m.consent == ConsentStatus::Granted)
+        .filter_map(|m| m.user_id)
+        .collect();
+    let mut events = store.session_events(sid).await?;
+    events.retain(|e| consented(e, &members));
     let history = store
         .recent_reports(session.relationship_id, HISTORY)
         .await?;
@@ -50,6 +60,15 @@ pub async fn job_refusal(store: &Store, sid: Uuid) -> Result<Option<&'static str
         Err(StoreError::NotFound) => Ok(Some("unknown_session")),
         Err(e) => Err(e),
     }
+}
+
+/// Whether `event` may enter the report: it concerns nobody, or a consenting member.
+fn consented(event: &SessionEvent, consenting: &[Uuid]) -> bool {
+    let user = match &event.body {
+        EventBody::Speaker(s) => s.user_id.or(event.user_id),
+        _ => event.user_id,
+    };
+    user.is_none_or(|u| consenting.contains(&u))
 }
 
 /// Runs report jobs from the database queue until cancelled.

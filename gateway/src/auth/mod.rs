@@ -5,7 +5,7 @@ mod password;
 mod tokens;
 
 pub use password::PasswordHasher;
-pub use tokens::{hash_refresh_token, new_refresh_token, TokenKeys};
+pub use tokens::{hash_refresh_token, new_refresh_token, Access, TokenKeys};
 
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};

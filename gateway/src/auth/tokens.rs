@@ -20,6 +20,14 @@ struct Claims {
     jti: Uuid,
 }
 
+/// What a verified access token says.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    pub user: Uuid,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
@@ -59,9 +67,17 @@ impl TokenKeys {
 
     /// The user id of a valid, unexpired token.
     pub fn verify(&self, token: &str) -> Result<Uuid, ApiError> {
+        self.verify_access(token).map(|a| a.user)
+    }
+
+    /// The user and expiry of a valid, unexpired token (a socket closes at the expiry).
+    pub fn verify_access(&self, token: &str) -> Result<Access, ApiError> {
         use jsonwebtoken::errors::ErrorKind;
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims.sub),
+            Ok(data) => Ok(Access {
+                user: data.claims.sub,
+                expires_at: data.claims.exp,
+            }),
             Err(e) => Err(ApiError::Unauthorized(
                 match e.kind() {
                     ErrorKind::ExpiredSignature => "token_expired",

@@ -1,7 +1,8 @@
 //! One WebSocket connection: a send side (queued server messages, heartbeat
 //! pings, idle timeout) and a receive side (client messages, per-connection
-//! budgets) raced under `select!` in one task; whichever ends first ends the
-//! connection, and leaving the hub is the membership's drop.
+//! budgets) raced under `select!` in one task with the access token's expiry;
+//! whichever ends first ends the connection, and leaving the hub is the
+//! membership's drop.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,9 @@ use uuid::Uuid;
 
 use super::audio::AudioUplink;
 use super::budget::Budget;
-use super::presence::CLOSE_FINALIZED;
+use super::caps::SocketSlot;
+use super::consent::require_consent;
+use super::presence::{CLOSE_FINALIZED, CLOSE_REVOKED};
 use super::protocol::{self, BadMessage, ClientMessage};
 use super::send_queue::{Outbound, SendQueue};
 use crate::state::AppState;
@@ -28,6 +31,8 @@ const BAD_RATE: f64 = 0.2;
 const BAD_BURST: f64 = 10.0;
 /// Time allowed to write a close frame to a peer that may not be reading.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Close code for a socket whose access token expired (API.md).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
 /// How a connection ends.
 #[derive(Debug)]
@@ -42,6 +47,12 @@ pub struct Connection {
     pub state: AppState,
     pub sid: Uuid,
     pub uid: Uuid,
+    /// The session's relationship, whose consent is checked again once joined.
+    pub rid: Uuid,
+    /// The access token's `exp` (Unix seconds): the socket closes with 4401 then.
+    pub expires_at: i64,
+    /// This socket's place under the per-user and per-client caps.
+    pub _slot: SocketSlot,
 }
 
 impl Connection {
@@ -74,14 +85,26 @@ impl Connection {
                 return;
             }
         };
+        // Checked again now that the session's state subject is live: a withdrawal that
+        // landed between the upgrade's check and the join is seen here, a later one there.
+        if let Err(e) = Box::pin(require_consent(&self.state, self.rid, self.uid)).await {
+            let (code, reason) = match e {
+                crate::error::ApiError::Forbidden(..) => (CLOSE_REVOKED, "consent withdrawn"),
+                _ => (1011, "consent could not be checked"),
+            };
+            Box::pin(close(&mut sink, code, reason)).await;
+            return;
+        }
         tracing::info!(sid = %self.sid, uid = %self.uid, "socket joined");
         let started = Instant::now();
         let last_seen = AtomicU64::new(0);
         let kill = membership.kill.clone();
+        let expiry = token_expiry(self.expires_at);
         let ending = tokio::select! {
             e = self.send_side(&mut sink, &membership.queue, started, &last_seen) => e,
             e = self.receive_side(&mut stream, &membership.queue, started, &last_seen) => e,
             _ = kill.cancelled() => Ending::Close(1013, "send queue full or server stopping"),
+            _ = tokio::time::sleep_until(expiry) => Ending::Close(CLOSE_TOKEN_EXPIRED, "access token expired"),
         };
         if let Ending::Close(code, reason) = ending {
             Box::pin(close(&mut sink, code, reason)).await;
@@ -147,7 +170,14 @@ impl Connection {
         let reply = |text: String| queue.push(Outbound::Text(Utf8Bytes::from(text))).is_ok();
         let mut audio = AudioState::Off;
         while let Some(msg) = stream.next().await {
-            let Ok(msg) = msg else { return Ending::Gone };
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(e) if is_over_capacity(&e) => {
+                    metrics::counter!("inside_ws_oversized_closed_total").increment(1);
+                    return Ending::Close(1009, "message over the size limit");
+                }
+                Err(_) => return Ending::Gone,
+            };
             last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             let outcome = match &msg {
                 Message::Text(text) => {
@@ -203,6 +233,7 @@ impl Connection {
                 }
                 Message::Binary(chunk) => {
                     if !budget.take() {
+                        metrics::counter!("inside_ws_flood_closed_total").increment(1);
                         return Ending::Close(1008, "message rate over the connection budget");
                     }
                     match &audio {
@@ -253,6 +284,24 @@ async fn feed(sink: &mut SplitSink<WebSocket, Message>, msg: Outbound) -> Option
             .map(|_| Ending::Gone),
         Outbound::Close(code, reason) => Some(Ending::Close(code, reason)),
     }
+}
+
+/// When a token expiring at `exp` (Unix seconds) runs out, on the runtime's clock.
+fn token_expiry(exp: i64) -> tokio::time::Instant {
+    // bounded: our tokens live at most a day, and an Instant must not overflow
+    let left_ms = exp
+        .saturating_mul(1000)
+        .saturating_sub(chrono::Utc::now().timestamp_millis())
+        .clamp(0, 366 * 86_400_000);
+    tokio::time::Instant::now() + Duration::from_millis(left_ms.unsigned_abs())
+}
+
+/// Whether the socket failed on a message or frame over the size limit (answered with
+/// 1009), rather than the peer going away.
+fn is_over_capacity(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// Sends a close frame, giving up quickly on a peer that is not reading.

@@ -1,9 +1,12 @@
-//! `SessionHub`: the sockets this gateway holds, per (session, user), and the
-//! bus subscriptions that feed them. A route (the session's state and
-//! speaker subjects, a user's nudge subject, a user's poke subject) is subscribed when the
-//! first socket needing it joins and unsubscribed when the last one leaves.
+//! `SessionHub`: the sockets this gateway holds, indexed by session then user and by
+//! user then session (so a join, a leave or a delivery costs the sockets concerned, not
+//! every socket held), and the bus subscriptions that feed them. A route (the session's
+//! state and speaker subjects, a user's nudge subject, a user's poke subject) is
+//! subscribed when the first socket needing it joins and unsubscribed when the last one
+//! leaves.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -18,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::inbound;
+use super::caps::{CapHit, SocketCaps, SocketLimits, SocketSlot};
 use super::presence;
 use super::protocol;
 
@@ -47,11 +51,17 @@ pub(super) struct HubInner {
     pub(super) state: Mutex<HubState>,
     /// Fired at shutdown: every socket closes with 1001.
     pub(super) closing: CancellationToken,
+    caps: SocketCaps,
 }
 
 #[derive(Default)]
 pub(super) struct HubState {
-    pub(super) sockets: HashMap<(Uuid, Uuid), Vec<Socket>>,
+    /// Sockets per session, then per user.
+    pub(super) sessions: HashMap<Uuid, HashMap<Uuid, Vec<Socket>>>,
+    /// The sessions each user has sockets in (pokes go to all of them).
+    users: HashMap<Uuid, HashSet<Uuid>>,
+    /// Sockets held, all sessions together.
+    count: usize,
     routes: HashMap<Route, RouteEntry>,
     /// Participants other gateways announced, per session and gateway.
     pub(super) remote: HashMap<Uuid, HashMap<Uuid, Vec<Uuid>>>,
@@ -90,14 +100,20 @@ pub struct Membership {
 }
 
 impl SessionHub {
-    pub fn new(bus: Bus) -> Self {
+    pub fn new(bus: Bus, limits: SocketLimits) -> Self {
         Self(Arc::new(HubInner {
             bus,
             gateway: Uuid::new_v4(),
             next_socket: AtomicU64::new(1),
             state: Mutex::new(HubState::default()),
             closing: CancellationToken::new(),
+            caps: SocketCaps::new(limits),
         }))
+    }
+
+    /// Reserves a socket under the per-user and per-client caps (before the upgrade).
+    pub fn reserve(&self, user: Uuid, client: Option<IpAddr>) -> Result<SocketSlot, CapHit> {
+        self.0.caps.reserve(user, client)
     }
 
     pub fn bus(&self) -> &Bus {
@@ -111,22 +127,34 @@ impl SessionHub {
 
     /// Sockets held now.
     pub fn sockets(&self) -> usize {
-        lock(&self.0).sockets.values().map(Vec::len).sum()
+        lock(&self.0).count
     }
 
-    /// Registers a socket, subscribes what it needs, announces the join.
+    /// Closes `uid`'s sockets of `sid` on this gateway with `code` (consent withdrawn,
+    /// membership ended).
+    pub fn close_member(&self, sid: Uuid, uid: Uuid, code: u16, reason: &'static str) {
+        close_member(&self.0, sid, uid, code, reason);
+    }
+
+    /// Registers a socket, subscribes what it needs, announces the join when it is the
+    /// user's first socket in the session here (a second socket of the same user changes
+    /// nobody's participant list, so it only gets the current one).
     pub async fn join(&self, sid: Uuid, uid: Uuid) -> Result<Membership, HubError> {
         let queue = send_queue(SEND_QUEUE);
         let kill = self.0.closing.child_token();
         let id = self.0.next_socket.fetch_add(1, Ordering::Relaxed);
-        let readies = {
+        let (first, readies) = {
             let mut st = lock(&self.0);
-            st.sockets.entry((sid, uid)).or_default().push(Socket {
+            let sockets = st.sessions.entry(sid).or_default().entry(uid).or_default();
+            let first = sockets.is_empty();
+            sockets.push(Socket {
                 id,
                 queue: queue.clone(),
                 kill: kill.clone(),
             });
-            [
+            st.users.entry(uid).or_default().insert(sid);
+            st.count += 1;
+            let readies = [
                 Route::State(sid),
                 Route::Speakers(sid),
                 Route::Nudges(sid, uid),
@@ -134,7 +162,8 @@ impl SessionHub {
             ]
             .into_iter()
             .map(|r| self.acquire(&mut st, r))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+            (first, readies)
         };
         let membership = Membership {
             sid,
@@ -151,7 +180,11 @@ impl SessionHub {
             }
         }
         metrics::gauge!("inside_ws_connections").increment(1.0);
-        presence::announce(&self.0, sid, true).await?;
+        if first {
+            presence::announce(&self.0, sid, true).await?;
+        } else {
+            presence::send_state(&self.0, sid, &membership.queue);
+        }
         Ok(membership)
     }
 
@@ -174,17 +207,9 @@ impl SessionHub {
     }
 
     fn leave(&self, sid: Uuid, uid: Uuid, id: u64) {
-        {
+        let last = {
             let mut st = lock(&self.0);
-            if let Some(list) = st.sockets.get_mut(&(sid, uid)) {
-                list.retain(|s| s.id != id);
-                if list.is_empty() {
-                    st.sockets.remove(&(sid, uid));
-                }
-            }
-            if !st.sockets.keys().any(|(s, _)| *s == sid) {
-                st.remote.remove(&sid);
-            }
+            let last = remove_socket(&mut st, sid, uid, id);
             for route in [
                 Route::State(sid),
                 Route::Speakers(sid),
@@ -193,8 +218,13 @@ impl SessionHub {
             ] {
                 release(&mut st, route);
             }
-        }
+            last
+        };
         metrics::gauge!("inside_ws_connections").decrement(1.0);
+        if !last {
+            // the user is still here through another socket: nobody's list changed
+            return;
+        }
         let hub = self.0.clone();
         tokio::spawn(async move {
             if let Err(e) = presence::announce(&hub, sid, false).await {
@@ -208,6 +238,35 @@ impl Drop for Membership {
     fn drop(&mut self) {
         self.hub.leave(self.sid, self.uid, self.id);
     }
+}
+
+/// Takes socket `id` out of both indexes; true when it was `uid`'s last socket of `sid`.
+fn remove_socket(st: &mut HubState, sid: Uuid, uid: Uuid, id: u64) -> bool {
+    let Some(users) = st.sessions.get_mut(&sid) else {
+        return false;
+    };
+    let Some(list) = users.get_mut(&uid) else {
+        return false;
+    };
+    let before = list.len();
+    // a user holds a few sockets per session (capped), so this scan is short
+    list.retain(|s| s.id != id);
+    st.count -= before - list.len();
+    if !list.is_empty() {
+        return false;
+    }
+    users.remove(&uid);
+    if users.is_empty() {
+        st.sessions.remove(&sid);
+        st.remote.remove(&sid);
+    }
+    if let Some(sessions) = st.users.get_mut(&uid) {
+        sessions.remove(&sid);
+        if sessions.is_empty() {
+            st.users.remove(&uid);
+        }
+    }
+    true
 }
 
 fn release(st: &mut HubState, route: Route) {
@@ -277,7 +336,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             metrics::counter!("inside_nudges_delivered_total").increment(1);
             let text = Utf8Bytes::from(protocol::server_raw("server.nudge", sid, payload));
             let st = lock(hub);
-            for s in st.sockets.get(&(sid, uid)).into_iter().flatten() {
+            for s in member_sockets(&st, sid, uid) {
                 push(s, Outbound::Text(text.clone()));
             }
         }
@@ -285,17 +344,15 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             metrics::counter!("inside_speakers_delivered_total").increment(1);
             let text = Utf8Bytes::from(protocol::server_raw("server.speaker", sid, payload));
             let st = lock(hub);
-            for ((_, _), sockets) in st.sockets.iter().filter(|((s, _), _)| *s == sid) {
-                for s in sockets {
-                    push(s, Outbound::Text(text.clone()));
-                }
+            for s in session_sockets(&st, sid) {
+                push(s, Outbound::Text(text.clone()));
             }
         }
         Route::Pokes(uid) => {
             let st = lock(hub);
-            for ((sid, _), sockets) in st.sockets.iter().filter(|((_, u), _)| *u == uid) {
+            for sid in st.users.get(&uid).into_iter().flatten() {
                 let text = Utf8Bytes::from(protocol::server_raw("server.poke", *sid, payload));
-                for s in sockets {
+                for s in member_sockets(&st, *sid, uid) {
                     push(s, Outbound::Text(text.clone()));
                 }
             }
@@ -324,19 +381,40 @@ pub(super) fn broadcast_state(hub: &HubInner, sid: Uuid) {
         participants: presence::participants(&st, sid),
     };
     let text = Utf8Bytes::from(protocol::server("server.session_state", sid, &state));
-    for ((_, _), sockets) in st.sockets.iter().filter(|((s, _), _)| *s == sid) {
-        for s in sockets {
-            push(s, Outbound::Text(text.clone()));
-        }
+    for s in session_sockets(&st, sid) {
+        push(s, Outbound::Text(text.clone()));
     }
 }
 
 /// Close every local socket of `sid` with `code`.
 pub(super) fn close_session(hub: &HubInner, sid: Uuid, code: u16, reason: &'static str) {
     let st = lock(hub);
-    for ((_, _), sockets) in st.sockets.iter().filter(|((s, _), _)| *s == sid) {
-        for s in sockets {
-            push(s, Outbound::Close(code, reason));
-        }
+    for s in session_sockets(&st, sid) {
+        push(s, Outbound::Close(code, reason));
     }
 }
+
+/// Close `uid`'s local sockets of `sid` with `code`.
+pub(super) fn close_member(hub: &HubInner, sid: Uuid, uid: Uuid, code: u16, reason: &'static str) {
+    let st = lock(hub);
+    for s in member_sockets(&st, sid, uid) {
+        push(s, Outbound::Close(code, reason));
+    }
+}
+
+/// Every local socket of `sid`.
+fn session_sockets(st: &HubState, sid: Uuid) -> impl Iterator<Item = &Socket> {
+    st.sessions.get(&sid).into_iter().flat_map(|users| users.values().flatten())
+}
+
+/// `uid`'s local sockets of `sid`.
+fn member_sockets(st: &HubState, sid: Uuid, uid: Uuid) -> impl Iterator<Item = &Socket> {
+    st.sessions
+        .get(&sid)
+        .and_then(|users| users.get(&uid))
+        .into_iter()
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests;

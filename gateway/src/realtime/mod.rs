@@ -4,7 +4,9 @@
 
 mod audio;
 mod budget;
+pub mod caps;
 mod connection;
+mod consent;
 pub mod hub;
 mod inbound;
 mod presence;
@@ -17,7 +19,7 @@ use axum::routing::get;
 use axum::Router;
 
 pub use hub::SessionHub;
-pub use presence::CLOSE_FINALIZED;
+pub use presence::{CLOSE_FINALIZED, CLOSE_REVOKED};
 pub use research::ResearchGate;
 
 use crate::state::AppState;

@@ -1,7 +1,8 @@
 //! `GET /v1/sessions/{sid}/ws?token=…`: every check happens before the
 //! upgrade so a refused client gets a plain HTTP status (401 bad token, 404
-//! unknown session, 403 non-member or foreign browser origin); a finalized
-//! session is accepted and closed with 4409 so the client learns why.
+//! unknown session, 403 non-member, a member without consent or foreign browser
+//! origin, 429 over the socket caps); a finalized session is accepted and closed
+//! with 4409 so the client learns why.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -12,9 +13,11 @@ use inside_schemas::SessionStatus;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::caps::CapHit;
 use super::connection::Connection;
+use super::consent::require_consent;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Path;
+use crate::extract::{ClientIp, Path};
 use crate::state::AppState;
 
 /// Socket buffers: axum's default 128 KiB read buffer per socket would cost
@@ -34,6 +37,7 @@ pub async fn upgrade(
     State(state): State<AppState>,
     Path(sid): Path<Uuid>,
     Query(params): Query<WsParams>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
@@ -58,17 +62,29 @@ pub async fn upgrade(
                 .and_then(|v| v.strip_prefix("Bearer "))
         })
         .ok_or_else(|| ApiError::unauthorized("missing token"))?;
-    let uid = state.keys.verify(token)?;
+    let access = state.keys.verify_access(token)?;
+    let uid = access.user;
     let session = state.store.session(sid).await.map_err(|e| match e {
         inside_store::StoreError::NotFound => ApiError::not_found("session"),
         other => other.into(),
     })?;
-    if !state.store.is_member(session.relationship_id, uid).await? {
-        return Err(ApiError::Forbidden(
-            "not_a_member",
-            "only members of the relationship may join its sessions".into(),
-        ));
-    }
+    let rid = session.relationship_id;
+    require_consent(&state, rid, uid).await?;
+    let slot = state.hub.reserve(uid, client).map_err(|hit| {
+        metrics::counter!("inside_ws_sockets_refused_total", "cap" => match hit {
+            CapHit::User => "user",
+            CapHit::Client => "client",
+        })
+        .increment(1);
+        ApiError::TooMany(
+            "too_many_sockets",
+            match hit {
+                CapHit::User => "this account holds as many sockets as it may",
+                CapHit::Client => "this address holds as many sockets as it may",
+            }
+            .into(),
+        )
+    })?;
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return Ok(rejection.into_response()),
@@ -82,6 +98,16 @@ pub async fn upgrade(
     // the connection's future is the socket task's whole state, held by every idle phone:
     // `run` splits the socket before that future exists so it is not stored twice
     Ok(ws
-        .on_upgrade(move |socket| Connection { state, sid, uid }.run(socket, active))
+        .on_upgrade(move |socket| {
+            Connection {
+                state,
+                sid,
+                uid,
+                rid,
+                expires_at: access.expires_at,
+                _slot: slot,
+            }
+            .run(socket, active)
+        })
         .into_response())
 }

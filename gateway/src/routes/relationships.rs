@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::Router;
-use inside_schemas::{ConsentUpdate, CreateRelationship, ErrorBody, Relationship};
+use inside_schemas::{ConsentStatus, ConsentUpdate, CreateRelationship, ErrorBody, Relationship};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -92,7 +92,12 @@ pub async fn set_consent(
             "only a member may change their own consent".into(),
         ));
     }
-    let rel = state.store.set_consent(rid, uid, req.status.into()).await?;
+    let status: ConsentStatus = req.status.into();
+    let rel = state.store.set_consent(rid, uid, status).await?;
+    if status != ConsentStatus::Granted {
+        // the member's open sockets of running sessions close with 4403
+        state.expel_member(rid, uid).await?;
+    }
     state.research.forget_relationship(rid);
     Ok(Json(rel))
 }
