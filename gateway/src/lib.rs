@@ -12,6 +12,7 @@ pub mod realtime;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod text;
 
 use std::net::SocketAddr;
 

@@ -58,7 +58,7 @@ pub async fn upgrade(
                 .and_then(|v| v.strip_prefix("Bearer "))
         })
         .ok_or_else(|| ApiError::unauthorized("missing token"))?;
-    let uid = state.keys.verify(token)?;
+    let uid = crate::auth::authenticate(&state, token).await?;
     let session = state.store.session(sid).await.map_err(|e| match e {
         inside_store::StoreError::NotFound => ApiError::not_found("session"),
         other => other.into(),
