@@ -13,6 +13,7 @@ pub mod routes;
 mod server;
 pub mod state;
 pub mod telemetry;
+pub mod text;
 
 use std::time::Duration;
 

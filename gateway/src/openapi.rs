@@ -12,7 +12,7 @@ use crate::routes;
         415 answers a JSON endpoint called without `Content-Type: application/json`."),
     paths(
         routes::auth::signup, routes::auth::login, routes::auth::refresh, routes::auth::logout,
-        routes::users::me, routes::users::voiceprint_status, routes::users::enrol_voiceprint, routes::users::delete_voiceprint,
+        routes::users::me, routes::users::delete_me, routes::users::voiceprint_status, routes::users::enrol_voiceprint, routes::users::delete_voiceprint,
         routes::relationships::create, routes::relationships::list, routes::relationships::set_consent, routes::relationships::set_research_consent,
         routes::sessions::create, routes::sessions::read, routes::sessions::finalize, routes::sessions::report,
         routes::history::sessions, routes::activities::suggestions,

@@ -12,7 +12,7 @@ use inside_workers::ReportJobs;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::RngCore;
 
-use crate::auth::{PasswordHasher, TokenKeys};
+use crate::auth::{LiveAccounts, PasswordHasher, TokenKeys};
 use crate::mail::{self, Mailer};
 
 #[derive(Clone)]
@@ -23,6 +23,8 @@ pub struct Inner {
     pub store: Store,
     pub limiter: Limiter,
     pub keys: TokenKeys,
+    /// Which token holders still have an account (see `auth::accounts`).
+    pub accounts: LiveAccounts,
     pub hasher: PasswordHasher,
     pub mailer: Arc<dyn Mailer>,
     pub jobs: ReportJobs,
@@ -114,6 +116,7 @@ impl AppState {
             settings: Arc::new(settings),
             store,
             limiter,
+            accounts: LiveAccounts::new(keys.access_ttl),
             keys,
             hasher,
             mailer,

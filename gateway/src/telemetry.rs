@@ -55,21 +55,30 @@ fn next_request_id() -> String {
     )
 }
 
-/// `?token=…` never reaches a log line.
+/// Query keys whose values are credentials.
+const SECRET_KEYS: &[&str] = &["token", "access_token"];
+
+/// `?token=…` never reaches a log line. Keys are compared after
+/// percent-decoding, as the query extractor decodes them: `?%74oken=…`
+/// authenticates exactly like `?token=…` and must be redacted like it.
 pub fn redact_query(uri: &axum::http::Uri) -> std::borrow::Cow<'_, str> {
     match uri.query() {
         None => std::borrow::Cow::Borrowed(uri.path()),
         Some(q) => {
             let redacted: Vec<String> = q
                 .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _))
-                        if k.eq_ignore_ascii_case("token")
-                            || k.eq_ignore_ascii_case("access_token") =>
-                    {
-                        format!("{k}=REDACTED")
+                .map(|kv| {
+                    let raw_key = kv.split_once('=').map_or(kv, |(k, _)| k);
+                    let secret = url::form_urlencoded::parse(kv.as_bytes())
+                        .next()
+                        .is_some_and(|(k, _)| {
+                            SECRET_KEYS.iter().any(|s| k.trim().eq_ignore_ascii_case(s))
+                        });
+                    if secret {
+                        format!("{raw_key}=REDACTED")
+                    } else {
+                        kv.to_string()
                     }
-                    _ => kv.to_string(),
                 })
                 .collect();
             std::borrow::Cow::Owned(format!("{}?{}", uri.path(), redacted.join("&")))
@@ -110,4 +119,34 @@ pub async fn observe(req: Request, next: Next) -> Response {
         res.headers_mut().insert("x-request-id", v);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logged(uri: &str) -> String {
+        redact_query(&uri.parse().unwrap_or_default()).into_owned()
+    }
+
+    #[test]
+    fn tokens_are_redacted_under_any_spelling_of_the_key() {
+        for uri in [
+            "/ws?token=SECRET",
+            "/ws?%74oken=SECRET",
+            "/ws?%54%4F%4B%45%4E=SECRET",
+            "/ws?a=1&t%6fken=SECRET&b=2",
+            "/ws?access%5Ftoken=SECRET",
+            "/ws?Access_Token=SECRET",
+            "/ws?token+=SECRET",
+        ] {
+            let line = logged(uri);
+            assert!(!line.contains("SECRET"), "{uri} logged as {line}");
+        }
+        assert_eq!(
+            logged("/ws?a=1&%74oken=S&b=2"),
+            "/ws?a=1&%74oken=REDACTED&b=2"
+        );
+        assert_eq!(logged("/ws?other=kept"), "/ws?other=kept");
+    }
 }

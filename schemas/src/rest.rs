@@ -124,9 +124,12 @@ pub struct ConsentUpdate {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
-    /// Null until an invited partner signs up with that email.
+    /// Null until the member has an account and, for an invited member seen by
+    /// the others, until they answer the invitation (consent no longer
+    /// `pending`): inviting an address never reveals whether it has an account.
     pub user_id: Option<Uuid>,
     pub email: String,
+    /// Null under the same rule as `user_id`.
     pub name: Option<String>,
     pub consent: ConsentStatus,
     /// Whether this member agreed that researchers may receive the live data of the

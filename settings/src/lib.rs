@@ -88,6 +88,11 @@ pub struct Settings {
     pub login_window_seconds: u64,
     pub poke_limit: u32,
     pub poke_window_seconds: u64,
+    /// Invitations (relationships created) one account may send per window.
+    pub invitation_sender_limit: u32,
+    /// Invitations one email address may receive per window, from anyone.
+    pub invitation_address_limit: u32,
+    pub invitation_window_seconds: u64,
     pub sendgrid_api_key: Option<SecretString>,
     pub sendgrid_api_url: String,
     pub email_from_address: String,
@@ -196,6 +201,14 @@ impl Settings {
             login_window_seconds: r.ranged("LOGIN_WINDOW_SECONDS", 300, 1, 86400)?,
             poke_limit: r.ranged("POKE_LIMIT", 10, 1, 10_000)?,
             poke_window_seconds: r.ranged("POKE_WINDOW_SECONDS", 60, 1, 86400)?,
+            invitation_sender_limit: r.ranged("INVITATION_SENDER_LIMIT", 20, 1, 10_000)?,
+            invitation_address_limit: r.ranged("INVITATION_ADDRESS_LIMIT", 3, 1, 10_000)?,
+            invitation_window_seconds: r.ranged(
+                "INVITATION_WINDOW_SECONDS",
+                86_400,
+                1,
+                30 * 86_400,
+            )?,
             sendgrid_api_key: r.optional("SENDGRID_API_KEY").map(Into::into),
             sendgrid_api_url: parse::url_opt(&r, "SENDGRID_API_URL", &["http", "https"])?
                 .unwrap_or_else(|| "https://api.sendgrid.com/v3/mail/send".into()),

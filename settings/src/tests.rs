@@ -122,3 +122,24 @@ fn connection_limits_have_production_defaults_and_are_validated() {
     .unwrap();
     assert_eq!(off.http_max_connections_per_client, 0);
 }
+
+#[test]
+fn invitation_limits_default_and_are_bounded() {
+    let s = Settings::from_map(&HashMap::new()).unwrap();
+    assert_eq!(
+        (
+            s.invitation_sender_limit,
+            s.invitation_address_limit,
+            s.invitation_window_seconds
+        ),
+        (20, 3, 86_400)
+    );
+    for (k, v) in [
+        ("INVITATION_SENDER_LIMIT", "0"),
+        ("INVITATION_ADDRESS_LIMIT", "many"),
+        ("INVITATION_WINDOW_SECONDS", "0"),
+    ] {
+        let err = Settings::from_map(&map(&[(k, v)])).unwrap_err();
+        assert!(err.to_string().contains(k), "{err}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Accounts. Signing up also attaches the memberships a partner was invited to
-//! by email before they had an account.
+//! by email before they had an account; deleting one erases the account and
+//! every relationship it was in.
 
 use inside_schemas::User;
 use sqlx::Row;
@@ -60,6 +61,75 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         user_from(&row)
+    }
+
+    /// Whether the account still exists (cheap: the primary key only).
+    pub async fn user_exists(&self, id: Uuid) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Erases account `id` in one transaction: the user, their voiceprint and
+    /// refresh tokens (cascades), and every relationship they were a member of
+    /// (or invited to by their address), which ends for every member: its
+    /// memberships, invitations, pokes, sessions with their events and
+    /// reports (cascades), and the sessions' pending report jobs. Returns the
+    /// ended relationships with the account ids of their members, the deleted
+    /// one included, so the caller can close their sockets. `NotFound` when
+    /// the account is already gone.
+    pub async fn delete_user(&self, id: Uuid) -> Result<Vec<(Uuid, Vec<Uuid>)>> {
+        let uid = id.to_string();
+        let mut tx = self.pool().begin().await?;
+        let email: String = sqlx::query("SELECT email FROM users WHERE id = $1")
+            .bind(&uid)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .try_get("email")?;
+        const THEIRS: &str = "SELECT relationship_id FROM relationship_members \
+             WHERE user_id = $1 OR (user_id IS NULL AND email = $2)";
+        let members = sqlx::query(&format!(
+            "SELECT relationship_id, user_id FROM relationship_members \
+             WHERE relationship_id IN ({THEIRS}) ORDER BY relationship_id, position"
+        ))
+        .bind(&uid)
+        .bind(&email)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ended: Vec<(Uuid, Vec<Uuid>)> = Vec::new();
+        for row in &members {
+            let rid = parse_uuid(row.try_get::<&str, _>("relationship_id")?)?;
+            let member: Option<String> = row.try_get("user_id")?;
+            if ended.last().is_none_or(|(last, _)| *last != rid) {
+                ended.push((rid, Vec::new()));
+            }
+            if let (Some(m), Some((_, ids))) = (member, ended.last_mut()) {
+                ids.push(parse_uuid(&m)?);
+            }
+        }
+        // Jobs name their session without a foreign key: removed by hand.
+        sqlx::query(&format!(
+            "DELETE FROM jobs WHERE session_id IN \
+             (SELECT id FROM sessions WHERE relationship_id IN ({THEIRS}))"
+        ))
+        .bind(&uid)
+        .bind(&email)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!("DELETE FROM relationships WHERE id IN ({THEIRS})"))
+            .bind(&uid)
+            .bind(&email)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(&uid)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     pub async fn credentials(&self, email: &str) -> Result<Option<Credentials>> {

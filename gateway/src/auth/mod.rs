@@ -1,9 +1,11 @@
 //! Authentication: access tokens (JWT), refresh tokens, password hashing, and
 //! the `AuthUser` extractor that guards every `/v1` route but auth.
 
+mod accounts;
 mod password;
 mod tokens;
 
+pub use accounts::{LiveAccounts, ALIVE_FOR};
 pub use password::PasswordHasher;
 pub use tokens::{hash_refresh_token, new_refresh_token, Access, TokenKeys};
 
@@ -39,7 +41,15 @@ impl FromRequestParts<AppState> for AuthUser {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
-        let id = state.keys.verify(token.trim())?;
+        let id = authenticate(state, token.trim()).await?;
         Ok(AuthUser { id })
     }
+}
+
+/// The account a bearer access token proves, 401 when the token is bad or
+/// the account no longer exists (REST and the WebSocket upgrade alike).
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Uuid, ApiError> {
+    let id = state.keys.verify(token)?;
+    state.accounts.require(&state.store, id).await?;
+    Ok(id)
 }

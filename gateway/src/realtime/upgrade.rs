@@ -63,6 +63,8 @@ pub async fn upgrade(
         })
         .ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let access = state.keys.verify_access(token)?;
+    // a deleted account's token is refused here as on every REST route
+    state.accounts.require(&state.store, access.user).await?;
     let uid = access.user;
     let session = state.store.session(sid).await.map_err(|e| match e {
         inside_store::StoreError::NotFound => ApiError::not_found("session"),

@@ -61,6 +61,8 @@ pub async fn signup(
     Json(req): Json<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<TokenPair>)> {
     let email = normalise_email(&req.email)?;
+    // Before trimming: a trailing line break is refused, not silently dropped.
+    crate::text::check_plain("name", &req.name)?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::validation("name must be 1 to 100 characters"));

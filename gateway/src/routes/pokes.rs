@@ -1,5 +1,7 @@
-//! `/v1/pokes`: little signals between partners, rate limited per sender and
-//! relationship, delivered live to the partner's open sockets.
+//! `/v1/pokes`: little signals between partners, only in relationships every
+//! member has accepted (consent `granted`), rate limited per sender and
+//! recipient (so a fresh relationship with the same person does not reset the
+//! count), delivered live to the partner's open sockets.
 
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use inside_schemas::{CreatePoke, ErrorBody, Poke, PokePage};
+use inside_schemas::{ConsentStatus, CreatePoke, ErrorBody, Poke, PokePage};
 use inside_store::limiter::Hit;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -25,9 +27,11 @@ pub fn router() -> Router<AppState> {
 }
 
 #[utoipa::path(post, path = "/v1/pokes", tag = "pokes", security(("bearer" = [])), request_body = CreatePoke,
-    responses((status = 201, body = Poke), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, description = "unknown kind or message too long", body = ErrorBody),
-        (status = 429, description = "too many pokes; see Retry-After", body = ErrorBody)))]
+    responses((status = 201, body = Poke), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "`consent_required`: a member has not accepted the relationship (consent not `granted`)", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "unknown kind, message too long or with control characters", body = ErrorBody),
+        (status = 429, description = "too many pokes to this recipient (POKE_LIMIT per POKE_WINDOW_SECONDS, across relationships); see Retry-After", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -43,29 +47,46 @@ pub async fn create(
             "message must be at most {MAX_MESSAGE_CHARS} characters"
         )));
     }
+    if let Some(m) = &req.message {
+        crate::text::check_plain("message", m)?;
+    }
     require_member(&state, req.relationship_id, user.id).await?;
-    let key = format!("poke:{}:{}", user.id, req.relationship_id);
-    let window = Duration::from_secs(state.settings.poke_window_seconds);
-    if let Hit::Limited(wait) = state
-        .limiter
-        .hit(&key, u64::from(state.settings.poke_limit), window)
-        .await?
+    let rel = state.store.relationship(req.relationship_id).await?;
+    // Without both members' consent the partner never agreed to hear from the sender.
+    if rel
+        .members
+        .iter()
+        .any(|m| m.consent != ConsentStatus::Granted || m.user_id.is_none())
     {
-        return Err(ApiError::RateLimited {
-            retry_after_s: wait.as_secs(),
-        });
+        return Err(ApiError::Forbidden(
+            "consent_required",
+            "pokes need a relationship every member has accepted (consent granted)".into(),
+        ));
+    }
+    let partners: Vec<Uuid> = rel
+        .members
+        .iter()
+        .filter_map(|m| m.user_id)
+        .filter(|m| *m != user.id)
+        .collect();
+    let window = Duration::from_secs(state.settings.poke_window_seconds);
+    for to in &partners {
+        // Per recipient, not per relationship: the limit protects the person.
+        let key = format!("poke:{}:{to}", user.id);
+        if let Hit::Limited(wait) = state
+            .limiter
+            .hit(&key, u64::from(state.settings.poke_limit), window)
+            .await?
+        {
+            return Err(ApiError::RateLimited {
+                retry_after_s: wait.as_secs(),
+            });
+        }
     }
     let poke = state
         .store
         .create_poke(req.relationship_id, user.id, req.kind, message)
         .await?;
-    let partners: Vec<Uuid> = state
-        .store
-        .member_ids(req.relationship_id)
-        .await?
-        .into_iter()
-        .filter(|m| *m != user.id)
-        .collect();
     state.deliver_poke(&partners, &poke).await;
     Ok((StatusCode::CREATED, Json(poke)))
 }

