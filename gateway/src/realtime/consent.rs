@@ -38,13 +38,22 @@ impl AppState {
     /// relationship or their account was deleted (after the database says so, so a
     /// socket joining meanwhile sees it in its own check).
     pub async fn expel_member(&self, relationship_id: Uuid, user_id: Uuid) -> ApiResult<()> {
-        let event = inside_bus::StateEvent::MemberRevoked { user: user_id };
-        for sid in self.store.active_sessions(relationship_id).await? {
-            self.bus
-                .publish_json(self.bus.subjects().state(sid), &event)
-                .await
-                .map_err(ApiError::internal)?;
-            tracing::info!(%sid, "member expelled from a running session");
+        let running = self.store.active_sessions(relationship_id).await?;
+        self.expel_from_sessions(&running, &[user_id]).await
+    }
+
+    /// Closes the sockets of `users` in the sessions `sids`, on every gateway, with 4403:
+    /// for sessions already erased (account deletion), whose ids the caller read before.
+    pub async fn expel_from_sessions(&self, sids: &[Uuid], users: &[Uuid]) -> ApiResult<()> {
+        for sid in sids {
+            for user in users {
+                let event = inside_bus::StateEvent::MemberRevoked { user: *user };
+                self.bus
+                    .publish_json(self.bus.subjects().state(*sid), &event)
+                    .await
+                    .map_err(ApiError::internal)?;
+            }
+            tracing::info!(%sid, members = users.len(), "members expelled from a running session");
         }
         Ok(())
     }

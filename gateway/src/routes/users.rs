@@ -51,6 +51,11 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json
         The caller's access tokens are refused (401) on this gateway from the moment of the answer, on other gateways within 5 s.",
     responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody)))]
 pub async fn delete_me(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
+    // read before the delete erases them: their open sockets are closed after it
+    let mut running = std::collections::HashMap::new();
+    for rel in state.store.relationships_of(user.id).await? {
+        running.insert(rel.id, state.store.active_sessions(rel.id).await?);
+    }
     let ended = match state.store.delete_user(user.id).await {
         Ok(ended) => ended,
         Err(inside_store::StoreError::NotFound) => {
@@ -60,8 +65,12 @@ pub async fn delete_me(State(state): State<AppState>, user: AuthUser) -> ApiResu
     };
     state.accounts.forget(user.id);
     for (rid, members) in &ended {
-        // TODO(h2): expel_member — close every socket of each member in the ended relationship:
-        // for uid in members { state.expel_member(*rid, *uid).await; }
+        if let Some(sids) = running.get(rid) {
+            if let Err(e) = state.expel_from_sessions(sids, members).await {
+                // the account is gone either way: report, do not fail the answer
+                tracing::warn!(relationship = %rid, error = ?e, "closing the ended relationship's sockets failed");
+            }
+        }
         tracing::info!(relationship = %rid, members = members.len(), "relationship ended: a member deleted their account");
     }
     tracing::info!(user = %user.id, relationships = ended.len(), "account deleted");
