@@ -394,3 +394,23 @@ async fn invitation_email_escapes_the_name_and_keeps_the_subject_one_line() {
         "{html}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitation_limits_hold_across_gateways_on_redis() {
+    let app = spawn_app_with(
+        Db::Postgres,
+        &[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("INVITATION_ADDRESS_LIMIT", "1"),
+        ],
+    )
+    .await;
+    let other = app.another_gateway().await;
+    let a = app.signup(&unique_email("a")).await;
+    let b = app.signup(&unique_email("b")).await;
+    let target = unique_email("target");
+    assert_eq!(invite(&app, &a, &target).await.0, 201);
+    let (s, body) = invite(&other, &b, &target).await;
+    assert_eq!(s, 429, "the second gateway shares the count: {body}");
+    assert_error(&body, "rate_limited");
+}

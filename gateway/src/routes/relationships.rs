@@ -115,6 +115,7 @@ pub(crate) fn seen_by(mut rel: Relationship, viewer: Uuid) -> Relationship {
 }
 
 #[utoipa::path(get, path = "/v1/relationships", tag = "relationships", security(("bearer" = [])),
+    description = "The caller's relationships, newest first. An invited member who has not answered (consent `pending`) shows `user_id` and `name` null to the other members.",
     responses((status = 200, body = Vec<Relationship>), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
