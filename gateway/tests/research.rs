@@ -34,6 +34,7 @@ both_databases!(
     research_use_is_changed_only_by_the_member_themself,
     a_write_batch_with_an_unknown_session_keeps_the_good_events,
     research_copies_on_the_in_process_bus_need_every_member,
+    forged_frames_on_the_in_process_bus_are_refused,
 );
 
 fn uid(pair: &Value) -> &str {
@@ -174,6 +175,47 @@ async fn research_copies_on_the_in_process_bus_need_every_member(db: Db) {
     assert_eq!(frame["seq"], 2);
     // c's session (d never agreed) published nothing there
     assert!(tokio::time::timeout(QUIET, research.next()).await.is_err());
+}
+
+async fn forged_frames_on_the_in_process_bus_are_refused(db: Db) {
+    let app = spawn_app(db).await;
+    let bus = &app.state.bus;
+    let (a, b, rid) = app.couple().await;
+    let sid = app.start_session(&a, &rid).await;
+    let stranger = app.signup(&unique_email("s")).await;
+    let mut nudges = bus
+        .subscribe(format!("{}.v1.nudges.>", bus.subjects().prefix()))
+        .await
+        .unwrap();
+    let loud = json!({"timestamp_ms": 1, "speaking_rate": 9.0, "overlap_ratio": 0.0});
+    let subjects = bus.subjects();
+    let (sid_u, a_u): (Uuid, Uuid) = (sid.parse().unwrap(), uid(&a).parse().unwrap());
+    for (subject, payload) in [
+        (subjects.frames(Uuid::new_v4(), a_u), loud.to_string()),
+        (
+            subjects.frames(sid_u, uid(&stranger).parse().unwrap()),
+            loud.to_string(),
+        ),
+        (subjects.frames(sid_u, a_u), "garbage".to_string()),
+    ] {
+        bus.publish(subject, payload.into()).await.unwrap();
+    }
+    assert!(
+        tokio::time::timeout(QUIET, nudges.next()).await.is_err(),
+        "a forged frame produced a nudge"
+    );
+    // a genuine frame still counts, and only it is in the report
+    let mut wa = Ws::connect(app.addr, &sid, token(&a)).await;
+    wa.frame(6.0, 1).await;
+    assert_eq!(
+        wa.expect("server.nudge", T).await["payload"]["frame_seq"],
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await; // the writer's batch
+    let (s, _) = app.finalize(&sid, Some(token(&b))).await;
+    assert_eq!(s, 202);
+    let report = app.wait_report(&sid, token(&b)).await;
+    assert_eq!(report["frames"], 1, "{report}");
 }
 
 /// One worker in this process on its own NATS connection: the pipeline and the report jobs.
