@@ -449,3 +449,43 @@ async fn forged_bus_messages_are_refused_by_workers_and_gateways() {
     stop.cancel();
     w.stopped().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_on_another_gateway_stops_the_copies_within_the_refresh_bound() {
+    let g1 = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS), ("REDIS_URL", REDIS)]).await;
+    let g2 = g1.another_gateway().await;
+    let prefix = g1.env["NATS_SUBJECT_PREFIX"].clone();
+    let researcher = async_nats::connect(NATS).await.unwrap();
+    let mut research = researcher
+        .subscribe(format!("{prefix}.v1.research.>"))
+        .await
+        .unwrap();
+    researcher.flush().await.unwrap();
+    let (a, b, rid, sid) = session_with_research(&g1, &[0, 1]).await;
+    // a streams on gateway 2, b revokes through gateway 1: gateway 2 learns it from its cache
+    let mut wa = Ws::connect(g2.addr, &sid, token(&a)).await;
+    wa.frame(1.0, 0).await;
+    assert_eq!(drain(&mut research).await.len(), 1);
+    set_research(&g1, &rid, &b, "revoked").await;
+    let revoked = tokio::time::Instant::now();
+    // a frame every 100 ms for 3.5 s: seq k leaves about k × 100 ms after the revoke
+    for seq in 1..=35 {
+        tokio::time::sleep_until(revoked + Duration::from_millis(100 * seq as u64)).await;
+        wa.frame(1.0, seq).await;
+    }
+    let copied: Vec<i64> = drain(&mut research)
+        .await
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Value>(&m.payload).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    eprintln!("frames copied after the revoke on the other gateway: {copied:?}");
+    // FRESH_FOR is 2 s, and the entry was read before the revoke: nothing after 2.5 s
+    assert!(
+        copied.iter().all(|&seq| seq < 25),
+        "copied after the bound: {copied:?}"
+    );
+}
