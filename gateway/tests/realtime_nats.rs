@@ -92,7 +92,7 @@ async fn one_session_across_two_gateways(
     let w1 = start_worker(env, stop.clone()).await;
     let w2 = start_worker(env, stop.clone()).await;
     let prefix = &env["NATS_SUBJECT_PREFIX"];
-    // A researcher's tap on the session's frames.
+    // An internal observer of the session's frames (researchers read `v1.research.>`).
     let tap_client = async_nats::connect(NATS).await.unwrap();
     let mut tap = tap_client
         .subscribe(format!("{prefix}.v1.frames.{sid}.>"))

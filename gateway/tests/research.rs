@@ -34,6 +34,7 @@ both_databases!(
     research_use_is_changed_only_by_the_member_themself,
     a_write_batch_with_an_unknown_session_keeps_the_good_events,
     research_copies_on_the_in_process_bus_need_every_member,
+    forged_frames_on_the_in_process_bus_are_refused,
 );
 
 fn uid(pair: &Value) -> &str {
@@ -174,6 +175,47 @@ async fn research_copies_on_the_in_process_bus_need_every_member(db: Db) {
     assert_eq!(frame["seq"], 2);
     // c's session (d never agreed) published nothing there
     assert!(tokio::time::timeout(QUIET, research.next()).await.is_err());
+}
+
+async fn forged_frames_on_the_in_process_bus_are_refused(db: Db) {
+    let app = spawn_app(db).await;
+    let bus = &app.state.bus;
+    let (a, b, rid) = app.couple().await;
+    let sid = app.start_session(&a, &rid).await;
+    let stranger = app.signup(&unique_email("s")).await;
+    let mut nudges = bus
+        .subscribe(format!("{}.v1.nudges.>", bus.subjects().prefix()))
+        .await
+        .unwrap();
+    let loud = json!({"timestamp_ms": 1, "speaking_rate": 9.0, "overlap_ratio": 0.0});
+    let subjects = bus.subjects();
+    let (sid_u, a_u): (Uuid, Uuid) = (sid.parse().unwrap(), uid(&a).parse().unwrap());
+    for (subject, payload) in [
+        (subjects.frames(Uuid::new_v4(), a_u), loud.to_string()),
+        (
+            subjects.frames(sid_u, uid(&stranger).parse().unwrap()),
+            loud.to_string(),
+        ),
+        (subjects.frames(sid_u, a_u), "garbage".to_string()),
+    ] {
+        bus.publish(subject, payload.into()).await.unwrap();
+    }
+    assert!(
+        tokio::time::timeout(QUIET, nudges.next()).await.is_err(),
+        "a forged frame produced a nudge"
+    );
+    // a genuine frame still counts, and only it is in the report
+    let mut wa = Ws::connect(app.addr, &sid, token(&a)).await;
+    wa.frame(6.0, 1).await;
+    assert_eq!(
+        wa.expect("server.nudge", T).await["payload"]["frame_seq"],
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await; // the writer's batch
+    let (s, _) = app.finalize(&sid, Some(token(&b))).await;
+    assert_eq!(s, 202);
+    let report = app.wait_report(&sid, token(&b)).await;
+    assert_eq!(report["frames"], 1, "{report}");
 }
 
 /// One worker in this process on its own NATS connection: the pipeline and the report jobs.
@@ -406,4 +448,44 @@ async fn forged_bus_messages_are_refused_by_workers_and_gateways() {
     }
     stop.cancel();
     w.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_on_another_gateway_stops_the_copies_within_the_refresh_bound() {
+    let g1 = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS), ("REDIS_URL", REDIS)]).await;
+    let g2 = g1.another_gateway().await;
+    let prefix = g1.env["NATS_SUBJECT_PREFIX"].clone();
+    let researcher = async_nats::connect(NATS).await.unwrap();
+    let mut research = researcher
+        .subscribe(format!("{prefix}.v1.research.>"))
+        .await
+        .unwrap();
+    researcher.flush().await.unwrap();
+    let (a, b, rid, sid) = session_with_research(&g1, &[0, 1]).await;
+    // a streams on gateway 2, b revokes through gateway 1: gateway 2 learns it from its cache
+    let mut wa = Ws::connect(g2.addr, &sid, token(&a)).await;
+    wa.frame(1.0, 0).await;
+    assert_eq!(drain(&mut research).await.len(), 1);
+    set_research(&g1, &rid, &b, "revoked").await;
+    let revoked = tokio::time::Instant::now();
+    // a frame every 100 ms for 3.5 s: seq k leaves about k × 100 ms after the revoke
+    for seq in 1..=35 {
+        tokio::time::sleep_until(revoked + Duration::from_millis(100 * seq as u64)).await;
+        wa.frame(1.0, seq).await;
+    }
+    let copied: Vec<i64> = drain(&mut research)
+        .await
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Value>(&m.payload).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    eprintln!("frames copied after the revoke on the other gateway: {copied:?}");
+    // FRESH_FOR is 2 s, and the entry was read before the revoke: nothing after 2.5 s
+    assert!(
+        copied.iter().all(|&seq| seq < 25),
+        "copied after the bound: {copied:?}"
+    );
 }

@@ -82,6 +82,11 @@ impl SessionDirectory {
         lock(&self.0).retain(|_, e| e.access.as_ref().is_none_or(|a| a.relationship_id != rid));
     }
 
+    /// The database behind the cache.
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
     /// Sessions cached now.
     pub fn len(&self) -> usize {
         lock(&self.0).len()

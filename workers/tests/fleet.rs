@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 use inside_bus::Subjects;
-use inside_schemas::{EventBody, FeatureFrame, Nudge, RelationshipKind};
+use inside_schemas::{ConsentStatus, EventBody, FeatureFrame, Nudge, RelationshipKind};
 use inside_store::Store;
 use uuid::Uuid;
 
@@ -173,7 +173,7 @@ async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_
     let store = Store::connect(&url, 2, false).await.unwrap();
     store.migrate().await.unwrap();
     let a = store.create_user("a@fleet.test", "A", "x").await.unwrap();
-    store.create_user("b@fleet.test", "B", "x").await.unwrap();
+    let b = store.create_user("b@fleet.test", "B", "x").await.unwrap();
     let rel = store
         .create_relationship(
             a.id,
@@ -183,6 +183,13 @@ async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_
         )
         .await
         .unwrap();
+    // workers process the frames of consenting members only
+    for member in [a.id, b.id] {
+        store
+            .set_consent(rel.id, member, ConsentStatus::Granted)
+            .await
+            .unwrap();
+    }
     let sid = store.create_session(rel.id, a.id).await.unwrap().id;
     let mut env = vec![
         ("DATABASE_URL", url.clone()),

@@ -131,7 +131,6 @@ impl Pipeline {
                 .await?;
             let consumer = SpeakerConsumer::new(
                 bus.clone(),
-                store.clone(),
                 limiter.clone(),
                 writer.clone(),
                 delivery.clone(),

@@ -85,9 +85,9 @@ pub struct SpeakerConsumer {
 }
 
 impl SpeakerConsumer {
+    /// The database is the directory's: voiceprints are read from the same store.
     pub fn new(
         bus: Bus,
-        store: Store,
         limiter: Limiter,
         writer: EventWriter,
         delivery: NudgeDelivery,
@@ -97,7 +97,7 @@ impl SpeakerConsumer {
     ) -> Self {
         Self {
             bus,
-            store,
+            store: directory.store().clone(),
             limiter,
             writer,
             delivery,
