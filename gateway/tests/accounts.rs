@@ -193,6 +193,11 @@ async fn a_deleted_users_access_token_is_401_everywhere(db: Db) {
             Some(json!({"status": "granted"})),
         ),
         (
+            "PUT",
+            format!("/v1/relationships/{other_rid}/research/{me}"),
+            Some(json!({"status": "granted"})),
+        ),
+        (
             "POST",
             "/v1/sessions".into(),
             Some(json!({"relationship_id": other_rid})),
