@@ -159,7 +159,11 @@ async fn an_expiring_token_closes_its_socket_with_4401() {
     ws.expect("server.pong", T).await;
     assert_eq!(ws.close_code(T).await, Some(4401));
     // at the expiry (whole seconds), not at once
-    assert!(opened.elapsed() >= Duration::from_millis(1500), "{:?}", opened.elapsed());
+    assert!(
+        opened.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        opened.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +185,10 @@ async fn sockets_over_the_per_user_cap_are_refused_with_429() {
     drop(first);
     let mut freed = false;
     for _ in 0..50 {
-        if try_connect(&ws_url(app.addr, &sid, token(&a)), None).await.is_ok() {
+        if try_connect(&ws_url(app.addr, &sid, token(&a)), None)
+            .await
+            .is_ok()
+        {
             freed = true;
             break;
         }

@@ -392,7 +392,10 @@ pub(super) fn close_member(hub: &HubInner, sid: Uuid, uid: Uuid, code: u16, reas
 
 /// Every local socket of `sid`.
 fn session_sockets(st: &HubState, sid: Uuid) -> impl Iterator<Item = &Socket> {
-    st.sessions.get(&sid).into_iter().flat_map(|users| users.values().flatten())
+    st.sessions
+        .get(&sid)
+        .into_iter()
+        .flat_map(|users| users.values().flatten())
 }
 
 /// `uid`'s local sockets of `sid`.
