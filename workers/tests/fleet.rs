@@ -165,7 +165,7 @@ async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_
     let store = Store::connect(&url, 2, false).await.unwrap();
     store.migrate().await.unwrap();
     let a = store.create_user("a@fleet.test", "A", "x").await.unwrap();
-    store.create_user("b@fleet.test", "B", "x").await.unwrap();
+    let b = store.create_user("b@fleet.test", "B", "x").await.unwrap();
     let rel = store
         .create_relationship(
             a.id,
@@ -175,6 +175,13 @@ async fn killed_workers_lose_no_frames_after_the_kill_and_their_report_jobs_are_
         )
         .await
         .unwrap();
+    // a report counts only members whose consent is granted, as the API requires to start
+    for u in [a.id, b.id] {
+        store
+            .set_consent(rel.id, u, inside_schemas::ConsentStatus::Granted)
+            .await
+            .unwrap();
+    }
     let sid = store.create_session(rel.id, a.id).await.unwrap().id;
     let env = [
         ("DATABASE_URL", url.clone()),

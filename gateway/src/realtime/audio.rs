@@ -16,6 +16,7 @@ use inside_engine::speech::{
 use inside_schemas::audio::now_us;
 use inside_schemas::AudioSegmentMeta;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::protocol::{self, AudioStart, BadMessage};
@@ -39,6 +40,7 @@ impl AudioUplink {
         params: AudioStart,
         max_seconds: f64,
         replies: SendQueue,
+        revoked: CancellationToken,
     ) -> Self {
         let (chunks, rx) = mpsc::channel(CHUNK_QUEUE);
         let runtime = tokio::runtime::Handle::current();
@@ -49,6 +51,7 @@ impl AudioUplink {
                 uid,
                 codec: params.codec,
                 runtime,
+                revoked,
             };
             let outcome = decode(rx, params, max_seconds, &publisher);
             metrics::counter!("inside_audio_streams_total", "outcome" => if outcome.is_ok() { "ok" } else { "error" }).increment(1);
@@ -77,10 +80,16 @@ struct SegmentPublisher {
     uid: Uuid,
     codec: Codec,
     runtime: tokio::runtime::Handle,
+    /// The member's consent or membership ended: the rest of the stream, the last partial
+    /// segment included, is dropped.
+    revoked: CancellationToken,
 }
 
 impl SegmentPublisher {
     fn publish(&self, seg: Segment) -> Result<(), SpeechError> {
+        if self.revoked.is_cancelled() {
+            return Ok(());
+        }
         let meta = AudioSegmentMeta {
             seq: seg.seq,
             start_ms: seg.start_ms,
