@@ -1,5 +1,6 @@
 //! Consent and connections while a session runs, through real HTTP, WebSocket and TCP:
-//! withdrawing consent closes the member's sockets (4403, on every gateway) and keeps
+//! withdrawing consent closes the member's sockets (4403, on every gateway), drops the
+//! rest of their audio stream, and keeps
 //! them out of the report; joining needs every member's consent; an expiring token
 //! closes its socket (4401); socket caps per user and per address (429); oversized
 //! messages (1009) and floods (1008) get a close frame; presence costs the session's
@@ -141,6 +142,38 @@ async fn withdrawing_consent_closes_sockets_on_every_gateway() {
     set_consent(&one, &b, &rid, "revoked").await;
     assert_eq!(wb.close_code(T).await, Some(4403));
     wa.expect_participants(&[uid(&a)], T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_members_audio_stops_with_the_withdrawal() {
+    use futures::StreamExt;
+    let app = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS)]).await;
+    let (_a, b, rid, sid) = session(&app).await;
+    let nc = async_nats::connect(NATS).await.unwrap();
+    let prefix = &app.env["NATS_SUBJECT_PREFIX"];
+    let mut audio = nc
+        .subscribe(format!("{prefix}.v1.audio.{sid}.{}", uid(&b)))
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    let mut wb = Ws::connect(app.addr, &sid, token(&b)).await;
+    wb.send(
+        "client.audio_start",
+        json!({"codec": "pcm_s16le", "sample_rate": 16000, "channels": 1}),
+    )
+    .await;
+    // 1.2 s: under one 1.5 s segment, so nothing is published until the stream ends
+    let tone: Vec<f32> = (0..19_200).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
+    for chunk in common::audio::pcm(&tone).chunks(3200) {
+        wb.send_binary(chunk).await;
+    }
+    wb.send("client.ping", json!({})).await;
+    wb.expect("server.pong", T).await;
+    set_consent(&app, &b, &rid, "revoked").await;
+    assert_eq!(wb.close_code(T).await, Some(4403));
+    // ending the stream would publish its last partial segment: not after a withdrawal
+    let late = tokio::time::timeout(Duration::from_secs(2), audio.next()).await;
+    assert!(late.is_err(), "audio published after the withdrawal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
