@@ -1,10 +1,10 @@
 //! Consent and connections while a session runs, through real HTTP, WebSocket and TCP:
 //! withdrawing consent closes the member's sockets (4403, on every gateway), drops the
-//! rest of their audio stream, and keeps
-//! them out of the report; joining needs every member's consent; an expiring token
-//! closes its socket (4401); socket caps per user and per address (429); oversized
-//! messages (1009) and floods (1008) get a close frame; presence costs the session's
-//! members, not its sockets; slow-header, stalled and over-cap TCP connections are cut.
+//! rest of their audio stream and keeps them out of the report; joining needs every
+//! member's consent; an expiring token closes its socket (4401); socket caps per user
+//! and per address (429); oversized messages (1009) and floods (1008) get a close frame;
+//! presence costs the session's members, not its sockets; slow-header, stalled and
+//! over-cap TCP connections are cut.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
