@@ -1,9 +1,10 @@
 //! Consent and connections while a session runs, through real HTTP, WebSocket and TCP:
-//! withdrawing consent closes the member's sockets (4403, on every gateway) and keeps
-//! them out of the report; joining needs every member's consent; an expiring token
-//! closes its socket (4401); socket caps per user and per address (429); oversized
-//! messages (1009) and floods (1008) get a close frame; presence costs the session's
-//! members, not its sockets; slow-header, stalled and over-cap TCP connections are cut.
+//! withdrawing consent closes the member's sockets (4403, on every gateway), drops the
+//! rest of their audio stream and keeps them out of the report; joining needs every
+//! member's consent; an expiring token closes its socket (4401); socket caps per user
+//! and per address (429); oversized messages (1009) and floods (1008) get a close frame;
+//! presence costs the session's members, not its sockets; slow-header, stalled and
+//! over-cap TCP connections are cut.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -144,6 +145,38 @@ async fn withdrawing_consent_closes_sockets_on_every_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_members_audio_stops_with_the_withdrawal() {
+    use futures::StreamExt;
+    let app = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS)]).await;
+    let (_a, b, rid, sid) = session(&app).await;
+    let nc = async_nats::connect(NATS).await.unwrap();
+    let prefix = &app.env["NATS_SUBJECT_PREFIX"];
+    let mut audio = nc
+        .subscribe(format!("{prefix}.v1.audio.{sid}.{}", uid(&b)))
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    let mut wb = Ws::connect(app.addr, &sid, token(&b)).await;
+    wb.send(
+        "client.audio_start",
+        json!({"codec": "pcm_s16le", "sample_rate": 16000, "channels": 1}),
+    )
+    .await;
+    // 1.2 s: under one 1.5 s segment, so nothing is published until the stream ends
+    let tone: Vec<f32> = (0..19_200).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
+    for chunk in common::audio::pcm(&tone).chunks(3200) {
+        wb.send_binary(chunk).await;
+    }
+    wb.send("client.ping", json!({})).await;
+    wb.expect("server.pong", T).await;
+    set_consent(&app, &b, &rid, "revoked").await;
+    assert_eq!(wb.close_code(T).await, Some(4403));
+    // ending the stream would publish its last partial segment: not after a withdrawal
+    let late = tokio::time::timeout(Duration::from_secs(2), audio.next()).await;
+    assert!(late.is_err(), "audio published after the withdrawal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_token_closes_its_socket_with_4401() {
     let app = spawn_app_with(Db::Sqlite, &[("SECRET_KEY", SECRET)]).await;
     let (a, _b, _rid, sid) = session(&app).await;
@@ -159,7 +192,11 @@ async fn an_expiring_token_closes_its_socket_with_4401() {
     ws.expect("server.pong", T).await;
     assert_eq!(ws.close_code(T).await, Some(4401));
     // at the expiry (whole seconds), not at once
-    assert!(opened.elapsed() >= Duration::from_millis(1500), "{:?}", opened.elapsed());
+    assert!(
+        opened.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        opened.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +218,10 @@ async fn sockets_over_the_per_user_cap_are_refused_with_429() {
     drop(first);
     let mut freed = false;
     for _ in 0..50 {
-        if try_connect(&ws_url(app.addr, &sid, token(&a)), None).await.is_ok() {
+        if try_connect(&ws_url(app.addr, &sid, token(&a)), None)
+            .await
+            .is_ok()
+        {
             freed = true;
             break;
         }

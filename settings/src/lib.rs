@@ -186,7 +186,7 @@ impl Settings {
                 0,
                 1_000_000,
             )?,
-            http_header_read_timeout: r.float("HTTP_HEADER_READ_TIMEOUT", 10.0, 0.05, 3600.0)?,
+            http_header_read_timeout: r.float("HTTP_HEADER_READ_TIMEOUT", 30.0, 0.05, 3600.0)?,
             http_idle_timeout: r.float("HTTP_IDLE_TIMEOUT", 60.0, 0.05, 86400.0)?,
             http_max_connections_per_client: r.ranged(
                 "HTTP_MAX_CONNECTIONS_PER_CLIENT",

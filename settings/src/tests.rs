@@ -99,13 +99,14 @@ fn connection_limits_have_production_defaults_and_are_validated() {
     assert_eq!(s.websocket_max_sockets_per_user, 16);
     assert_eq!(s.websocket_max_sockets_per_client, 256);
     assert_eq!(s.http_max_connections_per_client, 512);
-    assert_eq!(s.http_header_read_timeout, 10.0);
+    assert_eq!(s.http_header_read_timeout, 30.0);
     assert_eq!(s.http_idle_timeout, 60.0);
     let err = |pairs: &[(&str, &str)]| Settings::from_map(&map(pairs)).unwrap_err().to_string();
     assert!(err(&[("HTTP_HEADER_READ_TIMEOUT", "0")]).contains("HTTP_HEADER_READ_TIMEOUT"));
     assert!(err(&[("HTTP_IDLE_TIMEOUT", "-1")]).contains("HTTP_IDLE_TIMEOUT"));
-    assert!(err(&[("WEBSOCKET_MAX_SOCKETS_PER_USER", "x")])
-        .contains("WEBSOCKET_MAX_SOCKETS_PER_USER"));
+    assert!(
+        err(&[("WEBSOCKET_MAX_SOCKETS_PER_USER", "x")]).contains("WEBSOCKET_MAX_SOCKETS_PER_USER")
+    );
     // a TCP cap under the socket cap (or with no socket cap) is refused
     assert!(err(&[("HTTP_MAX_CONNECTIONS_PER_CLIENT", "100")])
         .contains("HTTP_MAX_CONNECTIONS_PER_CLIENT"));

@@ -17,6 +17,7 @@ use inside_engine::speech::{
 use inside_schemas::audio::now_us;
 use inside_schemas::AudioSegmentMeta;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::protocol::{self, AudioStart, BadMessage};
@@ -32,19 +33,33 @@ pub struct AudioUplink {
     chunks: mpsc::Sender<Bytes>,
 }
 
+/// Where one member's segments go: the internal subject, the research copy when the session
+/// allows it, and nowhere once the member's consent or membership ends (`revoked`).
+pub struct AudioRoute {
+    pub bus: Bus,
+    pub sid: Uuid,
+    pub uid: Uuid,
+    pub research: ResearchGate,
+    pub revoked: CancellationToken,
+}
+
 impl AudioUplink {
     /// Starts the decoder thread for one stream.
     pub fn start(
-        bus: Bus,
-        sid: Uuid,
-        uid: Uuid,
+        route: AudioRoute,
         params: AudioStart,
         max_seconds: f64,
         replies: SendQueue,
-        research: ResearchGate,
     ) -> Self {
         let (chunks, rx) = mpsc::channel(CHUNK_QUEUE);
         let runtime = tokio::runtime::Handle::current();
+        let AudioRoute {
+            bus,
+            sid,
+            uid,
+            research,
+            revoked,
+        } = route;
         tokio::task::spawn_blocking(move || {
             let publisher = SegmentPublisher {
                 bus,
@@ -53,6 +68,7 @@ impl AudioUplink {
                 codec: params.codec,
                 runtime,
                 research,
+                revoked,
             };
             let outcome = decode(rx, params, max_seconds, &publisher);
             metrics::counter!("inside_audio_streams_total", "outcome" => if outcome.is_ok() { "ok" } else { "error" }).increment(1);
@@ -82,10 +98,16 @@ struct SegmentPublisher {
     codec: Codec,
     runtime: tokio::runtime::Handle,
     research: ResearchGate,
+    /// The member's consent or membership ended: the rest of the stream, the last partial
+    /// segment included, is dropped.
+    revoked: CancellationToken,
 }
 
 impl SegmentPublisher {
     fn publish(&self, seg: Segment) -> Result<(), SpeechError> {
+        if self.revoked.is_cancelled() {
+            return Ok(());
+        }
         let meta = AudioSegmentMeta {
             seq: seg.seq,
             start_ms: seg.start_ms,

@@ -131,6 +131,8 @@ mod tests {
             caps.reserve(Uuid::new_v4(), Some(ip)),
             Err(CapHit::Client)
         ));
-        assert!(caps.reserve(Uuid::new_v4(), Some([10, 0, 0, 2].into())).is_ok());
+        assert!(caps
+            .reserve(Uuid::new_v4(), Some([10, 0, 0, 2].into()))
+            .is_ok());
     }
 }

@@ -14,10 +14,11 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use uuid::Uuid;
 
-use super::audio::AudioUplink;
+use super::audio::{AudioRoute, AudioUplink};
 use super::budget::Budget;
 use super::caps::SocketSlot;
 use super::consent::require_consent;
+use super::hub::Membership;
 use super::presence::{CLOSE_FINALIZED, CLOSE_REVOKED};
 use super::protocol::{self, BadMessage, ClientMessage};
 use super::send_queue::{Outbound, SendQueue};
@@ -99,11 +100,14 @@ impl Connection {
         let started = Instant::now();
         let last_seen = AtomicU64::new(0);
         let kill = membership.kill.clone();
+        let revoked = membership.revoked.clone();
         let expiry = token_expiry(self.expires_at);
         let ending = tokio::select! {
             e = self.send_side(&mut sink, &membership.queue, started, &last_seen) => e,
-            e = self.receive_side(&mut stream, &membership.queue, started, &last_seen) => e,
+            e = self.receive_side(&mut stream, &membership, started, &last_seen) => e,
             _ = kill.cancelled() => Ending::Close(1013, "send queue full or server stopping"),
+            // before the queue drains: nothing more of theirs is read or published
+            _ = revoked.cancelled() => Ending::Close(CLOSE_REVOKED, "consent withdrawn"),
             _ = tokio::time::sleep_until(expiry) => Ending::Close(CLOSE_TOKEN_EXPIRED, "access token expired"),
         };
         if let Ending::Close(code, reason) = ending {
@@ -159,10 +163,11 @@ impl Connection {
     async fn receive_side(
         &self,
         stream: &mut SplitStream<WebSocket>,
-        queue: &SendQueue,
+        membership: &Membership,
         started: Instant,
         last_seen: &AtomicU64,
     ) -> Ending {
+        let queue = &membership.queue;
         let bus = self.state.hub.bus();
         let frames_subject = bus.subjects().frames(self.sid, self.uid);
         let mut budget = Budget::new(MESSAGE_RATE, MESSAGE_BURST);
@@ -212,14 +217,18 @@ impl Connection {
                                 Err(BadMessage::AudioUnavailable)
                             } else {
                                 // A running stream ends (and flushes) before the new one.
+                                let route = AudioRoute {
+                                    bus: bus.clone(),
+                                    sid: self.sid,
+                                    uid: self.uid,
+                                    research: self.state.research.clone(),
+                                    revoked: membership.revoked.clone(),
+                                };
                                 audio = AudioState::On(AudioUplink::start(
-                                    bus.clone(),
-                                    self.sid,
-                                    self.uid,
+                                    route,
                                     params,
                                     self.state.settings.max_audio_seconds,
                                     queue.clone(),
-                                    self.state.research.clone(),
                                 ));
                                 Ok(())
                             }

@@ -71,6 +71,7 @@ pub(super) struct Socket {
     id: u64,
     queue: SendQueue,
     kill: CancellationToken,
+    revoked: CancellationToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,6 +97,9 @@ pub struct Membership {
     pub queue: SendQueue,
     /// Cancelled when the socket must go (slow reader, shutdown).
     pub kill: CancellationToken,
+    /// Cancelled when the member's consent or membership ended: nothing more of theirs
+    /// is published, and the socket closes with 4403.
+    pub revoked: CancellationToken,
     hub: SessionHub,
 }
 
@@ -130,10 +134,10 @@ impl SessionHub {
         lock(&self.0).count
     }
 
-    /// Closes `uid`'s sockets of `sid` on this gateway with `code` (consent withdrawn,
-    /// membership ended).
-    pub fn close_member(&self, sid: Uuid, uid: Uuid, code: u16, reason: &'static str) {
-        close_member(&self.0, sid, uid, code, reason);
+    /// Revokes `uid`'s sockets of `sid` on this gateway (consent withdrawn, membership
+    /// ended): they stop publishing at once and close with 4403.
+    pub fn revoke_member(&self, sid: Uuid, uid: Uuid) {
+        revoke_member(&self.0, sid, uid);
     }
 
     /// Registers a socket, subscribes what it needs, announces the join when it is the
@@ -142,6 +146,7 @@ impl SessionHub {
     pub async fn join(&self, sid: Uuid, uid: Uuid) -> Result<Membership, HubError> {
         let queue = send_queue(SEND_QUEUE);
         let kill = self.0.closing.child_token();
+        let revoked = CancellationToken::new();
         let id = self.0.next_socket.fetch_add(1, Ordering::Relaxed);
         let (first, readies) = {
             let mut st = lock(&self.0);
@@ -151,6 +156,7 @@ impl SessionHub {
                 id,
                 queue: queue.clone(),
                 kill: kill.clone(),
+                revoked: revoked.clone(),
             });
             st.users.entry(uid).or_default().insert(sid);
             st.count += 1;
@@ -171,6 +177,7 @@ impl SessionHub {
             id,
             queue,
             kill,
+            revoked,
             hub: self.clone(),
         };
         for mut ready in readies {
@@ -394,17 +401,20 @@ pub(super) fn close_session(hub: &HubInner, sid: Uuid, code: u16, reason: &'stat
     }
 }
 
-/// Close `uid`'s local sockets of `sid` with `code`.
-pub(super) fn close_member(hub: &HubInner, sid: Uuid, uid: Uuid, code: u16, reason: &'static str) {
+/// Revoke `uid`'s local sockets of `sid`: their connections stop and close with 4403.
+pub(super) fn revoke_member(hub: &HubInner, sid: Uuid, uid: Uuid) {
     let st = lock(hub);
     for s in member_sockets(&st, sid, uid) {
-        push(s, Outbound::Close(code, reason));
+        s.revoked.cancel();
     }
 }
 
 /// Every local socket of `sid`.
 fn session_sockets(st: &HubState, sid: Uuid) -> impl Iterator<Item = &Socket> {
-    st.sessions.get(&sid).into_iter().flat_map(|users| users.values().flatten())
+    st.sessions
+        .get(&sid)
+        .into_iter()
+        .flat_map(|users| users.values().flatten())
 }
 
 /// `uid`'s local sockets of `sid`.

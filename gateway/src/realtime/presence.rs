@@ -10,7 +10,7 @@ use inside_bus::{BusError, StateEvent};
 use inside_schemas::SessionState;
 use uuid::Uuid;
 
-use super::hub::{broadcast_state, close_member, close_session, lock, HubInner, HubState};
+use super::hub::{broadcast_state, close_session, lock, revoke_member, HubInner, HubState};
 use super::protocol;
 use super::send_queue::{Outbound, SendQueue};
 
@@ -79,9 +79,7 @@ pub(super) async fn on_event(hub: &HubInner, sid: Uuid, event: StateEvent) {
             }
         }
         StateEvent::Finalized => close_session(hub, sid, CLOSE_FINALIZED, "session finalized"),
-        StateEvent::MemberRevoked { user } => {
-            close_member(hub, sid, user, CLOSE_REVOKED, "consent withdrawn");
-        }
+        StateEvent::MemberRevoked { user } => revoke_member(hub, sid, user),
     }
 }
 
