@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod limiter;
 pub mod pokes;
 pub mod relationships;
+pub mod reservations;
 pub mod reports;
 pub mod sessions;
 pub mod talk_time;

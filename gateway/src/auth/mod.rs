@@ -4,7 +4,7 @@
 mod password;
 mod tokens;
 
-pub use password::PasswordHasher;
+pub use password::{HasherPool, PasswordHasher};
 pub use tokens::{hash_refresh_token, new_refresh_token, TokenKeys};
 
 use axum::extract::FromRequestParts;
