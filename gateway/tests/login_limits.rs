@@ -22,7 +22,12 @@ fn client_from(ip: [u8; 4]) -> reqwest::Client {
         .unwrap()
 }
 
-async fn login(app: &TestApp, from: &reqwest::Client, email: &str, password: &str) -> (u16, Option<u64>, Value) {
+async fn login(
+    app: &TestApp,
+    from: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> (u16, Option<u64>, Value) {
     let res = from
         .post(app.url("/v1/auth/login"))
         .json(&json!({"email": email, "password": password}))
@@ -37,7 +42,11 @@ async fn login(app: &TestApp, from: &reqwest::Client, email: &str, password: &st
     (status, retry_after, res.json().await.unwrap_or(Value::Null))
 }
 
-async fn signup_from(app: &TestApp, from: &reqwest::Client, email: &str) -> (u16, Option<u64>, Value) {
+async fn signup_from(
+    app: &TestApp,
+    from: &reqwest::Client,
+    email: &str,
+) -> (u16, Option<u64>, Value) {
     let res = from
         .post(app.url("/v1/auth/signup"))
         .json(&json!({"email": email, "password": "correct horse", "name": "Flood"}))
@@ -70,7 +79,10 @@ async fn concurrent_guesses_reach_bcrypt_at_most_the_allowance(app: TestApp) {
                 .send()
                 .await
                 .unwrap();
-            let retry = res.headers().get("retry-after").map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let retry = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
             let status = res.status().as_u16();
             let body: Value = res.json().await.unwrap();
             (status, retry, body)
@@ -161,11 +173,20 @@ async fn one_address_guessing_many_emails_is_limited() {
     let app = spawn_app_with(Db::Sqlite, &[("LOGIN_ADDRESS_MAX_FAILURES", "5")]).await;
     let sprayer = client_from([127, 0, 0, 1]);
     for _ in 0..5 {
-        assert_eq!(login(&app, &sprayer, &unique_email("x"), "wrong").await.0, 401);
+        assert_eq!(
+            login(&app, &sprayer, &unique_email("x"), "wrong").await.0,
+            401
+        );
     }
-    assert_eq!(login(&app, &sprayer, &unique_email("x"), "wrong").await.0, 429);
+    assert_eq!(
+        login(&app, &sprayer, &unique_email("x"), "wrong").await.0,
+        429
+    );
     let other = client_from([127, 0, 0, 2]);
-    assert_eq!(login(&app, &other, &unique_email("x"), "wrong").await.0, 401);
+    assert_eq!(
+        login(&app, &other, &unique_email("x"), "wrong").await.0,
+        401
+    );
 }
 
 async fn signups_per_client_address_are_limited(app: TestApp) {
@@ -208,7 +229,8 @@ async fn signup_flood_gets_busy_and_login_still_passes() {
         &[
             ("BCRYPT_COST", "12"),
             ("BCRYPT_QUEUE", "0"),
-            ("SIGNUP_MAX_PER_ADDRESS", "1000"),
+            // The owner and the flood of 30 use up all 31 unless a 503 gives its slot back.
+            ("SIGNUP_MAX_PER_ADDRESS", "31"),
         ],
     )
     .await;
@@ -248,6 +270,10 @@ async fn signup_flood_gets_busy_and_login_still_passes() {
         }
     }
     assert!(busy > 0 && created > 0, "created {created}, busy {busy}");
+    // Turned-away signups did not count against the address.
+    let (s, _, body) =
+        signup_from(&app, &client_from([127, 0, 0, 1]), &unique_email("later")).await;
+    assert_eq!(s, 201, "{body}");
 }
 
 /// Tokens whose `iat` or `nbf` lies in the future (beyond 30 s of clock leeway)
@@ -259,7 +285,8 @@ async fn tokens_dated_in_the_future_are_refused(db: Db) {
     let key = app.env["SECRET_KEY"].clone();
     let now = chrono::Utc::now().timestamp();
     let mint = |iat: i64, nbf: Option<i64>| {
-        let mut claims = json!({"sub": uid, "iat": iat, "exp": now + 600, "jti": uuid::Uuid::new_v4()});
+        let mut claims =
+            json!({"sub": uid, "iat": iat, "exp": now + 600, "jti": uuid::Uuid::new_v4()});
         if let Some(nbf) = nbf {
             claims["nbf"] = json!(nbf);
         }
@@ -272,13 +299,79 @@ async fn tokens_dated_in_the_future_are_refused(db: Db) {
     };
     let (s, _) = app.get("/v1/users/me", Some(&mint(now, None))).await;
     assert_eq!(s, 200, "a token minted now with the key is good");
-    for t in [mint(now + 3600, None), mint(now, Some(now + 3600)), mint(now + 120, Some(now + 120))] {
+    for t in [
+        mint(now + 3600, None),
+        mint(now, Some(now + 3600)),
+        mint(now + 120, Some(now + 120)),
+    ] {
         let (s, body) = app.get("/v1/users/me", Some(&t)).await;
         assert_eq!(s, 401, "{body}");
         assert_error(&body, "invalid_token");
     }
-    let (s, _) = app.get("/v1/users/me", Some(&mint(now + 10, Some(now + 10)))).await;
+    let (s, _) = app
+        .get("/v1/users/me", Some(&mint(now + 10, Some(now + 10))))
+        .await;
     assert_eq!(s, 200, "clock drift within the leeway is tolerated");
 }
 
 both_databases!(tokens_dated_in_the_future_are_refused);
+
+async fn login_forwarded(app: &TestApp, forwarded_for: &str, email: &str, password: &str) -> u16 {
+    app.http
+        .post(app.url("/v1/auth/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// X-Forwarded-For is ignored unless the peer is a trusted proxy: a guesser
+/// cannot escape the limit by writing a new address into the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
+    let app = spawn_app_with(Db::Sqlite, &[("LOGIN_MAX_FAILURES", "2")]).await;
+    let email = unique_email("xff");
+    app.signup(&email).await;
+    assert_eq!(
+        login_forwarded(&app, "10.0.0.1", &email, "wrong").await,
+        401
+    );
+    assert_eq!(
+        login_forwarded(&app, "10.0.0.2", &email, "wrong").await,
+        401
+    );
+    assert_eq!(
+        login_forwarded(&app, "10.0.0.3", &email, "wrong").await,
+        429
+    );
+
+    let app = spawn_app_with(
+        Db::Sqlite,
+        &[
+            ("LOGIN_MAX_FAILURES", "2"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    app.signup(&email).await;
+    assert_eq!(
+        login_forwarded(&app, "10.0.0.1", &email, "wrong").await,
+        401
+    );
+    assert_eq!(
+        login_forwarded(&app, "10.0.0.1", &email, "wrong").await,
+        401
+    );
+    assert_eq!(
+        login_forwarded(&app, "10.0.0.1", &email, "wrong").await,
+        429
+    );
+    // Another client behind the same proxy is not locked out.
+    assert_eq!(
+        login_forwarded(&app, "10.0.0.2", &email, "correct horse").await,
+        200
+    );
+}

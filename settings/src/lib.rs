@@ -68,6 +68,9 @@ pub struct Settings {
     pub signup_window_seconds: u64,
     /// Password hashing jobs that may wait for a thread, per lane (signup, login).
     pub bcrypt_queue: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; empty: the
+    /// header is ignored and the TCP peer is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub poke_limit: u32,
     pub poke_window_seconds: u64,
     pub sendgrid_api_key: Option<SecretString>,
@@ -160,6 +163,17 @@ impl Settings {
             signup_max_per_address: r.ranged("SIGNUP_MAX_PER_ADDRESS", 20, 1, 1_000_000)?,
             signup_window_seconds: r.ranged("SIGNUP_WINDOW_SECONDS", 3600, 1, 86400)?,
             bcrypt_queue: r.ranged("BCRYPT_QUEUE", 16, 0, 100_000)?,
+            trusted_proxies: r
+                .string("TRUSTED_PROXIES", "")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        invalid("TRUSTED_PROXIES", format!("{s:?} is not an IP address"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             poke_limit: r.ranged("POKE_LIMIT", 10, 1, 10_000)?,
             poke_window_seconds: r.ranged("POKE_WINDOW_SECONDS", 60, 1, 86400)?,
             sendgrid_api_key: r.optional("SENDGRID_API_KEY").map(Into::into),

@@ -95,7 +95,10 @@ fn secrets_never_print() {
 
 #[test]
 fn placeholder_and_low_entropy_keys_are_refused_outside_debug() {
-    for db in ["sqlite://./data/x.db", "postgres://postgres@127.0.0.1/inside"] {
+    for db in [
+        "sqlite://./data/x.db",
+        "postgres://postgres@127.0.0.1/inside",
+    ] {
         for key in [
             // The seed's placeholder and the README's old example.
             "change-me-in-production-use-a-secure-random-string",
@@ -166,4 +169,16 @@ fn abuse_limits_have_defaults_and_ranges() {
         let err = Settings::from_map(&map(&[(k, v)])).unwrap_err();
         assert!(err.to_string().contains(k), "{err}");
     }
+}
+
+#[test]
+fn trusted_proxies_are_ip_addresses_and_none_by_default() {
+    assert!(Settings::from_map(&HashMap::new())
+        .unwrap()
+        .trusted_proxies
+        .is_empty());
+    let s = Settings::from_map(&map(&[("TRUSTED_PROXIES", "10.0.0.1, ::1")])).unwrap();
+    assert_eq!(s.trusted_proxies.len(), 2);
+    let err = Settings::from_map(&map(&[("TRUSTED_PROXIES", "10.0.0.0/8")])).unwrap_err();
+    assert!(err.to_string().contains("TRUSTED_PROXIES"), "{err}");
 }

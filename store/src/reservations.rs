@@ -155,7 +155,10 @@ impl Limiter {
                 let mut entry = map.entry(key.to_string()).or_insert((0, now));
                 if entry.1 > now {
                     return Ok(Hit::Limited(
-                        entry.1.saturating_duration_since(now).max(Duration::from_secs(1)),
+                        entry
+                            .1
+                            .saturating_duration_since(now)
+                            .max(Duration::from_secs(1)),
                     ));
                 }
                 *entry = (1, now + period);

@@ -65,10 +65,21 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("reaching the gateway")?;
     if res.status().as_u16() != 201 {
-        bail!("signing up the owner: {} {}", res.status(), res.text().await?);
+        bail!(
+            "signing up the owner: {} {}",
+            res.status(),
+            res.text().await?
+        );
     }
 
-    let idle = time_logins(&http, &args, &email, password, LoginsUntil::Count(args.idle_logins)).await?;
+    let idle = time_logins(
+        &http,
+        &args,
+        &email,
+        password,
+        LoginsUntil::Count(args.idle_logins),
+    )
+    .await?;
     report("idle", &idle.0, &idle.1);
 
     let stop = Arc::new(AtomicBool::new(false));

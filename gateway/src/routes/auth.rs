@@ -83,7 +83,15 @@ pub async fn signup(
             retry_after_s: wait.as_secs(),
         });
     }
-    let hash = state.hasher.hash(&req.password).await?;
+    let hash = match state.hasher.hash(&req.password).await {
+        Ok(hash) => hash,
+        Err(busy @ ApiError::Busy { .. }) => {
+            // Turned away before any work: a polite retry must not use up the address's signups.
+            state.limiter.release(&[&key]).await?;
+            return Err(busy);
+        }
+        Err(e) => return Err(e),
+    };
     let user = state
         .store
         .create_user(&email, name, &hash)
