@@ -33,6 +33,9 @@ pub enum ApiError {
     TooMany(&'static str, String),
     #[error("{1}")]
     Unavailable(&'static str, String),
+    /// Overloaded (e.g. the password hashing queue is full): 503 `busy` with `Retry-After`.
+    #[error("the server is busy; retry shortly")]
+    Busy { retry_after_s: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::TooMany(code, _) => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::Unavailable(code, _) => (StatusCode::SERVICE_UNAVAILABLE, code),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -86,7 +90,7 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut res = (status, axum::Json(ErrorBody::new(code, message))).into_response();
-        if let ApiError::RateLimited { retry_after_s } = self {
+        if let ApiError::RateLimited { retry_after_s } | ApiError::Busy { retry_after_s } = self {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
         }

@@ -12,7 +12,7 @@ use inside_workers::ReportJobs;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::RngCore;
 
-use crate::auth::{LiveAccounts, PasswordHasher, TokenKeys};
+use crate::auth::{HasherPool, LiveAccounts, PasswordHasher, TokenKeys};
 use crate::mail::{self, Mailer};
 
 #[derive(Clone)]
@@ -101,11 +101,13 @@ impl AppState {
             Duration::from_secs(settings.access_token_expire_minutes * 60),
             Duration::from_secs(settings.refresh_token_expire_days * 86_400),
         );
-        // Leave a core to the async runtime so bcrypt cannot starve requests.
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let hasher = PasswordHasher::new(settings.bcrypt_cost, cores.saturating_sub(1).max(1))?;
+        let hasher = PasswordHasher::new(
+            settings.bcrypt_cost,
+            HasherPool::for_cores(cores, settings.bcrypt_queue),
+        )?;
         let mailer = mail::from_settings(&settings)?;
         let jobs = ReportJobs::new(
             store.clone(),

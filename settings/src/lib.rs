@@ -6,6 +6,7 @@
 
 pub mod nats;
 mod parse;
+mod secret;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,16 +17,6 @@ pub use secrecy::{ExposeSecret, SecretString};
 pub use crate::nats::{ClientCert, NatsAuth, NatsOptions, NatsTls};
 
 use parse::Raw;
-
-/// Placeholder keys from the Python seed's examples that must never reach production.
-const DEFAULT_KEYS: &[&str] = &[
-    "change-me",
-    "changeme",
-    "secret",
-    "your-secret-key",
-    "your-secret-key-here",
-    "dev-secret-key",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -84,8 +75,19 @@ pub struct Settings {
     pub nudge_rate_limit_seconds: f64,
     pub speaking_rate_threshold: f64,
     pub overlap_ratio_threshold: f64,
+    /// Failed (or in-flight) logins per (email, client address) in a window.
     pub login_max_failures: u32,
     pub login_window_seconds: u64,
+    /// Failed (or in-flight) logins per client address, over every email, in a window.
+    pub login_address_max_failures: u32,
+    /// Signups per client address in a window.
+    pub signup_max_per_address: u32,
+    pub signup_window_seconds: u64,
+    /// Password hashing jobs that may wait for a thread, per lane (signup, login).
+    pub bcrypt_queue: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; empty: the
+    /// header is ignored and the TCP peer is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub poke_limit: u32,
     pub poke_window_seconds: u64,
     /// Invitations (relationships created) one account may send per window.
@@ -199,6 +201,26 @@ impl Settings {
             overlap_ratio_threshold: r.float("OVERLAP_RATIO_THRESHOLD", 0.3, 0.001, 1.0)?,
             login_max_failures: r.ranged("LOGIN_MAX_FAILURES", 10, 1, 10_000)?,
             login_window_seconds: r.ranged("LOGIN_WINDOW_SECONDS", 300, 1, 86400)?,
+            login_address_max_failures: r.ranged(
+                "LOGIN_ADDRESS_MAX_FAILURES",
+                100,
+                1,
+                1_000_000,
+            )?,
+            signup_max_per_address: r.ranged("SIGNUP_MAX_PER_ADDRESS", 20, 1, 1_000_000)?,
+            signup_window_seconds: r.ranged("SIGNUP_WINDOW_SECONDS", 3600, 1, 86400)?,
+            bcrypt_queue: r.ranged("BCRYPT_QUEUE", 16, 0, 100_000)?,
+            trusted_proxies: r
+                .string("TRUSTED_PROXIES", "")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        invalid("TRUSTED_PROXIES", format!("{s:?} is not an IP address"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             poke_limit: r.ranged("POKE_LIMIT", 10, 1, 10_000)?,
             poke_window_seconds: r.ranged("POKE_WINDOW_SECONDS", 60, 1, 86400)?,
             invitation_sender_limit: r.ranged("INVITATION_SENDER_LIMIT", 20, 1, 10_000)?,
@@ -227,14 +249,6 @@ impl Settings {
         if self.algorithm != "HS256" {
             return Err(invalid("ALGORITHM", "only HS256 is supported"));
         }
-        let weak = secret_key.is_none_or(|k| DEFAULT_KEYS.contains(&k.trim()));
-        if !self.debug && self.database_kind == DatabaseKind::Postgres && weak {
-            return Err(invalid(
-                "SECRET_KEY",
-                "missing or a default value while DEBUG=false with PostgreSQL; \
-                 set a random key of at least 32 bytes (e.g. `openssl rand -hex 32`)",
-            ));
-        }
         let (tcp, ws) = (
             self.http_max_connections_per_client,
             self.websocket_max_sockets_per_client,
@@ -249,12 +263,27 @@ impl Settings {
                 ),
             ));
         }
-        if let Some(k) = secret_key {
-            if k.len() < 32 && !self.debug {
-                return Err(invalid("SECRET_KEY", "must be at least 32 bytes"));
-            }
+        if self.debug {
+            return Ok(self);
         }
-        Ok(self)
+        match secret_key {
+            None if self.database_kind == DatabaseKind::Postgres => Err(invalid(
+                "SECRET_KEY",
+                "missing while DEBUG=false with PostgreSQL; \
+                 generate one with `openssl rand -hex 32`",
+            )),
+            Some(k) => match secret::weakness(k) {
+                Some(why) => Err(invalid(
+                    "SECRET_KEY",
+                    format!(
+                        "{why}; it signs every access token, so generate a random one \
+                         with `openssl rand -hex 32` (or set DEBUG=true for local development)"
+                    ),
+                )),
+                None => Ok(self),
+            },
+            None => Ok(self),
+        }
     }
 
     /// Nudge limit window; `None` when `NUDGE_RATE_LIMIT_SECONDS=0` turns it off.

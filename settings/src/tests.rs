@@ -144,3 +144,93 @@ fn invitation_limits_default_and_are_bounded() {
         assert!(err.to_string().contains(k), "{err}");
     }
 }
+
+#[test]
+fn placeholder_and_low_entropy_keys_are_refused_outside_debug() {
+    for db in [
+        "sqlite://./data/x.db",
+        "postgres://postgres@127.0.0.1/inside",
+    ] {
+        for key in [
+            // The seed's placeholder and the README's old example.
+            "change-me-in-production-use-a-secure-random-string",
+            "change-me-to-at-least-32-bytes-of-secret",
+            "CHANGEME-please-0123456789abcdefghijklmnop",
+            "secret",
+            // Long but drawn from a handful of characters.
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "abcdefghabcdefghabcdefghabcdefghabcdefgh",
+            "0123456789abcdef",
+        ] {
+            let err = Settings::from_map(&map(&[("DATABASE_URL", db), ("SECRET_KEY", key)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("SECRET_KEY"), "{key}: {err}");
+            assert!(err.contains("openssl rand -hex 32"), "{key}: {err}");
+            // DEBUG=true is local development: any key goes.
+            assert!(
+                Settings::from_map(&map(&[
+                    ("DATABASE_URL", db),
+                    ("SECRET_KEY", key),
+                    ("DEBUG", "true")
+                ]))
+                .is_ok(),
+                "{key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn random_keys_and_the_test_suites_keys_pass() {
+    let pg = ("DATABASE_URL", "postgres://postgres@127.0.0.1/inside");
+    // `openssl rand -hex 32` and `openssl rand -base64 32` shapes.
+    for key in [
+        "9f2c4e7a1b3d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8",
+        "3b1f0c9d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c",
+        "q0Zt9XvB3kLm7PqR2sT8uVwX1yZa4bCd6eFg5hIj0kE=",
+        "test-secret-key-0123456789abcdef0123",
+        "bench-secret-0123456789abcdef0123456789",
+        "fleet-test-secret-0123456789abcdef0123",
+        "compose-check-secret-0123456789abcdef",
+    ] {
+        let r = Settings::from_map(&map(&[pg, ("SECRET_KEY", key)]));
+        assert!(r.is_ok(), "{key}: {:?}", r.err());
+    }
+}
+
+#[test]
+fn abuse_limits_have_defaults_and_ranges() {
+    let s = Settings::from_map(&HashMap::new()).unwrap();
+    assert_eq!(
+        (
+            s.login_max_failures,
+            s.login_address_max_failures,
+            s.signup_max_per_address,
+            s.signup_window_seconds,
+            s.bcrypt_queue
+        ),
+        (10, 100, 20, 3600, 16)
+    );
+    for (k, v) in [
+        ("LOGIN_ADDRESS_MAX_FAILURES", "0"),
+        ("SIGNUP_MAX_PER_ADDRESS", "0"),
+        ("SIGNUP_WINDOW_SECONDS", "0"),
+        ("BCRYPT_QUEUE", "-1"),
+    ] {
+        let err = Settings::from_map(&map(&[(k, v)])).unwrap_err();
+        assert!(err.to_string().contains(k), "{err}");
+    }
+}
+
+#[test]
+fn trusted_proxies_are_ip_addresses_and_none_by_default() {
+    assert!(Settings::from_map(&HashMap::new())
+        .unwrap()
+        .trusted_proxies
+        .is_empty());
+    let s = Settings::from_map(&map(&[("TRUSTED_PROXIES", "10.0.0.1, ::1")])).unwrap();
+    assert_eq!(s.trusted_proxies.len(), 2);
+    let err = Settings::from_map(&map(&[("TRUSTED_PROXIES", "10.0.0.0/8")])).unwrap_err();
+    assert!(err.to_string().contains("TRUSTED_PROXIES"), "{err}");
+}

@@ -11,6 +11,7 @@ pub mod limiter;
 pub mod pokes;
 pub mod relationships;
 pub mod reports;
+pub mod reservations;
 pub mod sessions;
 pub mod talk_time;
 mod time;

@@ -6,7 +6,7 @@ mod password;
 mod tokens;
 
 pub use accounts::{LiveAccounts, ALIVE_FOR};
-pub use password::PasswordHasher;
+pub use password::{HasherPool, PasswordHasher};
 pub use tokens::{hash_refresh_token, new_refresh_token, Access, TokenKeys};
 
 use axum::extract::FromRequestParts;

@@ -11,13 +11,20 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// Every field is required: a token missing one is rejected while decoding.
+/// How far in the future `iat` or `nbf` may lie: clocks of several gateways
+/// drift by seconds, not minutes. A token "issued" later than this was minted
+/// by someone holding the key with a forged clock, or it is not valid yet.
+pub const FUTURE_LEEWAY_S: i64 = 30;
+
+/// Every field but `nbf` is required: a token missing one is rejected while decoding.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: Uuid,
     exp: i64,
     iat: i64,
     jti: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
 }
 
 /// What a verified access token says.
@@ -60,6 +67,7 @@ impl TokenKeys {
             iat: now,
             exp: now + self.access_ttl.as_secs() as i64,
             jti: Uuid::new_v4(),
+            nbf: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)
@@ -74,10 +82,21 @@ impl TokenKeys {
     pub fn verify_access(&self, token: &str) -> Result<Access, ApiError> {
         use jsonwebtoken::errors::ErrorKind;
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(Access {
-                user: data.claims.sub,
-                expires_at: data.claims.exp,
-            }),
+            Ok(data) => {
+                let now = chrono::Utc::now().timestamp();
+                let claims = data.claims;
+                let latest = now + FUTURE_LEEWAY_S;
+                if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
+                    return Err(ApiError::Unauthorized(
+                        "invalid_token",
+                        "access token is not valid yet".into(),
+                    ));
+                }
+                Ok(Access {
+                    user: claims.sub,
+                    expires_at: claims.exp,
+                })
+            }
             Err(e) => Err(ApiError::Unauthorized(
                 match e.kind() {
                     ErrorKind::ExpiredSignature => "token_expired",
@@ -153,12 +172,43 @@ mod tests {
             iat: 1,
             exp: 2,
             jti: Uuid::new_v4(),
+            nbf: None,
         };
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
         assert!(matches!(
             k.verify(&t),
             Err(ApiError::Unauthorized("token_expired", _))
         ));
+    }
+
+    fn signed(k: &TokenKeys, iat: i64, nbf: Option<i64>) -> String {
+        let claims = Claims {
+            sub: Uuid::new_v4(),
+            iat,
+            exp: chrono::Utc::now().timestamp() + 3600,
+            jti: Uuid::new_v4(),
+            nbf,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap()
+    }
+
+    #[test]
+    fn token_issued_or_valid_only_in_the_future_is_refused() {
+        let k = keys();
+        let now = chrono::Utc::now().timestamp();
+        let ahead = now + FUTURE_LEEWAY_S + 60;
+        assert!(matches!(
+            k.verify(&signed(&k, ahead, None)),
+            Err(ApiError::Unauthorized("invalid_token", _))
+        ));
+        assert!(matches!(
+            k.verify(&signed(&k, now, Some(ahead))),
+            Err(ApiError::Unauthorized("invalid_token", _))
+        ));
+        // Clock drift within the leeway is tolerated.
+        let drift = now + FUTURE_LEEWAY_S / 2;
+        assert!(k.verify(&signed(&k, drift, Some(drift))).is_ok());
+        assert!(k.verify(&signed(&k, now - 10, Some(now - 10))).is_ok());
     }
 
     fn b64(s: &str) -> String {

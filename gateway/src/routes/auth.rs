@@ -13,6 +13,7 @@ use inside_store::tokens::Rotation;
 use crate::auth::{hash_refresh_token, new_refresh_token};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, Json};
+use crate::routes::login_throttle::{address_label, LoginThrottle};
 use crate::routes::normalise_email;
 use crate::state::AppState;
 
@@ -55,9 +56,12 @@ fn refresh_expiry(state: &AppState) -> i64 {
 
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = SignupRequest,
     responses((status = 201, body = TokenPair), (status = 400, body = ErrorBody), (status = 409, description = "email taken", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "too many signups from this client address; see Retry-After", body = ErrorBody),
+        (status = 503, description = "password hashing is queued to its bound; see Retry-After", body = ErrorBody)))]
 pub async fn signup(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Json(req): Json<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<TokenPair>)> {
     let email = normalise_email(&req.email)?;
@@ -72,7 +76,24 @@ pub async fn signup(
             "password must be at least 8 characters and at most 72 bytes",
         ));
     }
-    let hash = state.hasher.hash(&req.password).await?;
+    // Counted before hashing, which is the cost a flood of signups imposes.
+    let key = format!("signup:addr:{}", address_label(ip));
+    let window = Duration::from_secs(state.settings.signup_window_seconds);
+    let limit = u64::from(state.settings.signup_max_per_address);
+    if let Hit::Limited(wait) = state.limiter.hit(&key, limit, window).await? {
+        return Err(ApiError::RateLimited {
+            retry_after_s: wait.as_secs(),
+        });
+    }
+    let hash = match state.hasher.hash(&req.password).await {
+        Ok(hash) => hash,
+        Err(busy @ ApiError::Busy { .. }) => {
+            // Turned away before any work: a polite retry must not use up the address's signups.
+            state.limiter.release(&[&key]).await?;
+            return Err(busy);
+        }
+        Err(e) => return Err(e),
+    };
     let user = state
         .store
         .create_user(&email, name, &hash)
@@ -93,52 +114,48 @@ pub async fn signup(
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenPair), (status = 400, body = ErrorBody), (status = 401, description = "wrong email or password", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, description = "too many failed attempts; see Retry-After", body = ErrorBody)))]
+        (status = 429, description = "too many failed attempts from this client address; see Retry-After", body = ErrorBody),
+        (status = 503, description = "password checks are queued to their bound; see Retry-After", body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     let email = req.email.trim().to_lowercase();
-    let window = Duration::from_secs(state.settings.login_window_seconds);
-    let limit = u64::from(state.settings.login_max_failures);
-    let keys = [
-        Some(format!("login:email:{email}")),
-        ip.map(|ip| format!("login:ip:{ip}")),
-    ];
-    // Only failures count; a busy address that logs in correctly is never limited.
-    for key in keys.iter().flatten() {
-        if let Hit::Limited(wait) = state.limiter.check(key, limit).await? {
-            return Err(ApiError::RateLimited {
-                retry_after_s: wait.as_secs(),
-            });
+    let throttle = LoginThrottle::new(&state, &email, ip);
+    // The attempt is counted before the password is checked, so concurrent
+    // guesses cannot all pass a count that only failures would raise.
+    throttle.admit().await?;
+    let checked = check_password(&state, &email, &req.password).await;
+    match checked {
+        Ok(Some(user)) => {
+            throttle.succeeded().await?;
+            Ok(Json(token_pair(&state, user, None).await?))
         }
-    }
-    let creds = state.store.credentials(&email).await?;
-    let ok = state
-        .hasher
-        .verify(
-            &req.password,
-            creds.as_ref().map(|c| c.password_hash.as_str()),
-        )
-        .await?;
-    match creds {
-        Some(c) if ok => {
-            if let Some(k) = &keys[0] {
-                state.limiter.reset(k).await?;
-            }
-            Ok(Json(token_pair(&state, c.user, None).await?))
-        }
-        _ => {
-            for key in keys.iter().flatten() {
-                state.limiter.hit(key, limit, window).await?;
-            }
+        Ok(None) => {
+            throttle.failed().await?;
             Err(ApiError::Unauthorized(
                 "invalid_credentials",
                 "invalid email or password".into(),
             ))
         }
+        Err(e) => {
+            // Not a guess that was judged (busy, database down): it does not count.
+            throttle.abandoned().await?;
+            Err(e)
+        }
     }
+}
+
+/// The user whose password this is, or `None` (unknown email or wrong password,
+/// which take the same time).
+async fn check_password(state: &AppState, email: &str, password: &str) -> ApiResult<Option<User>> {
+    let creds = state.store.credentials(email).await?;
+    let ok = state
+        .hasher
+        .verify(password, creds.as_ref().map(|c| c.password_hash.as_str()))
+        .await?;
+    Ok(creds.filter(|_| ok).map(|c| c.user))
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,

@@ -4,6 +4,7 @@ pub mod activities;
 pub mod auth;
 pub mod health;
 pub mod history;
+pub mod login_throttle;
 pub mod pokes;
 pub mod relationships;
 pub mod sessions;

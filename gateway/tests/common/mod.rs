@@ -87,6 +87,8 @@ pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
         ),
         ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
         ("REPORT_JOB_POLL_MS".into(), "50".into()),
+        // Every test's users sign up from 127.0.0.1; the signup limit has its own tests.
+        ("SIGNUP_MAX_PER_ADDRESS".into(), "100000".into()),
     ]);
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
