@@ -115,6 +115,13 @@ async fn the_researcher_cannot_forge_nudges_pokes_frames_or_finalized_state() {
     for sub in [&mut nudges, &mut pokes, &mut state] {
         assert!(sub.next().now_or_never().is_none(), "a forged message arrived");
     }
+    // and the server logs each refusal, which is what fleet.rs and nats_secured.rs check for
+    let nudge = s.nudges(sid, uid);
+    let deadline = tokio::time::Instant::now() + T;
+    while !nats.violations().iter().any(|l| l.contains(&nudge)) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", nats.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
