@@ -42,7 +42,8 @@ pub struct ClientCert {
 /// TLS towards NATS.
 #[derive(Debug, Clone, Default)]
 pub struct NatsTls {
-    /// PEM roots to trust in addition to none (a private CA); `None`: the webpki roots.
+    /// The only CA (PEM) to trust for the server's certificate, e.g. a private one; `None`:
+    /// the system's root certificates.
     pub ca_file: Option<PathBuf>,
     /// For servers that verify clients (`verify: true` in nats-server's `tls` block).
     pub client_cert: Option<ClientCert>,
