@@ -75,7 +75,7 @@ impl AppState {
                     subjects,
                 )
                 .await
-                    .context("connecting to NATS (NATS_URL)")?;
+                .context("connecting to NATS (NATS_URL)")?;
                 if let Some(client) = bus.nats() {
                     inside_bus::jobs::ensure_stream(client, bus.subjects())
                         .await

@@ -24,7 +24,10 @@ pub enum NatsAuth {
     /// An nkey user seed (`SU…`, `NATS_NKEY_SEED`): the server knows only the public key.
     NkeySeed(SecretString),
     /// `NATS_USER` + `NATS_PASSWORD`, or both in the URL.
-    UserPassword { user: String, password: SecretString },
+    UserPassword {
+        user: String,
+        password: SecretString,
+    },
     /// `NATS_TOKEN`, or a lone user part in the URL (`nats://TOKEN@host`, the NATS convention).
     Token(SecretString),
 }
@@ -39,7 +42,8 @@ pub struct ClientCert {
 /// TLS towards NATS.
 #[derive(Debug, Clone, Default)]
 pub struct NatsTls {
-    /// PEM roots to trust in addition to none (a private CA); `None`: the webpki roots.
+    /// The only CA (PEM) to trust for the server's certificate, e.g. a private one; `None`:
+    /// the system's root certificates.
     pub ca_file: Option<PathBuf>,
     /// For servers that verify clients (`verify: true` in nats-server's `tls` block).
     pub client_cert: Option<ClientCert>,
@@ -114,7 +118,10 @@ pub(crate) fn load(
         ways.push(("NATS_TOKEN", NatsAuth::Token(token.into())));
     }
     if let [(first, _), (second, _), ..] = ways.as_slice() {
-        return Err(invalid(first, format!("conflicts with {second}. {ONE_WAY}")));
+        return Err(invalid(
+            first,
+            format!("conflicts with {second}. {ONE_WAY}"),
+        ));
     }
     let auth = ways.pop().map(|(_, a)| a).unwrap_or_default();
     let tls = load_tls(r, &url)?;
@@ -200,7 +207,12 @@ fn decode(part: &str) -> Result<String, SettingsError> {
     percent_encoding::percent_decode_str(part)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| invalid("NATS_URL", "its credentials are not UTF-8 once percent-decoded"))
+        .map_err(|_| {
+            invalid(
+                "NATS_URL",
+                "its credentials are not UTF-8 once percent-decoded",
+            )
+        })
 }
 
 fn existing_file(r: &Raw<'_>, name: &'static str) -> Result<Option<PathBuf>, SettingsError> {
@@ -228,13 +240,14 @@ fn check_creds_file(path: &Path) -> Result<(), SettingsError> {
     let jwt = block(&text, "NATS USER JWT");
     let seed = block(&text, "USER NKEY SEED");
     match (jwt, seed) {
-        (Some(jwt), Some(seed)) if jwt.split('.').count() == 3 => check_user_seed(seed)
-            .map_err(|_| {
+        (Some(jwt), Some(seed)) if jwt.split('.').count() == 3 => {
+            check_user_seed(seed).map_err(|_| {
                 invalid(
                     "NATS_CREDS_FILE",
                     format!("{}: its seed is not a user nkey seed", path.display()),
                 )
-            }),
+            })
+        }
         _ => Err(invalid(
             "NATS_CREDS_FILE",
             format!(

@@ -64,9 +64,10 @@ async fn run_fleet_member(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let subjects = inside_bus::Subjects::new(settings.nats_subject_prefix.clone());
-    let bus = inside_bus::Bus::connect_nats_with(url, "inside-worker", &settings.nats, subjects.clone())
-        .await
-        .context("connecting to NATS (NATS_URL)")?;
+    let bus =
+        inside_bus::Bus::connect_nats_with(url, "inside-worker", &settings.nats, subjects.clone())
+            .await
+            .context("connecting to NATS (NATS_URL)")?;
     let limiter = match &settings.redis_url {
         Some(url) => Limiter::redis(url.expose_secret(), &settings.nats_subject_prefix)
             .await

@@ -28,7 +28,10 @@ use nats_server::{Identity, NatsServer, GATEWAY, RESEARCHER, WORKER};
 const T: Duration = Duration::from_secs(10);
 
 /// A client as `who`, and the server errors it is sent.
-async fn connect_watching(nats: &NatsServer, who: Identity) -> (Client, mpsc::UnboundedReceiver<String>) {
+async fn connect_watching(
+    nats: &NatsServer,
+    who: Identity,
+) -> (Client, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let client = async_nats::ConnectOptions::with_user_and_password(
         who.user.to_string(),
@@ -113,7 +116,17 @@ async fn the_researcher_cannot_forge_nudges_pokes_frames_or_finalized_state() {
     }
     // refused means not routed: the gateway's subscriptions hold nothing
     for sub in [&mut nudges, &mut pokes, &mut state] {
-        assert!(sub.next().now_or_never().is_none(), "a forged message arrived");
+        assert!(
+            sub.next().now_or_never().is_none(),
+            "a forged message arrived"
+        );
+    }
+    // and the server logs each refusal, which is what fleet.rs and nats_secured.rs check for
+    let nudge = s.nudges(sid, uid);
+    let deadline = tokio::time::Instant::now() + T;
+    while !nats.violations().iter().any(|l| l.contains(&nudge)) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", nats.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -178,7 +191,10 @@ async fn the_researcher_reads_research_subjects_and_nothing_internal() {
         ">".to_string(),
         "_INBOX.>".to_string(),
     ] {
-        forbidden.push((subject.clone(), researcher.subscribe(subject.clone()).await.unwrap()));
+        forbidden.push((
+            subject.clone(),
+            researcher.subscribe(subject.clone()).await.unwrap(),
+        ));
         refused(&mut errors, "subscription", &subject).await;
     }
     let mut research = researcher
@@ -196,7 +212,12 @@ async fn the_researcher_reads_research_subjects_and_nothing_internal() {
     let mut seen = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + T;
     while seen.len() < 2 {
-        for subject in [s.frames(sid, uid), s.audio(sid, uid), s.state(sid), s.pokes(uid)] {
+        for subject in [
+            s.frames(sid, uid),
+            s.audio(sid, uid),
+            s.state(sid),
+            s.pokes(uid),
+        ] {
             gateway.publish(subject, "internal".into()).await.unwrap();
         }
         gateway

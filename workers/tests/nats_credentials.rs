@@ -49,18 +49,21 @@ async fn connect(pairs: &[(&str, String)]) -> Result<Bus, BusError> {
 #[tokio::test]
 async fn user_and_password_in_the_url_connect_as_that_user() {
     let nats = NatsServer::shipped();
-    let with = |user: &str, password: &str| {
-        format!("nats://{user}:{password}@127.0.0.1:{}", nats.port)
-    };
+    let with =
+        |user: &str, password: &str| format!("nats://{user}:{password}@127.0.0.1:{}", nats.port);
     connect(&[("NATS_URL", with(GATEWAY.user, GATEWAY.password))])
         .await
         .expect("URL credentials connect");
     assert!(
-        connect(&[("NATS_URL", with(GATEWAY.user, "wrong"))]).await.is_err(),
+        connect(&[("NATS_URL", with(GATEWAY.user, "wrong"))])
+            .await
+            .is_err(),
         "a wrong password in the URL connected"
     );
     // the same as separate settings
-    connect(&nats.env(GATEWAY)).await.expect("NATS_USER + NATS_PASSWORD connect");
+    connect(&nats.env(GATEWAY))
+        .await
+        .expect("NATS_USER + NATS_PASSWORD connect");
 }
 
 #[tokio::test]
@@ -78,9 +81,11 @@ async fn a_token_connects_from_its_setting_and_from_the_url() {
     )])
     .await
     .expect("a token in the URL connects");
-    assert!(connect(&[("NATS_URL", nats.url()), ("NATS_TOKEN", "other".into())])
-        .await
-        .is_err());
+    assert!(
+        connect(&[("NATS_URL", nats.url()), ("NATS_TOKEN", "other".into())])
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -212,7 +217,13 @@ impl Pki {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         run(&[
             &["req", "-x509", "-days", "1", "-subj", "/CN=inside-test-ca"][..],
             &ec,
@@ -244,8 +255,21 @@ impl Pki {
             ]
             .concat());
             run(&[
-                "x509", "-req", "-days", "1", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", &pem, "-extfile", &ext,
+                "x509",
+                "-req",
+                "-days",
+                "1",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-extfile",
+                &ext,
             ]);
         }
         Pki { dir }
@@ -282,7 +306,9 @@ async fn plaintext_connect(port: u16) -> String {
         // INFO first, then our CONNECT in clear, then whatever the server says before closing
         let n = tcp.read(&mut buf).await.unwrap_or(0);
         seen.extend_from_slice(&buf[..n]);
-        let _ = tcp.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").await;
+        let _ = tcp
+            .write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
+            .await;
         loop {
             match tcp.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -309,7 +335,10 @@ async fn tls_url_with_the_ca_file_connects_and_plaintext_or_an_untrusting_client
     assert!(connect(&[("NATS_URL", tls_url)]).await.is_err());
     // and plain text gets no session: the server answers with an error and hangs up
     let answer = plaintext_connect(nats.port).await;
-    assert!(!answer.contains("PONG"), "a plaintext client got a session: {answer}");
+    assert!(
+        !answer.contains("PONG"),
+        "a plaintext client got a session: {answer}"
+    );
     assert!(answer.contains("tls_required\":true"), "{answer}");
 }
 
@@ -342,5 +371,8 @@ async fn a_client_certificate_is_presented_to_a_verifying_server() {
     ])
     .await
     .unwrap_or_else(|e| panic!("the client certificate connects: {e}\n{}", nats.log()));
-    assert!(connect(&[url, ca]).await.is_err(), "connected without a client certificate");
+    assert!(
+        connect(&[url, ca]).await.is_err(),
+        "connected without a client certificate"
+    );
 }

@@ -153,13 +153,14 @@ impl NatsServer {
             .join("\n")
     }
 
-    /// The permission violations the server logged so far.
+    /// The refusals the server logged so far: nats-server 2.9 logs `Publish Violation`,
+    /// `Subscription Violation` and `Authorization Violation` at error level.
     pub fn violations(&self) -> Vec<String> {
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|l| l.contains("Permissions Violation"))
+            .filter(|l| l.contains(" Violation"))
             .cloned()
             .collect()
     }

@@ -47,7 +47,11 @@ fn no_nats_settings_mean_no_credentials_and_no_tls() {
 
 #[test]
 fn user_and_password_in_the_url_become_options_and_leave_the_url() {
-    let s = load(&[("NATS_URL", "nats://gateway:p%40ss%3Aword@nats.internal:4222")]).unwrap();
+    let s = load(&[(
+        "NATS_URL",
+        "nats://gateway:p%40ss%3Aword@nats.internal:4222",
+    )])
+    .unwrap();
     assert_eq!(s.nats_url.as_deref(), Some("nats://nats.internal:4222"));
     let NatsAuth::UserPassword { user, password } = &s.nats.auth else {
         panic!("{:?}", s.nats.auth);
@@ -70,14 +74,23 @@ fn a_lone_user_part_in_the_url_is_a_token() {
 fn each_way_of_authenticating_is_read() {
     let s = load(&[("NATS_URL", URL), ("NATS_TOKEN", "t0k3n")]).unwrap();
     assert!(matches!(&s.nats.auth, NatsAuth::Token(t) if t.expose_secret() == "t0k3n"));
-    let s = load(&[("NATS_URL", URL), ("NATS_USER", "worker"), ("NATS_PASSWORD", "pw")]).unwrap();
+    let s = load(&[
+        ("NATS_URL", URL),
+        ("NATS_USER", "worker"),
+        ("NATS_PASSWORD", "pw"),
+    ])
+    .unwrap();
     assert!(matches!(&s.nats.auth,
         NatsAuth::UserPassword { user, password } if user == "worker" && password.expose_secret() == "pw"));
     let s = load(&[("NATS_URL", URL), ("NATS_NKEY_SEED", SEED)]).unwrap();
     assert!(matches!(&s.nats.auth, NatsAuth::NkeySeed(k) if k.expose_secret() == SEED));
     let dir = tempfile::tempdir().unwrap();
     let creds = creds_file(dir.path());
-    let s = load(&[("NATS_URL", URL), ("NATS_CREDS_FILE", creds.to_str().unwrap())]).unwrap();
+    let s = load(&[
+        ("NATS_URL", URL),
+        ("NATS_CREDS_FILE", creds.to_str().unwrap()),
+    ])
+    .unwrap();
     assert!(matches!(&s.nats.auth, NatsAuth::CredsFile(p) if p == &creds));
 }
 
@@ -93,21 +106,39 @@ fn two_ways_of_authenticating_are_refused_naming_both() {
             "NATS_TOKEN",
         ),
         (
-            vec![("NATS_NKEY_SEED", SEED), ("NATS_USER", "u"), ("NATS_PASSWORD", "p")],
+            vec![
+                ("NATS_NKEY_SEED", SEED),
+                ("NATS_USER", "u"),
+                ("NATS_PASSWORD", "p"),
+            ],
             "NATS_NKEY_SEED",
             "NATS_USER",
         ),
-        (vec![("NATS_USER", "u"), ("NATS_PASSWORD", "p"), ("NATS_TOKEN", "t")], "NATS_USER", "NATS_TOKEN"),
+        (
+            vec![
+                ("NATS_USER", "u"),
+                ("NATS_PASSWORD", "p"),
+                ("NATS_TOKEN", "t"),
+            ],
+            "NATS_USER",
+            "NATS_TOKEN",
+        ),
     ] {
         let mut pairs = pairs;
         pairs.push(("NATS_URL", URL));
         let err = load(&pairs).unwrap_err().to_string();
         assert!(err.contains(first) && err.contains(second), "{err}");
     }
-    let err = load(&[("NATS_URL", "nats://u:p@127.0.0.1:4222"), ("NATS_TOKEN", "t")])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("NATS_URL") && err.contains("NATS_TOKEN"), "{err}");
+    let err = load(&[
+        ("NATS_URL", "nats://u:p@127.0.0.1:4222"),
+        ("NATS_TOKEN", "t"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("NATS_URL") && err.contains("NATS_TOKEN"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -119,16 +150,27 @@ fn half_a_pair_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("client.pem");
     std::fs::write(&cert, "pem").unwrap();
-    let err = load(&[("NATS_URL", URL), ("NATS_TLS_CERT_FILE", cert.to_str().unwrap())]).unwrap_err();
+    let err = load(&[
+        ("NATS_URL", URL),
+        ("NATS_TLS_CERT_FILE", cert.to_str().unwrap()),
+    ])
+    .unwrap_err();
     assert!(err.to_string().contains("NATS_TLS_KEY_FILE"), "{err}");
-    let err = load(&[("NATS_URL", URL), ("NATS_TLS_KEY_FILE", cert.to_str().unwrap())]).unwrap_err();
+    let err = load(&[
+        ("NATS_URL", URL),
+        ("NATS_TLS_KEY_FILE", cert.to_str().unwrap()),
+    ])
+    .unwrap_err();
     assert!(err.to_string().contains("NATS_TLS_CERT_FILE"), "{err}");
 }
 
 #[test]
 fn nats_credentials_without_a_nats_url_are_refused() {
     let err = load(&[("NATS_TOKEN", "t")]).unwrap_err();
-    assert!(err.to_string().contains("NATS_TOKEN") && err.to_string().contains("NATS_URL"), "{err}");
+    assert!(
+        err.to_string().contains("NATS_TOKEN") && err.to_string().contains("NATS_URL"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -139,11 +181,19 @@ fn a_bad_seed_or_creds_file_is_refused_at_start() {
     assert!(err.to_string().contains("NATS_NKEY_SEED"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.creds");
-    let err = load(&[("NATS_URL", URL), ("NATS_CREDS_FILE", missing.to_str().unwrap())]).unwrap_err();
+    let err = load(&[
+        ("NATS_URL", URL),
+        ("NATS_CREDS_FILE", missing.to_str().unwrap()),
+    ])
+    .unwrap_err();
     assert!(err.to_string().contains("NATS_CREDS_FILE"), "{err}");
     let not_creds = dir.path().join("other.creds");
     std::fs::write(&not_creds, "user: gateway\n").unwrap();
-    let err = load(&[("NATS_URL", URL), ("NATS_CREDS_FILE", not_creds.to_str().unwrap())]).unwrap_err();
+    let err = load(&[
+        ("NATS_URL", URL),
+        ("NATS_CREDS_FILE", not_creds.to_str().unwrap()),
+    ])
+    .unwrap_err();
     assert!(err.to_string().contains("not a NATS .creds file"), "{err}");
 }
 
@@ -151,11 +201,19 @@ fn a_bad_seed_or_creds_file_is_refused_at_start() {
 fn tls_url_requires_tls_and_files_must_exist() {
     let s = load(&[("NATS_URL", "tls://127.0.0.1:4222")]).unwrap();
     assert!(s.nats.tls.required, "tls:// means required TLS");
-    let err = load(&[("NATS_URL", "tls://127.0.0.1:4222"), ("NATS_TLS_REQUIRED", "false")]).unwrap_err();
+    let err = load(&[
+        ("NATS_URL", "tls://127.0.0.1:4222"),
+        ("NATS_TLS_REQUIRED", "false"),
+    ])
+    .unwrap_err();
     assert!(err.to_string().contains("NATS_TLS_REQUIRED"), "{err}");
     let s = load(&[("NATS_URL", URL), ("NATS_TLS_REQUIRED", "true")]).unwrap();
     assert!(s.nats.tls.required);
-    let err = load(&[("NATS_URL", URL), ("NATS_TLS_CA_FILE", "/nonexistent/ca.pem")]).unwrap_err();
+    let err = load(&[
+        ("NATS_URL", URL),
+        ("NATS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+    ])
+    .unwrap_err();
     assert!(err.to_string().contains("NATS_TLS_CA_FILE"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("x.pem");
@@ -175,12 +233,19 @@ fn tls_url_requires_tls_and_files_must_exist() {
 fn nats_secrets_never_print() {
     for pairs in [
         vec![("NATS_URL", "nats://gateway:hunter2-url@127.0.0.1:4222")],
-        vec![("NATS_URL", URL), ("NATS_USER", "u"), ("NATS_PASSWORD", "hunter2-env")],
+        vec![
+            ("NATS_URL", URL),
+            ("NATS_USER", "u"),
+            ("NATS_PASSWORD", "hunter2-env"),
+        ],
         vec![("NATS_URL", URL), ("NATS_TOKEN", "hunter2-token")],
         vec![("NATS_URL", URL), ("NATS_NKEY_SEED", SEED)],
     ] {
         let s = load(&pairs).unwrap();
         let printed = format!("{s:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains(SEED), "{printed}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains(SEED),
+            "{printed}"
+        );
     }
 }
