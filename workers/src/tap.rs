@@ -39,7 +39,9 @@ pub async fn subscribe(bus: &Bus, sid: Uuid) -> Result<SessionTap, inside_bus::B
     // publish nothing, so there it cannot arrive and the subscriptions are live a moment later.
     match tokio::time::timeout(CONFIRM, bus.flush()).await {
         Ok(Ok(())) => {}
-        _ => tracing::info!("subscriptions not confirmed by the server (a read-only identity?); tapping anyway"),
+        _ => tracing::info!(
+            "subscriptions not confirmed by the server (a read-only identity?); tapping anyway"
+        ),
     }
     Ok(SessionTap {
         bus: bus.clone(),

@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::inbound;
 use super::caps::{CapHit, SocketCaps, SocketLimits, SocketSlot};
+use super::inbound;
 use super::presence;
 use super::protocol;
 
