@@ -3,6 +3,7 @@
 //! `worker`, and a whole session works (enrolment through the uploads bucket, presence, frames
 //! to nudges, audio to speaker events, a poke across gateways, finalize, the JetStream report)
 //! without the server refusing anything either of them does: the permissions cover the code.
+//! And the read-only `researcher` sees a session only when every member agreed to research use.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::audio::{load_model, pcm, voice, wav};
-use common::nats_server::{NatsServer, GATEWAY, WORKER};
+use common::nats_server::{NatsServer, GATEWAY, RESEARCHER, WORKER};
 use common::process::GatewayProcess;
 use common::ws::Ws;
 use common::*;
@@ -154,4 +155,118 @@ async fn gateway_processes_and_a_worker_run_a_session_on_the_shipped_nats_config
         refused.join("\n"),
         g1.log()
     );
+}
+
+/// Grants `who`'s research use in relationship `rid`.
+async fn grant_research(api: &Api, rid: &str, who: &Value) {
+    let (s, body) = api
+        .put(
+            &format!("/v1/relationships/{rid}/research/{}", uid(who)),
+            Some(token(who)),
+            json!({"status": "granted"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+}
+
+/// The next research copy's (subject, frame seq), if one comes within `within`.
+async fn next_copy(sub: &mut async_nats::Subscriber, within: Duration) -> Option<(String, i64)> {
+    use futures::StreamExt;
+    let msg = tokio::time::timeout(within, sub.next()).await.ok()??;
+    let frame: Value = serde_json::from_slice(&msg.payload).unwrap();
+    Some((msg.subject.to_string(), frame["seq"].as_i64().unwrap_or(-1)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_researcher_reads_only_sessions_whose_members_all_agreed_and_publishes_nothing() {
+    let nats = NatsServer::shipped();
+    let extra: Vec<(&str, String)> = nats.env(GATEWAY);
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app_with(Db::Postgres, &extra).await;
+    let prefix = app.env["NATS_SUBJECT_PREFIX"].clone();
+    let (a, b, agreed_rid) = app.couple().await;
+    let (c, _d, partial_rid) = app.couple().await;
+    grant_research(&app, &agreed_rid, &a).await;
+    grant_research(&app, &agreed_rid, &b).await;
+    grant_research(&app, &partial_rid, &c).await; // d never agrees
+    let agreed = app.start_session(&a, &agreed_rid).await;
+    let partial = app.start_session(&c, &partial_rid).await;
+
+    let researcher = nats.connect(RESEARCHER).await;
+    let mut copies = researcher
+        .subscribe(format!("{prefix}.v1.research.>"))
+        .await
+        .unwrap();
+    let mut wa = Ws::connect(app.addr, &agreed, token(&a)).await;
+    let mut wc = Ws::connect(app.addr, &partial, token(&c)).await;
+    wc.expect("server.session_state", T).await;
+
+    // The researcher may not publish, so it cannot confirm its subscription: frames of the
+    // agreed session until one arrives prove it live.
+    let want = format!("{prefix}.v1.research.frames.{agreed}.{}", uid(&a));
+    let mut live = false;
+    for seq in 1..=50 {
+        wa.frame(1.0, seq).await;
+        if let Some((subject, _)) = next_copy(&mut copies, Duration::from_millis(200)).await {
+            assert_eq!(subject, want);
+            live = true;
+            break;
+        }
+    }
+    assert!(
+        live,
+        "no research copy of the agreed session reached the researcher"
+    );
+    while next_copy(&mut copies, Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+
+    // The partial session streams, then the agreed one once more. One gateway connection
+    // publishes both in that order, so a copy of the partial session would arrive first.
+    for seq in 1..=20 {
+        wc.frame(1.0, seq).await;
+    }
+    wc.send("client.ping", json!({})).await;
+    wc.expect("server.pong", T).await;
+    wa.frame(1.0, 1000).await;
+    loop {
+        let (subject, seq) = next_copy(&mut copies, T)
+            .await
+            .expect("the agreed session's frame 1000 never reached the researcher");
+        assert!(
+            !subject.contains(&partial),
+            "a frame of a session whose member did not agree reached the researcher: {subject}"
+        );
+        if seq == 1000 {
+            break;
+        }
+    }
+
+    // Nor may it forge what a phone shows: a nudge for c is refused by the server.
+    researcher
+        .publish(
+            format!("{prefix}.v1.nudges.{partial}.{}", uid(&c)),
+            r#"{"type":"SLOW_DOWN","message":"forged","intensity":3}"#.into(),
+        )
+        .await
+        .unwrap();
+    researcher.flush().await.unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    while !nats
+        .violations()
+        .iter()
+        .any(|v| v.contains("Publish Violation") && v.contains("nudges"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never refused the researcher's nudge:\n{}",
+            nats.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(wc
+        .collect("server.nudge", Duration::from_millis(500))
+        .await
+        .is_empty());
 }

@@ -142,22 +142,14 @@ impl Store {
             .collect()
     }
 
+    /// Sets `user`'s consent in relationship `rid`; `NotFound` when they are not a member.
     pub async fn set_consent(
         &self,
         rid: Uuid,
         user: Uuid,
         consent: ConsentStatus,
     ) -> Result<Relationship> {
-        let done = sqlx::query("UPDATE relationship_members SET consent = $1 WHERE relationship_id = $2 AND user_id = $3")
-            .bind(enum_to_db(&consent))
-            .bind(rid.to_string())
-            .bind(user.to_string())
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        self.relationship(rid).await
+        self.set_member_choice(rid, user, "consent", consent).await
     }
 
     /// Sets `user`'s research use of relationship `rid`; `NotFound` when they are not a member.
@@ -167,8 +159,23 @@ impl Store {
         user: Uuid,
         research: ConsentStatus,
     ) -> Result<Relationship> {
-        let done = sqlx::query("UPDATE relationship_members SET research_consent = $1 WHERE relationship_id = $2 AND user_id = $3")
-            .bind(enum_to_db(&research))
+        self.set_member_choice(rid, user, "research_consent", research)
+            .await
+    }
+
+    /// `column` is one of the two fixed names above, never caller input.
+    async fn set_member_choice(
+        &self,
+        rid: Uuid,
+        user: Uuid,
+        column: &'static str,
+        status: ConsentStatus,
+    ) -> Result<Relationship> {
+        let sql = format!(
+            "UPDATE relationship_members SET {column} = $1 WHERE relationship_id = $2 AND user_id = $3"
+        );
+        let done = sqlx::query(&sql)
+            .bind(enum_to_db(&status))
             .bind(rid.to_string())
             .bind(user.to_string())
             .execute(self.pool())

@@ -136,13 +136,7 @@ pub async fn set_consent(
     Path((rid, uid)): Path<(Uuid, Uuid)>,
     Json(req): Json<ConsentUpdate>,
 ) -> ApiResult<Json<Relationship>> {
-    require_member(&state, rid, user.id).await?;
-    if uid != user.id {
-        return Err(ApiError::Forbidden(
-            "forbidden",
-            "only a member may change their own consent".into(),
-        ));
-    }
+    require_own_choice(&state, rid, uid, user, "consent").await?;
     let status: ConsentStatus = req.status.into();
     let rel = state.store.set_consent(rid, uid, status).await?;
     if status != ConsentStatus::Granted {
@@ -167,13 +161,7 @@ pub async fn set_research_consent(
     Path((rid, uid)): Path<(Uuid, Uuid)>,
     Json(req): Json<ConsentUpdate>,
 ) -> ApiResult<Json<Relationship>> {
-    require_member(&state, rid, user.id).await?;
-    if uid != user.id {
-        return Err(ApiError::Forbidden(
-            "forbidden",
-            "only a member may change their own research use".into(),
-        ));
-    }
+    require_own_choice(&state, rid, uid, user, "research use").await?;
     let rel = state
         .store
         .set_research_consent(rid, uid, req.status.into())
@@ -182,4 +170,23 @@ pub async fn set_research_consent(
     state.research.forget_relationship(rid);
     tracing::info!(%rid, %uid, research = ?req.status, "research use changed");
     Ok(Json(seen_by(rel, user.id)))
+}
+
+/// A member changes only their own consent or research use: 404 for a non-member (as for an
+/// unknown relationship), 403 for someone else's choice.
+async fn require_own_choice(
+    state: &AppState,
+    rid: Uuid,
+    uid: Uuid,
+    user: AuthUser,
+    what: &str,
+) -> ApiResult<()> {
+    require_member(state, rid, user.id).await?;
+    if uid != user.id {
+        return Err(ApiError::Forbidden(
+            "forbidden",
+            format!("only a member may change their own {what}"),
+        ));
+    }
+    Ok(())
 }
