@@ -9,20 +9,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::audio::{load_model, pcm, voice, wav};
 use common::nats_server::{NatsServer, GATEWAY, RESEARCHER, WORKER};
 use common::process::GatewayProcess;
+use common::worker::start_worker;
 use common::ws::Ws;
 use common::*;
-use inside_bus::{Bus, Subjects};
-use inside_settings::{ExposeSecret, Settings};
-use inside_store::limiter::Limiter;
-use inside_store::Store;
-use inside_workers::pipeline::jobs::run_report_jobs;
-use inside_workers::pipeline::{Pipeline, PipelineConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -30,42 +24,6 @@ const T: Duration = Duration::from_secs(10);
 
 fn uid(pair: &Value) -> &str {
     pair["user"]["id"].as_str().unwrap()
-}
-
-/// A worker in this process, connected as the settings of `env` say (`worker`).
-async fn start_worker(env: &HashMap<String, String>, stop: CancellationToken) -> Pipeline {
-    let settings = Settings::from_map(env).unwrap();
-    let subjects = Subjects::new(settings.nats_subject_prefix.clone());
-    let bus = Bus::connect_nats_with(
-        settings.nats_url.as_deref().unwrap(),
-        "test-worker",
-        &settings.nats,
-        subjects.clone(),
-    )
-    .await
-    .unwrap();
-    let store = Store::connect(settings.database_url.expose_secret(), 3, false)
-        .await
-        .unwrap();
-    tokio::spawn(run_report_jobs(
-        bus.nats().unwrap().clone(),
-        subjects,
-        store.clone(),
-        Duration::from_secs(settings.report_job_ack_wait_s),
-        stop.clone(),
-    ));
-    let model = Some(std::sync::Arc::new(load_model()));
-    Pipeline::start(
-        bus,
-        Limiter::memory(),
-        store,
-        PipelineConfig::from_settings(&settings, 1)
-            .with_speaker_model(model, &settings)
-            .unwrap(),
-        stop,
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +47,13 @@ async fn gateway_processes_and_a_worker_run_a_session_on_the_shipped_nats_config
             .map(|(k, v)| (k.to_string(), v)),
     );
     let stop = CancellationToken::new();
-    let w = start_worker(&worker_env, stop.clone()).await;
+    let w = start_worker(
+        &worker_env,
+        1,
+        Some(std::sync::Arc::new(load_model())),
+        stop.clone(),
+    )
+    .await;
 
     // Enrolment: a request on `embed`, answered on an inbox; 40 s of WAV (1.3 MB) is over
     // max_payload and travels through the uploads bucket.

@@ -12,15 +12,11 @@ use std::time::Duration;
 
 use common::audio::{load_model, pcm, voice, wav};
 use common::process::GatewayProcess;
+use common::worker::start_worker;
 use common::ws::Ws;
 use common::*;
 use futures::StreamExt;
 use inside_bus::{Bus, Subjects};
-use inside_settings::{ExposeSecret, Settings};
-use inside_store::limiter::Limiter;
-use inside_store::Store;
-use inside_workers::pipeline::jobs::run_report_jobs;
-use inside_workers::pipeline::{Pipeline, PipelineConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -30,51 +26,6 @@ const REDIS: &str = "redis://127.0.0.1:6379";
 
 fn uid(pair: &Value) -> &str {
     pair["user"]["id"].as_str().unwrap()
-}
-
-/// One worker: the pipeline and the JetStream report jobs.
-async fn start_worker(
-    env: &std::collections::HashMap<String, String>,
-    stop: CancellationToken,
-) -> Pipeline {
-    start_worker_with(env, None, stop).await
-}
-
-/// One worker, attributing live audio and answering enrolment when given a model.
-async fn start_worker_with(
-    env: &std::collections::HashMap<String, String>,
-    model: Option<std::sync::Arc<inside_engine::speech::SpeakerModel>>,
-    stop: CancellationToken,
-) -> Pipeline {
-    let settings = Settings::from_map(env).unwrap();
-    let subjects = Subjects::new(settings.nats_subject_prefix.clone());
-    let bus = Bus::connect_nats(NATS, "test-worker", subjects.clone())
-        .await
-        .unwrap();
-    let store = Store::connect(settings.database_url.expose_secret(), 3, false)
-        .await
-        .unwrap();
-    let limiter = Limiter::redis(REDIS, &settings.nats_subject_prefix)
-        .await
-        .unwrap();
-    tokio::spawn(run_report_jobs(
-        bus.nats().unwrap().clone(),
-        subjects,
-        store.clone(),
-        Duration::from_secs(settings.report_job_ack_wait_s),
-        stop.clone(),
-    ));
-    Pipeline::start(
-        bus,
-        limiter,
-        store,
-        PipelineConfig::from_settings(&settings, 2)
-            .with_speaker_model(model, &settings)
-            .unwrap(),
-        stop,
-    )
-    .await
-    .unwrap()
 }
 
 /// A session whose members are on gateways `g1` and `g2` (both on `env`), two workers in the
@@ -89,8 +40,8 @@ async fn one_session_across_two_gateways(
     sid: String,
 ) {
     let stop = CancellationToken::new();
-    let w1 = start_worker(env, stop.clone()).await;
-    let w2 = start_worker(env, stop.clone()).await;
+    let w1 = start_worker(env, 2, None, stop.clone()).await;
+    let w2 = start_worker(env, 2, None, stop.clone()).await;
     let prefix = &env["NATS_SUBJECT_PREFIX"];
     // An internal observer of the session's frames (researchers read `v1.research.>`).
     let tap_client = async_nats::connect(NATS).await.unwrap();
@@ -234,7 +185,7 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
 
     let stop = CancellationToken::new();
     let model = std::sync::Arc::new(load_model());
-    let w = start_worker_with(&g.env, Some(model.clone()), stop.clone()).await;
+    let w = start_worker(&g.env, 2, Some(model.clone()), stop.clone()).await;
 
     // Enrolment through inside.v1.embed: the worker's refusal keeps its status.
     let res = g.put_voiceprint(&a, vec![0x42; 3000]).await;

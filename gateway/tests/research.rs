@@ -9,17 +9,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::worker::start_worker;
 use common::ws::Ws;
 use common::*;
 use futures::StreamExt;
-use inside_bus::{Bus, Subjects};
 use inside_schemas::{EventBody, FeatureFrame};
-use inside_settings::{ExposeSecret, Settings};
 use inside_store::events::SessionEvent;
-use inside_store::limiter::Limiter;
-use inside_store::Store;
-use inside_workers::pipeline::jobs::run_report_jobs;
-use inside_workers::pipeline::{EventWriter, Pipeline, PipelineConfig};
+use inside_workers::pipeline::EventWriter;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -218,40 +214,6 @@ async fn forged_frames_on_the_in_process_bus_are_refused(db: Db) {
     assert_eq!(report["frames"], 1, "{report}");
 }
 
-/// One worker in this process on its own NATS connection: the pipeline and the report jobs.
-async fn start_worker(
-    env: &std::collections::HashMap<String, String>,
-    stop: CancellationToken,
-) -> Pipeline {
-    let settings = Settings::from_map(env).unwrap();
-    let subjects = Subjects::new(settings.nats_subject_prefix.clone());
-    let bus = Bus::connect_nats(NATS, "test-worker", subjects.clone())
-        .await
-        .unwrap();
-    let store = Store::connect(settings.database_url.expose_secret(), 3, false)
-        .await
-        .unwrap();
-    let limiter = Limiter::redis(REDIS, &settings.nats_subject_prefix)
-        .await
-        .unwrap();
-    tokio::spawn(run_report_jobs(
-        bus.nats().unwrap().clone(),
-        subjects,
-        store.clone(),
-        Duration::from_secs(settings.report_job_ack_wait_s),
-        stop.clone(),
-    ));
-    Pipeline::start(
-        bus,
-        limiter,
-        store,
-        PipelineConfig::from_settings(&settings, 1),
-        stop,
-    )
-    .await
-    .unwrap()
-}
-
 /// The messages received within `QUIET`.
 async fn drain(sub: &mut async_nats::Subscriber) -> Vec<async_nats::Message> {
     let mut out = Vec::new();
@@ -300,7 +262,7 @@ async fn research_copies_on_nats_need_every_member_and_stop_on_revoke() {
     // and the internal path still works for the coaching itself
     wa.frame(6.0, 5).await;
     let stop = CancellationToken::new();
-    let w = start_worker(&app.env, stop.clone()).await;
+    let w = start_worker(&app.env, 1, None, stop.clone()).await;
     wa.frame(6.0, 6).await;
     let nudge = wa.expect("server.nudge", T).await;
     assert_eq!(nudge["payload"]["frame_seq"], 6, "{nudge}");
@@ -313,7 +275,7 @@ async fn forged_bus_messages_are_refused_by_workers_and_gateways() {
     let app = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS), ("REDIS_URL", REDIS)]).await;
     let prefix = app.env["NATS_SUBJECT_PREFIX"].clone();
     let stop = CancellationToken::new();
-    let w = start_worker(&app.env, stop.clone()).await;
+    let w = start_worker(&app.env, 1, None, stop.clone()).await;
     let (a, b, rid) = app.couple().await;
     let sid = app.start_session(&a, &rid).await;
     let stranger = app.signup(&unique_email("s")).await;

@@ -6,6 +6,7 @@ pub mod audio;
 pub mod nats_server;
 pub mod process;
 pub mod scratch;
+pub mod worker;
 pub mod ws;
 
 use std::collections::HashMap;
