@@ -96,6 +96,7 @@ impl Connection {
             Box::pin(close(&mut sink, code, reason)).await;
             return;
         }
+        Box::pin(self.state.research.warm(self.sid)).await;
         tracing::info!(sid = %self.sid, uid = %self.uid, "socket joined");
         let started = Instant::now();
         let last_seen = AtomicU64::new(0);

@@ -25,6 +25,12 @@ impl ResearchGate {
         Self { bus, directory }
     }
 
+    /// Reads `sid`'s members into the cache before its socket's first frame, so that frame does
+    /// not wait on the database (every socket of a starting session would queue behind it).
+    pub async fn warm(&self, sid: Uuid) {
+        let _ = self.directory.get(sid).await;
+    }
+
     /// Whether `sid`'s data may go to researchers now.
     pub async fn allows(&self, sid: Uuid) -> bool {
         self.directory
