@@ -147,6 +147,16 @@ pub struct Relationship {
     pub members: Vec<Member>,
 }
 
+impl Relationship {
+    /// The first member without an account or whose consent is not `granted`: starting a
+    /// session, joining one and poking all need every member's consent.
+    pub fn member_without_consent(&self) -> Option<&Member> {
+        self.members
+            .iter()
+            .find(|m| m.user_id.is_none() || m.consent != ConsentStatus::Granted)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

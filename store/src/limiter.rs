@@ -137,36 +137,6 @@ impl Limiter {
         })
     }
 
-    /// Whether `key` already has more than `limit` hits in its window, without
-    /// counting this look (login counts failures only, after the fact).
-    pub async fn check(&self, key: &str, limit: u64) -> Result<Hit> {
-        let (count, left) = match self {
-            Limiter::Memory(map) => {
-                let now = Instant::now();
-                match map.get(key) {
-                    Some(e) if e.1 > now => (e.0, e.1 - now),
-                    _ => (0, Duration::ZERO),
-                }
-            }
-            Limiter::Redis { conn, prefix } => {
-                let key = format!("{prefix}:{key}");
-                let (count, ttl): (Option<u64>, i64) = redis::pipe()
-                    .cmd("GET")
-                    .arg(&key)
-                    .cmd("PTTL")
-                    .arg(&key)
-                    .query_async(&mut conn.clone())
-                    .await?;
-                (count.unwrap_or(0), Duration::from_millis(ttl.max(0) as u64))
-            }
-        };
-        Ok(if count >= limit {
-            Hit::Limited(left.max(Duration::from_secs(1)))
-        } else {
-            Hit::Allowed
-        })
-    }
-
     /// Forgets `key` (e.g. failed logins after a success).
     pub async fn reset(&self, key: &str) -> Result<()> {
         match self {

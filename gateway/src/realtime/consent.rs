@@ -3,7 +3,6 @@
 //! membership or account ends) is expelled from every active session of it, on every
 //! gateway, with close code 4403.
 
-use inside_schemas::ConsentStatus;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
@@ -19,11 +18,7 @@ pub(super) async fn require_consent(state: &AppState, rid: Uuid, user: Uuid) -> 
             "only members of the relationship may join its sessions".into(),
         ));
     }
-    if rel
-        .members
-        .iter()
-        .any(|m| m.consent != ConsentStatus::Granted)
-    {
+    if rel.member_without_consent().is_some() {
         return Err(ApiError::Forbidden(
             "consent_required",
             "every member of the relationship must have granted consent to join".into(),

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use inside_schemas::{ConsentStatus, CreatePoke, ErrorBody, Poke, PokePage};
+use inside_schemas::{CreatePoke, ErrorBody, Poke, PokePage};
 use inside_store::limiter::Hit;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -53,11 +53,7 @@ pub async fn create(
     require_member(&state, req.relationship_id, user.id).await?;
     let rel = state.store.relationship(req.relationship_id).await?;
     // Without both members' consent the partner never agreed to hear from the sender.
-    if rel
-        .members
-        .iter()
-        .any(|m| m.consent != ConsentStatus::Granted || m.user_id.is_none())
-    {
+    if rel.member_without_consent().is_some() {
         return Err(ApiError::Forbidden(
             "consent_required",
             "pokes need a relationship every member has accepted (consent granted)".into(),

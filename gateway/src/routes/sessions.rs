@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use inside_schemas::{ConsentStatus, CreateSession, ErrorBody, Report, ReportPending, Session};
+use inside_schemas::{CreateSession, ErrorBody, Report, ReportPending, Session};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -45,11 +45,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Session>)> {
     require_member(&state, req.relationship_id, user.id).await?;
     let rel = state.store.relationship(req.relationship_id).await?;
-    if let Some(m) = rel
-        .members
-        .iter()
-        .find(|m| m.consent != ConsentStatus::Granted)
-    {
+    if let Some(m) = rel.member_without_consent() {
         return Err(ApiError::Forbidden(
             "consent_required",
             format!(
