@@ -6,7 +6,9 @@
 # Embedded default unless `nats`: then NATS (4222), Redis (6379) and PostgreSQL (5432) with one
 # gateway and one worker process. Audio needs a model: ECAPA_MODEL_DIR, else a full-size
 # random-weight one is written to /var/tmp/ecapa_full by `random_model`.
-# Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT, FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
+# Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT, LIMIT=S (the production nudge limit,
+# NUDGE_RATE_LIMIT_SECONDS; default 0 so every probe comes back; with it on, loss is frames the
+# worker did not process and latencies are those of the nudges the limit let out), FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
 # latency; GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
 # Every frames run ends with a `machine:` line (loopback round trip on one CPU and across two, CPU
 # stolen by the host while sending): read the figures beside it (docs/REALTIME.md, "slow hour").
@@ -44,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT
 export SECRET_KEY="bench-secret-0123456789abcdef0123456789" DATA_DIR="$data" RUST_LOG=warn \
-  BCRYPT_COST=4 NUDGE_RATE_LIMIT_SECONDS=0 LOGIN_MAX_FAILURES=10000 BIND_ADDR="127.0.0.1:$port"
+  BCRYPT_COST=4 NUDGE_RATE_LIMIT_SECONDS=${LIMIT:-0} LOGIN_MAX_FAILURES=10000 BIND_ADDR="127.0.0.1:$port"
 # one load generator on 127.0.0.1 stands for thousands of phones: no per-address or per-user caps
 export WEBSOCKET_MAX_SOCKETS_PER_CLIENT=0 WEBSOCKET_MAX_SOCKETS_PER_USER=0 HTTP_MAX_CONNECTIONS_PER_CLIENT=0
 if [ "$what" = audio ]; then
@@ -95,7 +97,7 @@ cpu() {
 }
 case "$what" in
   frames)
-    "$load" --url "$base" --clients "${CLIENTS:-20}" --rate "$n" --duration "${DURATION:-10}" --probe-every "${PROBE_EVERY:-1}" "${nats_args[@]}" "${worker_args[@]}" \
+    "$load" --url "$base" --clients "${CLIENTS:-20}" --rate "$n" --duration "${DURATION:-10}" --probe-every "${PROBE_EVERY:-1}" --nudge-window "${LIMIT:-0}" "${nats_args[@]}" "${worker_args[@]}" \
       ${LATENCY_LOG:+--latency-log "$LATENCY_LOG"}
     echo "server cpu after run (gateway first): $(cpu)"
     ;;

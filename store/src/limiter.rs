@@ -24,6 +24,10 @@ pub enum Limiter {
     Redis {
         conn: ConnectionManager,
         prefix: String,
+        /// Until when each key `once_per` found taken stays taken (its TTL, read in the same
+        /// round trip): nobody can take it before then (`NX`), so checks of it answer from
+        /// here instead of asking Redis once per frame.
+        taken: Arc<DashMap<String, Instant>>,
     },
 }
 
@@ -59,7 +63,20 @@ impl Limiter {
         Ok(Limiter::Redis {
             conn,
             prefix: prefix.to_string(),
+            taken: Arc::new(DashMap::new()),
         })
+    }
+
+    /// True when this process already knows `once_per(key)` would refuse (Redis: a refusal or
+    /// claim it saw, whose window has not run out), so a caller can skip the round trip and
+    /// the task around it. False when unknown or in memory (where `once_per` costs no wait).
+    pub fn taken_here(&self, key: &str) -> bool {
+        match self {
+            Limiter::Redis { taken, .. } => {
+                taken.get(key).is_some_and(|until| *until > Instant::now())
+            }
+            Limiter::Memory(_) => false,
+        }
     }
 
     /// True once per `window` for `key`, across every process sharing the limiter.
@@ -83,16 +100,34 @@ impl Limiter {
                     });
                 Ok(fresh)
             }
-            Limiter::Redis { conn, prefix } => {
+            Limiter::Redis {
+                conn,
+                prefix,
+                taken,
+            } => {
+                let now = Instant::now();
+                if taken.get(key).is_some_and(|until| *until > now) {
+                    return Ok(false);
+                }
                 let ms = window.as_millis().max(1) as u64;
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(format!("{prefix}:{key}"))
+                let full = format!("{prefix}:{key}");
+                let (set, ttl_ms): (Option<String>, i64) = redis::pipe()
+                    .cmd("SET")
+                    .arg(&full)
                     .arg(1)
                     .arg("NX")
                     .arg("PX")
                     .arg(ms)
+                    .cmd("PTTL")
+                    .arg(&full)
                     .query_async(&mut conn.clone())
                     .await?;
+                sweep_taken(taken, now);
+                // A refusal is remembered until the key's expiry; so is our own claim, which
+                // nobody else can take before then either.
+                if ttl_ms > 0 {
+                    taken.insert(key.to_string(), now + Duration::from_millis(ttl_ms as u64));
+                }
                 Ok(set.is_some())
             }
         }
@@ -111,7 +146,7 @@ impl Limiter {
                 entry.0 += 1;
                 (entry.0, entry.1.saturating_duration_since(now))
             }
-            Limiter::Redis { conn, prefix } => {
+            Limiter::Redis { conn, prefix, .. } => {
                 let key = format!("{prefix}:{key}");
                 let ms = window.as_millis().max(1) as u64;
                 let (count, ttl): (u64, i64) = redis::pipe()
@@ -137,13 +172,19 @@ impl Limiter {
         })
     }
 
-    /// Forgets `key` (e.g. failed logins after a success).
+    /// Forgets `key` (e.g. failed logins after a success). Only in this process for what
+    /// `once_per` remembers locally: `once_per` keys are not meant to be reset.
     pub async fn reset(&self, key: &str) -> Result<()> {
         match self {
             Limiter::Memory(map) => {
                 map.remove(key);
             }
-            Limiter::Redis { conn, prefix } => {
+            Limiter::Redis {
+                conn,
+                prefix,
+                taken,
+            } => {
+                taken.remove(key);
                 let _: i64 = redis::cmd("DEL")
                     .arg(format!("{prefix}:{key}"))
                     .query_async(&mut conn.clone())
@@ -161,8 +202,69 @@ impl Limiter {
     }
 }
 
+fn sweep_taken(map: &DashMap<String, Instant>, now: Instant) {
+    if map.len() > SWEEP_AT {
+        map.retain(|_, until| *until > now);
+    }
+}
+
 fn sweep(map: &DashMap<String, (u64, Instant)>, now: Instant) {
     if map.len() > SWEEP_AT {
         map.retain(|_, (_, until)| *until > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REDIS: &str = "redis://127.0.0.1:6379";
+
+    async fn process(prefix: &str) -> Limiter {
+        Limiter::redis(REDIS, prefix)
+            .await
+            .expect("Redis on 127.0.0.1:6379 (scripts/services starts it)")
+    }
+
+    #[tokio::test]
+    async fn once_per_is_shared_by_processes_and_reopens_after_the_window() {
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let (a, b) = (process(&prefix).await, process(&prefix).await);
+        let window = Duration::from_millis(400);
+        assert!(a.once_per("nudge:x", window).await.unwrap());
+        assert!(!b.once_per("nudge:x", window).await.unwrap());
+        assert!(!a.once_per("nudge:x", window).await.unwrap());
+        assert!(a.taken_here("nudge:x") && b.taken_here("nudge:x"));
+        assert!(b.once_per("nudge:y", window).await.unwrap());
+        tokio::time::sleep(window + Duration::from_millis(50)).await;
+        assert!(!a.taken_here("nudge:x"));
+        // whoever asks first after the window gets it, once
+        assert!(b.once_per("nudge:x", window).await.unwrap());
+        assert!(!a.once_per("nudge:x", window).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_is_answered_locally_until_it_expires() {
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let (a, b) = (process(&prefix).await, process(&prefix).await);
+        let window = Duration::from_secs(30);
+        assert!(a.once_per("nudge:x", window).await.unwrap());
+        assert!(!b.once_per("nudge:x", window).await.unwrap());
+        // The key vanishes from Redis behind their backs: b, which learned the key's expiry
+        // with its refusal, goes on refusing without asking; a process that never asked sees
+        // the key free.
+        let client = redis::Client::open(REDIS).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{prefix}:nudge:x"))
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(!b.once_per("nudge:x", window).await.unwrap());
+        assert!(process(&prefix)
+            .await
+            .once_per("nudge:x", window)
+            .await
+            .unwrap());
     }
 }

@@ -83,7 +83,7 @@ impl Limiter {
                     }
                 }
             }
-            Limiter::Redis { conn, prefix } => {
+            Limiter::Redis { conn, prefix, .. } => {
                 let mut cmd = redis::cmd("EVAL");
                 cmd.arg(RESERVE).arg(slots.len());
                 for (key, _) in slots {
@@ -117,7 +117,7 @@ impl Limiter {
                     }
                 }
             }
-            Limiter::Redis { conn, prefix } => {
+            Limiter::Redis { conn, prefix, .. } => {
                 let mut cmd = redis::cmd("EVAL");
                 cmd.arg(RELEASE).arg(keys.len());
                 for key in keys {
@@ -136,7 +136,7 @@ impl Limiter {
                 let now = Instant::now();
                 Ok(map.get(key).filter(|e| e.1 > now).map_or(0, |e| e.0))
             }
-            Limiter::Redis { conn, prefix } => {
+            Limiter::Redis { conn, prefix, .. } => {
                 let n: Option<u64> = redis::cmd("GET")
                     .arg(format!("{prefix}:{key}"))
                     .query_async(&mut conn.clone())
@@ -164,7 +164,7 @@ impl Limiter {
                 *entry = (1, now + period);
                 Ok(Hit::Allowed)
             }
-            Limiter::Redis { conn, prefix } => {
+            Limiter::Redis { conn, prefix, .. } => {
                 let key = format!("{prefix}:{key}");
                 let (set, ttl): (Option<String>, i64) = redis::pipe()
                     .cmd("SET")

@@ -37,7 +37,7 @@ impl Limiter {
                     .map(|m| (*m, map.get(&key(m)).map_or(0, |e| e.0)))
                     .collect())
             }
-            Limiter::Redis { conn, prefix } => {
+            Limiter::Redis { conn, prefix, .. } => {
                 let own = format!("{prefix}:{}", key(&uid));
                 let keys: Vec<String> = members
                     .iter()

@@ -37,6 +37,21 @@ impl NudgeDelivery {
         self.window.is_some() && self.limiter.is_remote()
     }
 
+    /// True when this process already knows a nudge to `uid` went out in the current window:
+    /// the frame loop then drops the nudge at once instead of asking Redis (so with the limit
+    /// on, only a frame that might nudge costs a round trip).
+    pub fn known_limited(&self, sid: Uuid, uid: Uuid) -> bool {
+        let limited = self.window.is_some() && self.limiter.taken_here(&Self::limit_key(sid, uid));
+        if limited {
+            metrics::counter!("inside_nudges_limited_total").increment(1);
+        }
+        limited
+    }
+
+    fn limit_key(sid: Uuid, uid: Uuid) -> String {
+        format!("nudge:{sid}:{uid}")
+    }
+
     /// Sends `nudge` to `uid` unless one already went out in this window, and records it.
     pub async fn deliver(&self, sid: Uuid, uid: Uuid, nudge: Nudge) {
         if let Some(sent) = self.publish(sid, uid, nudge).await {
@@ -78,7 +93,7 @@ impl NudgeDelivery {
         };
         match self
             .limiter
-            .once_per(&format!("nudge:{sid}:{uid}"), window)
+            .once_per(&Self::limit_key(sid, uid), window)
             .await
         {
             Ok(true) => true,

@@ -7,7 +7,9 @@
 //!
 //! Frames are handled one after another on one subscription; a nudge whose limit check is a
 //! Redis round trip is delivered on a task of its own (at most `IN_FLIGHT` at once), so the
-//! frames behind it do not wait on the network.
+//! frames behind it do not wait on the network; one for a (sid, uid) whose window this process
+//! already knows is taken is dropped on the spot, so with the limit on only a frame that
+//! might nudge asks Redis.
 
 use futures::StreamExt;
 use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
@@ -102,6 +104,9 @@ impl FrameConsumer {
         }
         // the nudge goes out before anything is recorded: the phone is waiting for it
         let sent = match self.policy.evaluate(&frame) {
+            Some(_) if self.delivery.checks_remotely() && self.delivery.known_limited(sid, uid) => {
+                None
+            }
             Some(nudge) if self.delivery.checks_remotely() => {
                 if let Ok(permit) = self.in_flight.clone().acquire_owned().await {
                     let delivery = self.delivery.clone();

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 
 /// The counters each hop keeps, summed over labels and processes.
-const COUNTERS: [(&str, &str); 7] = [
+const COUNTERS: [(&str, &str); 8] = [
     ("inside_frames_published_total", "gateway_published"),
     ("inside_frames_received_total", "worker_received"),
     ("inside_frames_processed_total", "worker_processed"),
     ("inside_nudges_delivered_total", "gateway_nudges_delivered"),
+    ("inside_nudges_limited_total", "worker_nudges_limited"),
     ("inside_bus_slow_consumer_total", "slow_consumer_drops"),
     ("inside_events_recorded_total", "events_recorded"),
     ("inside_events_lost_total", "events_lost"),
@@ -45,12 +46,17 @@ pub async fn snapshot(http: &reqwest::Client, urls: &[String]) -> anyhow::Result
     Ok(out)
 }
 
+/// How much counter `key` grew between two snapshots.
+pub fn grew(before: &Snapshot, after: &Snapshot, key: &str) -> u64 {
+    let d = after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0);
+    d.max(0.0) as u64
+}
+
 /// `generator_sent=… gateway_published=… …` for the run between two snapshots.
 pub fn delta(before: &Snapshot, after: &Snapshot, sent: u64) -> String {
     let mut line = format!("generator_sent={sent}");
     for (_, key) in COUNTERS {
-        let d = after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0);
-        line.push_str(&format!(" {key}={d:.0}"));
+        line.push_str(&format!(" {key}={}", grew(before, after, key)));
     }
     line
 }

@@ -58,6 +58,12 @@ struct Args {
     /// others only load the path (1: every frame is a probe).
     #[arg(long, default_value_t = 1)]
     probe_every: u64,
+    /// The server's `NUDGE_RATE_LIMIT_SECONDS` when it is not 0: a probe then gets a nudge only
+    /// once per window per client, so loss is counted as frames the worker did not process
+    /// (`worker_processed`, needs `--worker-metrics` on NATS) and the latency figures are of
+    /// the nudges that went out.
+    #[arg(long, default_value_t = 0.0)]
+    nudge_window: f64,
     /// Also write each probe's `send_ms latency_us` (send time from the start of sending) to
     /// this file, to see when the slow ones happened.
     #[arg(long)]
@@ -153,7 +159,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let h = &out.hist;
     let us = |q: f64| h.value_at_quantile(q);
-    let lost = out.probes.saturating_sub(out.nudged);
+    let lost = if args.nudge_window > 0.0 {
+        let processed = if args.worker_metrics.is_empty() && args.nats_url.is_some() {
+            0
+        } else {
+            hops::grew(&before, &after, "worker_processed")
+        };
+        out.sent.saturating_sub(processed)
+    } else {
+        out.probes.saturating_sub(out.nudged)
+    };
     let base = baseline
         .map(|b| {
             format!(
@@ -161,7 +176,12 @@ async fn main() -> anyhow::Result<()> {
                 us(0.5) as f64 / b as f64
             )
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &(if args.nudge_window > 0.0 {
+            format!(" nudge_window_s={}", args.nudge_window)
+        } else {
+            String::new()
+        });
     println!(
         "clients={} rate={} duration_s={} sent={} probes={} nudged={} lost={} send_s={:.2} throughput_fps={:.0} pacer_lag_p50_us={} pacer_lag_p99_us={} pacer_lag_max_us={} p50_us={} p90_us={} p99_us={} p999_us={} max_us={}{}",
         args.clients, args.rate, args.duration, out.sent, out.probes, out.nudged, lost, out.send_s,
