@@ -6,9 +6,8 @@ use inside_gateway::{cancel_on_signals, serve, AppState};
 use inside_settings::Settings;
 use tokio_util::sync::CancellationToken;
 
-// No custom allocator: mimalloc held ~13 MB more at rest and ~0.5 KB more per idle socket
-// (10,000 idle sockets 94-96 MB with it, 73-76 MB without) and was no faster on
-// `benches/http/run.sh users-me` (9,989 vs 10,669 req/s, same hour; docs/REALTIME.md).
+// No custom allocator: mimalloc held more memory per idle socket and was no faster
+// (docs/benchmarks/2026-12-03-realtime.md).
 
 #[derive(Parser)]
 #[command(

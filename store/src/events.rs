@@ -26,8 +26,7 @@ const PACKED: &str = "batch";
 
 /// The rows one batch of events becomes: a row per (session, user) holding, in order, what
 /// that member did in the batch. One row per event cost the pipeline more than everything else
-/// together (SQLite: a third of the embedded gateway's CPU at 20,000 frames/s, 40,000 rows/s);
-/// packed, a 20 ms batch of 20 busy sockets is 20 rows whatever the frame rate. A lone event
+/// together; packed, a batch of 20 busy sockets is 20 rows whatever the frame rate. A lone event
 /// keeps a plain row of its own kind, so rare events (speaker segments) stay easy to query.
 struct PackedRow<'a> {
     session_id: Uuid,

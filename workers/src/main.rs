@@ -75,8 +75,7 @@ async fn run_fleet_member(
         None => Limiter::memory(),
     };
     // One frame subscription per process: the fleet scales by processes, and a second
-    // subscription here only added wakeups (at 20,000 frames/s: 140,000 → 80,000 context
-    // switches and 2.4 → 1.95 CPU-s per 200,000 frames, same latency; docs/REALTIME.md).
+    // subscription here only added wakeups, not speed.
     let consumers = 1;
     let model = match &settings.ecapa_model_dir {
         Some(dir) => {

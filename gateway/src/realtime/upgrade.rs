@@ -20,10 +20,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, Path};
 use crate::state::AppState;
 
-/// Socket buffers: axum's default 128 KiB read buffer per socket would cost
-/// 1.3 GB for 10,000 idle phones. Client messages are small (a frame is ~130 bytes) and a
-/// bigger one reserves its own length, so 256 bytes is enough (4 KiB → 1 KiB took the gateway
-/// from 184 to 154 MB holding 10,000 idle sockets).
+/// Socket buffers: axum's default 128 KiB read buffer per socket would cost more than a
+/// gigabyte for 10,000 idle phones. Client messages are small (a frame is ~130 bytes) and a
+/// bigger one reserves its own length, so 256 bytes is enough.
 const READ_BUFFER: usize = 256;
 const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_MESSAGE: usize = 64 * 1024;

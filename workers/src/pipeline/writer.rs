@@ -1,5 +1,5 @@
 //! Batched recording of session events: a bounded channel drained into
-//! `Store::append_events` ~20 ms after the first event of a batch, or at once when 8,192 wait,
+//! `Store::append_events` a short linger after the first event of a batch, or at once when full,
 //! because one INSERT per frame would cap the pipeline at the commit rate. A batch holding an
 //! event the database refuses keeps the other sessions' events (see `Store::append_events`).
 
@@ -11,11 +11,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Events per transaction: the store packs them a row per (session, user), so a large batch
-/// is few rows (500 made 200 commits/s at 100,000 frames/s, the pipeline's limit).
+/// is few rows, and a small one made commits the pipeline's limit at high frame rates.
 const BATCH: usize = 8_192;
-/// Short, because a batch is a burst of database work on the machine the frames share: at
-/// 20,000 frames/s on two cores, 50 ms batches put frame → nudge p99 at 1.5 ms, 20 ms
-/// batches at 1.2–1.35 ms, 250 ms batches at 2.0–2.3 ms (`benches/realtime/run.sh`).
+/// Short, because a batch is a burst of database work on the machine the frames share, and
+/// the longer the linger the bigger the burst the frames behind it wait out.
 const LINGER: Duration = Duration::from_millis(20);
 /// Events buffered before recording waits (backpressure, not memory growth).
 const CAPACITY: usize = 65_536;
