@@ -252,3 +252,46 @@ async fn workers_record_frames_that_reach_the_bus_after_finalize() {
     w1.stopped().await;
     w2.stopped().await;
 }
+
+/// On NATS, the audio segments a gateway published (speech and silence) are waited for like
+/// frames: each leaves a mark when a worker with the model has handled it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_segments_published_before_finalize_are_waited_for_on_nats() {
+    let app = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS), ("REDIS_URL", REDIS)]).await;
+    let stop = CancellationToken::new();
+    let model = std::sync::Arc::new(common::audio::load_model());
+    let w1 = start_worker(&app.env, 1, Some(model.clone()), stop.clone()).await;
+    let w2 = start_worker(&app.env, 1, Some(model), stop.clone()).await;
+    let (a, _b, rid) = app.couple().await;
+    let sid = app.start_session(&a, &rid).await;
+    let mut ws = Ws::connect(app.addr, &sid, token(&a)).await;
+    send_frames(&mut ws, 20).await;
+    ws.send(
+        "client.audio_start",
+        json!({"codec": "pcm_s16le", "sample_rate": 16000, "channels": 1}),
+    )
+    .await;
+    let mut audio = common::audio::voice(0, 3.0);
+    audio.extend(std::iter::repeat_n(0.0, 24_000));
+    for chunk in common::audio::pcm(&audio).chunks(3200) {
+        ws.send_binary(chunk).await;
+    }
+    // no audio_stop: finalize ends the stream, whose last segments are cut and published
+    // after the socket stopped reading (the pong only proves the chunks were read)
+    pong(&mut ws).await;
+    let (s, _) = app.finalize(&sid, Some(token(&a))).await;
+    assert_eq!(s, 202);
+    let report = app.wait_report(&sid, token(&a)).await;
+    assert_eq!(report["complete"], true, "{report}");
+    let id: Uuid = sid.parse().unwrap();
+    let published = app.state.store.published_counts(id).await.unwrap();
+    let recorded = app.state.store.recorded_counts(id).await.unwrap();
+    let sent = published.per_member[&uid(&a)];
+    assert_eq!(sent, recorded[&uid(&a)]);
+    assert_eq!(sent.frames, 20);
+    assert_eq!(sent.segments, 3, "{sent:?}");
+    assert_eq!(report["frames"], 20);
+    stop.cancel();
+    w1.stopped().await;
+    w2.stopped().await;
+}
