@@ -45,7 +45,13 @@ pub async fn publish_report_rerun(
     subjects: &Subjects,
     sid: Uuid,
 ) -> Result<(), BusError> {
-    publish(client, subjects, sid, &format!("{sid}.rerun.{}", Uuid::now_v7())).await
+    publish(
+        client,
+        subjects,
+        sid,
+        &format!("{sid}.rerun.{}", Uuid::now_v7()),
+    )
+    .await
 }
 
 async fn publish(

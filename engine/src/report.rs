@@ -150,7 +150,13 @@ pub fn build_report<'a>(
     };
     let mut recent = Vec::with_capacity(input.history.len() + 1);
     recent.push(report.clone());
-    recent.extend(input.history.iter().filter(|r| r.session_id != sid).cloned());
+    recent.extend(
+        input
+            .history
+            .iter()
+            .filter(|r| r.session_id != sid)
+            .cloned(),
+    );
     report.suggested_activities = suggest_activities(&recent);
     report
 }

@@ -20,9 +20,13 @@ pub struct Rerun {
 }
 
 pub async fn rerun_report(settings: &Settings, sid: Uuid) -> anyhow::Result<Rerun> {
-    let store = Store::connect(settings.database_url.expose_secret(), 2, settings.database_echo)
-        .await
-        .context("connecting to the database (DATABASE_URL)")?;
+    let store = Store::connect(
+        settings.database_url.expose_secret(),
+        2,
+        settings.database_echo,
+    )
+    .await
+    .context("connecting to the database (DATABASE_URL)")?;
     store.migrate().await.context("applying migrations")?;
     let outcome = rerun_on(&store, settings, sid).await;
     store.close().await;

@@ -51,7 +51,7 @@ async fn pong(ws: &mut Ws) {
     ws.expect("server.pong", T).await;
 }
 
-fn speaker<'a>(report: &'a Value, user: Uuid) -> &'a Value {
+fn speaker(report: &Value, user: Uuid) -> &Value {
     report["speakers"]
         .as_array()
         .unwrap()

@@ -47,7 +47,9 @@ async fn repair_events(app: &TestApp, sid: &str) {
 async fn report_outcome(api: &Api, sid: &str, t: &str, within: Duration) -> (u16, Value) {
     let deadline = Instant::now() + within;
     loop {
-        let (s, body) = api.get(&format!("/v1/sessions/{sid}/report"), Some(t)).await;
+        let (s, body) = api
+            .get(&format!("/v1/sessions/{sid}/report"), Some(t))
+            .await;
         if s != 202 {
             return (s, body);
         }
@@ -84,7 +86,10 @@ async fn fails_then_reruns(app: &TestApp, within: Duration) {
     let (s, body) = report_outcome(app, &sid, t, within).await;
     assert_eq!(s, 409, "{body}");
     assert_error(&body, "report_failed");
-    assert!(!body.to_string().contains("not json"), "no internal detail: {body}");
+    assert!(
+        !body.to_string().contains("not json"),
+        "no internal detail: {body}"
+    );
     let (_, session) = app.get(&format!("/v1/sessions/{sid}"), Some(t)).await;
     assert_eq!(session["status"], "failed", "{session}");
     let why = app

@@ -61,9 +61,9 @@ impl SessionAccess {
     pub fn records_from(&self, uid: Uuid) -> bool {
         self.is_recording()
             && self
-            .members
-            .iter()
-            .any(|m| m.user_id == Some(uid) && m.consent == ConsentStatus::Granted)
+                .members
+                .iter()
+                .any(|m| m.user_id == Some(uid) && m.consent == ConsentStatus::Granted)
     }
 
     /// Whether the session's data may be copied to the research subjects: it is active and

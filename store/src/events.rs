@@ -207,7 +207,9 @@ fn insert_sql(rows: usize) -> String {
         if i > 0 {
             sql.push(',');
         }
-        let names: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", i * COLUMNS + c)).collect();
+        let names: Vec<String> = (1..=COLUMNS)
+            .map(|c| format!("${}", i * COLUMNS + c))
+            .collect();
         sql.push('(');
         sql.push_str(&names.join(","));
         sql.push(')');

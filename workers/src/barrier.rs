@@ -123,6 +123,10 @@ mod tests {
             ..published
         };
         let gap = Gap::of(&open, &all_in, &[a, b]);
-        assert!(gap.reason().contains("stopped reporting"), "{}", gap.reason());
+        assert!(
+            gap.reason().contains("stopped reporting"),
+            "{}",
+            gap.reason()
+        );
     }
 }

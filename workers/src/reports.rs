@@ -82,7 +82,10 @@ pub async fn write_report(store: &Store, sid: Uuid, wait: Duration) -> anyhow::R
         .await?;
     let generated_at = chrono::Utc::now();
     let started_ms = session.created_at.timestamp_millis();
-    let ended_ms = session.finalized_at.unwrap_or(generated_at).timestamp_millis();
+    let ended_ms = session
+        .finalized_at
+        .unwrap_or(generated_at)
+        .timestamp_millis();
     let report = tokio::task::spawn_blocking(move || {
         let input = ReportInput {
             session_id: sid,
@@ -200,7 +203,12 @@ impl ReportJobs {
             }
             return;
         }
-        let outcome = self.beating(&job, write_report(&self.store, job.session_id, self.config.wait)).await;
+        let outcome = self
+            .beating(
+                &job,
+                write_report(&self.store, job.session_id, self.config.wait),
+            )
+            .await;
         let result = match outcome {
             Ok(()) => {
                 tracing::info!(ms = started.elapsed().as_millis() as u64, "report stored");

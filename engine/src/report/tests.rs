@@ -145,10 +145,8 @@ fn talk_time_follows_the_order_frames_were_received_not_recorded() {
         .map(|i| (Some(a), stamped(i * 100, i, 5_000 + i * 100, 4.0)))
         .collect();
     // a fixed scramble: every 7th frame first, then the rest backwards
-    let (mut firsts, mut rest): (Vec<_>, Vec<_>) = events
-        .drain(..)
-        .enumerate()
-        .partition(|(i, _)| i % 7 == 0);
+    let (mut firsts, mut rest): (Vec<_>, Vec<_>) =
+        events.drain(..).enumerate().partition(|(i, _)| i % 7 == 0);
     rest.reverse();
     firsts.extend(rest);
     let events: Vec<_> = firsts.into_iter().map(|(_, e)| e).collect();
@@ -175,7 +173,12 @@ fn frames_and_speaker_segments_share_the_server_time_base() {
     // the phone's clock is epoch ms from another day; the audio stream started 2 s into the
     // session, its segments count from there
     let mut events: Vec<(Option<Uuid>, EventBody)> = (0..10)
-        .map(|i| (Some(a), stamped(1_000 + i * 1_000, i, 1_600_000_000_000 + i * 1_000, 2.0)))
+        .map(|i| {
+            (
+                Some(a),
+                stamped(1_000 + i * 1_000, i, 1_600_000_000_000 + i * 1_000, 2.0),
+            )
+        })
         .collect();
     events.push((None, seg(Some(b), 0, 1_500, Some(START + 2_000))));
     events.push((None, seg(Some(b), 13_500, 15_000, Some(START + 2_000))));
@@ -209,7 +212,10 @@ fn phone_timestamps_at_the_ends_of_i64_neither_wrap_nor_go_negative() {
     assert_eq!(r.speakers[0].talk_time_s, 30.0, "{r:?}");
 
     // a legacy session (no server times at all) with the same timestamps
-    let legacy: Vec<_> = extremes.iter().map(|ts| (Some(a), frame(*ts, 3.0, 0.0))).collect();
+    let legacy: Vec<_> = extremes
+        .iter()
+        .map(|ts| (Some(a), frame(*ts, 3.0, 0.0)))
+        .collect();
     let r = build(&[a], &legacy);
     assert!(r.duration_s.is_finite() && r.duration_s >= 0.0, "{r:?}");
 }

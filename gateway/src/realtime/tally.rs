@@ -4,20 +4,20 @@
 //! only after the socket stopped reading and its audio decoder published its last segment, so
 //! the counts are exactly what workers can receive for it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use inside_schemas::SessionStatus;
 use inside_store::sockets::Counts;
 use inside_store::{Store, StoreError};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::state::AppState;
 
 /// How long a socket's end waits for its audio decoder to publish the rest of the stream.
 const DECODER_DRAIN: Duration = Duration::from_secs(5);
+const DECODER_POLL: Duration = Duration::from_millis(5);
 /// Tries at recording a socket's end before the report's wait has to run out instead.
 const CLOSE_TRIES: u32 = 3;
 
@@ -27,14 +27,12 @@ struct Published {
     segments: AtomicU64,
 }
 
-/// One socket's row and counts.
+/// One socket's row and counts. Held by every idle socket, so it is kept to a few words: a
+/// running audio decoder holds a clone of `published`, which is how the end knows to wait.
 pub struct SocketTally {
     id: Uuid,
     store: Store,
     published: Arc<Published>,
-    /// Cloned into each audio decoder; all dropped once they have finished.
-    decoders: Option<mpsc::Sender<()>>,
-    decoders_done: mpsc::Receiver<()>,
 }
 
 /// What opening a socket's row found.
@@ -55,13 +53,10 @@ impl SocketTally {
             .store
             .open_socket(id, sid, uid, state.hub.gateway_id())
             .await?;
-        let (decoders, decoders_done) = mpsc::channel(1);
         let tally = SocketTally {
             id,
             store: state.store.clone(),
             published: Arc::default(),
-            decoders: Some(decoders),
-            decoders_done,
         };
         if state.store.session(sid).await?.status != SessionStatus::Active {
             tally.close().await;
@@ -79,19 +74,22 @@ impl SocketTally {
     pub fn audio(&self) -> AudioTally {
         AudioTally {
             published: self.published.clone(),
-            _running: self.decoders.clone(),
         }
     }
 
-    /// Records the socket's end once its decoders are done (bounded).
-    pub async fn close(mut self) {
-        self.decoders = None;
-        if tokio::time::timeout(DECODER_DRAIN, self.decoders_done.recv())
-            .await
-            .is_err()
-        {
-            tracing::warn!(socket = %self.id, "an audio decoder outlived the socket's drain");
+    /// Records the socket's end once its audio decoders are done (bounded).
+    pub async fn close(self) {
+        let deadline = tokio::time::Instant::now() + DECODER_DRAIN;
+        // a decoder finishes within a few ms of its socket's end: polling costs no state
+        while Arc::strong_count(&self.published) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(socket = %self.id, "an audio decoder outlived the socket's drain");
+                break;
+            }
+            tokio::time::sleep(DECODER_POLL).await;
         }
+        // pairs with the decoder's release of its clone: its last count is seen below
+        fence(Ordering::Acquire);
         let counts = Counts {
             frames: self.published.frames.load(Ordering::Relaxed),
             segments: self.published.segments.load(Ordering::Relaxed),
@@ -111,7 +109,6 @@ impl SocketTally {
 /// One audio stream's share of its socket's counts; the socket's end waits until it is dropped.
 pub struct AudioTally {
     published: Arc<Published>,
-    _running: Option<mpsc::Sender<()>>,
 }
 
 impl AudioTally {

@@ -131,8 +131,7 @@ pub async fn report(
         // the reason stays with the operators: it may be an internal error's text
         return Err(ApiError::Conflict(
             "report_failed",
-            "the report could not be written; it will not come without an operator's re-run"
-                .into(),
+            "the report could not be written; it will not come without an operator's re-run".into(),
         ));
     }
     Ok(match state.store.report(sid).await? {

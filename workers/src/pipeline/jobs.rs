@@ -81,7 +81,9 @@ pub async fn run_report_jobs(
             }
             Err(e) => {
                 tracing::warn!(%sid, error = %e, "checking a report job's session failed; will be redelivered");
-                let _ = msg.ack_with(AckKind::Nak(Some(config.retry_delay(1)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(config.retry_delay(1))))
+                    .await;
                 continue;
             }
         }
