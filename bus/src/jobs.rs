@@ -35,8 +35,33 @@ pub async fn publish_report_job(
     subjects: &Subjects,
     sid: Uuid,
 ) -> Result<(), BusError> {
+    publish(client, subjects, sid, &sid.to_string()).await
+}
+
+/// Publishes another report job of `sid` (an operator's re-run) under a message id of its own,
+/// so the deduplication of the first job does not swallow it.
+pub async fn publish_report_rerun(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    sid: Uuid,
+) -> Result<(), BusError> {
+    publish(
+        client,
+        subjects,
+        sid,
+        &format!("{sid}.rerun.{}", Uuid::now_v7()),
+    )
+    .await
+}
+
+async fn publish(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    sid: Uuid,
+    msg_id: &str,
+) -> Result<(), BusError> {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", sid.to_string().as_str());
+    headers.insert("Nats-Msg-Id", msg_id);
     let ack = jetstream::new(client.clone())
         .publish_with_headers(subjects.report_jobs(), headers, sid.to_string().into())
         .await

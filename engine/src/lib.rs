@@ -7,5 +7,5 @@ pub mod rules;
 pub mod speech;
 
 pub use activities::{suggest_activities, ACTIVITIES};
-pub use report::build_report;
+pub use report::{build_report, ReportInput};
 pub use rules::NudgePolicy;

@@ -1,5 +1,5 @@
 //! The session report: talk time, pace, overlap and nudges per speaker,
-//! aggregated from the session's recorded events.
+//! aggregated from the session's recorded events, on the server's clock.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,49 +9,65 @@ use uuid::Uuid;
 
 use crate::activities::suggest_activities;
 
-/// Frames are assumed this long when a speaker sent only one.
-const DEFAULT_FRAME_MS: f64 = 1_000.0;
+mod timing;
+
+use timing::{frame_ms, FrameAt, Span};
+
+/// What the report is written from besides the events.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportInput<'a> {
+    pub session_id: Uuid,
+    /// The members whose data may enter the report (consent granted).
+    pub members: &'a [Uuid],
+    /// The session's start (`sessions.created_at`) on the server clock, ms since the Unix
+    /// epoch: the report's times are offsets from it.
+    pub started_ms: i64,
+    /// Its end (finalize, or when the report is written), same clock: with the start, the
+    /// window an event's time must fall in (a little slack allowed for other machines' clocks).
+    pub ended_ms: i64,
+    pub generated_at: DateTime<Utc>,
+    /// The relationship's earlier reports, newest first: they inform the activity suggestions.
+    pub history: &'a [Report],
+}
 
 #[derive(Default)]
 struct Tally {
-    frame_ts: Vec<i64>,
+    frames: Vec<FrameAt>,
     rate_sum: f64,
     rate_n: u64,
     overlap_sum: f64,
     overlap_n: u64,
-    speech_frames: u64,
-    segment_ms: i64,
+    segment_ms: u64,
     nudges: u64,
 }
 
-/// Builds the report of session `sid` for its `members` from its `events`;
-/// `history` (the relationship's earlier reports, newest first) informs the
-/// activity suggestions.
+/// Builds the report from the session's recorded events (any order: each member's frames are
+/// put back in the order the gateway received them). The report says it is complete; the
+/// caller marks it otherwise when it knows something is missing.
 pub fn build_report<'a>(
-    sid: Uuid,
-    members: &[Uuid],
+    input: &ReportInput<'_>,
     events: impl IntoIterator<Item = (Option<Uuid>, &'a EventBody)>,
-    generated_at: DateTime<Utc>,
-    history: &[Report],
 ) -> Report {
-    let mut tallies: HashMap<Uuid, Tally> =
-        members.iter().map(|m| (*m, Tally::default())).collect();
+    let mut tallies: HashMap<Uuid, Tally> = input
+        .members
+        .iter()
+        .map(|m| (*m, Tally::default()))
+        .collect();
     let mut nudges = NudgeSummary::default();
-    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut span = Span::new(input.started_ms, input.ended_ms);
     let mut frames = 0u64;
     let mut segments_seen = false;
     for (user, body) in events {
         match body {
             EventBody::Frame(f) => {
                 frames += 1;
-                first = first.min(f.timestamp_ms);
-                last = last.max(f.timestamp_ms);
+                span.frame(f);
                 if let Some(t) = user.map(|u| tallies.entry(u).or_default()) {
-                    t.frame_ts.push(f.timestamp_ms);
-                    if f.speaking_rate.is_finite() && f.speaking_rate > 0.0 {
+                    let speaking = f.speaking_rate.is_finite() && f.speaking_rate > 0.0;
+                    t.frames.push(FrameAt::of(f, speaking));
+                    if speaking {
                         t.rate_sum += f.speaking_rate;
                         t.rate_n += 1;
-                        t.speech_frames += 1;
                     }
                     if f.overlap_ratio.is_finite() {
                         t.overlap_sum += f.overlap_ratio;
@@ -70,27 +86,27 @@ pub fn build_report<'a>(
                 }
             }
             EventBody::Speaker(s) => {
-                first = first.min(s.start_ms);
-                last = last.max(s.end_ms);
-                if let Some(u) = s.user_id {
+                span.speaker(s);
+                if let Some(u) = s.segment.user_id {
                     segments_seen = true;
-                    tallies.entry(u).or_default().segment_ms += (s.end_ms - s.start_ms).max(0);
+                    let ms = s.segment.end_ms.saturating_sub(s.segment.start_ms).max(0);
+                    let t = tallies.entry(u).or_default();
+                    t.segment_ms = t.segment_ms.saturating_add(ms.unsigned_abs());
                 }
             }
+            // proof of receipt for the completeness check; the speaker event carries the time
+            EventBody::Segment(_) => {}
         }
     }
-    let duration_s = if last >= first {
-        (last - first) as f64 / 1000.0
-    } else {
-        0.0
-    };
+    let duration_s = span.duration_ms() as f64 / 1000.0;
 
     let mut talk: BTreeMap<Uuid, f64> = BTreeMap::new();
-    for (u, t) in &tallies {
+    for (u, t) in tallies.iter_mut() {
         let secs = if segments_seen {
             t.segment_ms as f64 / 1000.0
         } else {
-            t.speech_frames as f64 * frame_ms(&t.frame_ts) / 1000.0
+            let speech = t.frames.iter().filter(|f| f.speaking).count();
+            speech as f64 * frame_ms(&mut t.frames) / 1000.0
         };
         talk.insert(*u, secs);
     }
@@ -119,35 +135,30 @@ pub fn build_report<'a>(
             .then(a.user_id.cmp(&b.user_id))
     });
 
+    let sid = input.session_id;
     let mut report = Report {
         session_id: sid,
-        generated_at,
+        generated_at: input.generated_at,
         duration_s: round3(duration_s),
         frames,
         highlights: highlights(&speakers, &nudges, frames),
         nudges,
         speakers,
         suggested_activities: Vec::new(),
+        complete: true,
+        incomplete_reason: None,
     };
-    let mut recent = Vec::with_capacity(history.len() + 1);
+    let mut recent = Vec::with_capacity(input.history.len() + 1);
     recent.push(report.clone());
-    recent.extend(history.iter().filter(|r| r.session_id != sid).cloned());
+    recent.extend(
+        input
+            .history
+            .iter()
+            .filter(|r| r.session_id != sid)
+            .cloned(),
+    );
     report.suggested_activities = suggest_activities(&recent);
     report
-}
-
-/// Median gap between a speaker's frames: the length one frame stands for.
-fn frame_ms(ts: &[i64]) -> f64 {
-    let mut gaps: Vec<i64> = ts
-        .windows(2)
-        .map(|w| (w[1] - w[0]).abs())
-        .filter(|g| *g > 0)
-        .collect();
-    if gaps.is_empty() {
-        return DEFAULT_FRAME_MS;
-    }
-    gaps.sort_unstable();
-    (gaps[gaps.len() / 2] as f64).clamp(10.0, 5_000.0)
 }
 
 fn ratio(sum: f64, n: u64) -> f64 {

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod mail;
 pub mod openapi;
 pub mod realtime;
+pub mod rerun;
 pub mod routes;
 mod server;
 pub mod state;
@@ -30,6 +31,8 @@ pub use crate::state::AppState;
 
 /// JSON bodies are small; audio routes set their own limit.
 const JSON_BODY_LIMIT: usize = 1 << 20;
+/// How long a stopping gateway waits for its sockets to end.
+const SOCKET_DRAIN: Duration = Duration::from_secs(5);
 
 pub fn app(state: AppState) -> Router {
     let cors = cors::layer(&state.settings.cors_origins);
@@ -110,6 +113,11 @@ pub async fn serve(
     });
     server::serve_connections(listener, app(state.clone()), limits, draining).await;
     let _ = closing.await;
+    // each socket records what it published as it ends: let them, before the database closes
+    let sockets_gone = tokio::time::Instant::now() + SOCKET_DRAIN;
+    while state.hub.sockets() > 0 && tokio::time::Instant::now() < sockets_gone {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     shutdown.cancel();
     for task in background {
         let _ = task.await;

@@ -29,6 +29,22 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Session reports (operators).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Run a session's report job again (after it failed, or was lost): the session goes
+    /// back to `finalizing` and a new job goes on the queue (JetStream with NATS_URL, the
+    /// database otherwise), for the running gateways or workers to pick up.
+    Rerun {
+        /// The session id.
+        sid: uuid::Uuid,
+    },
 }
 
 #[tokio::main]
@@ -43,6 +59,25 @@ async fn main() -> anyhow::Result<()> {
     };
     inside_gateway::telemetry::init_tracing(settings.debug);
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Report {
+            command: ReportCommand::Rerun { sid },
+        } => match inside_gateway::rerun::rerun_report(&settings, sid).await {
+            Ok(done) => {
+                let was = done
+                    .previous_failure
+                    .map(|r| format!(" (it had failed: {r})"))
+                    .unwrap_or_default();
+                println!(
+                    "session {sid}: {:?}, report job enqueued on the {} queue{was}",
+                    done.session.status, done.queue
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("gateway report rerun: {e:#}");
+                std::process::exit(1);
+            }
+        },
         Command::Migrate => {
             AppState::build(settings).await?;
             tracing::info!("migrations applied");

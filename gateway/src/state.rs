@@ -8,7 +8,7 @@ use anyhow::Context;
 use inside_settings::{ExposeSecret, Settings};
 use inside_store::limiter::Limiter;
 use inside_store::Store;
-use inside_workers::ReportJobs;
+use inside_workers::{ReportConfig, ReportJobs};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::RngCore;
 
@@ -109,10 +109,7 @@ impl AppState {
             HasherPool::for_cores(cores, settings.bcrypt_queue),
         )?;
         let mailer = mail::from_settings(&settings)?;
-        let jobs = ReportJobs::new(
-            store.clone(),
-            Duration::from_millis(settings.report_job_poll_ms),
-        );
+        let jobs = ReportJobs::new(store.clone(), ReportConfig::from_settings(&settings));
         let settings_model_dir = settings.ecapa_model_dir.clone();
         Ok(Self(Arc::new(Inner {
             settings: Arc::new(settings),

@@ -61,6 +61,7 @@ async fn deleting_the_account_erases_it_and_ends_its_relationships(db: Db) {
                     speaking_rate: 2.0,
                     overlap_ratio: 0.0,
                     seq: None,
+                    received_ms: None,
                 }),
             },
             SessionEvent {
@@ -71,6 +72,7 @@ async fn deleting_the_account_erases_it_and_ends_its_relationships(db: Db) {
                     speaking_rate: 2.0,
                     overlap_ratio: 0.0,
                     seq: None,
+                    received_ms: None,
                 }),
             },
         ])

@@ -89,6 +89,7 @@ fn frame(ts: i64, rate: f64) -> EventBody {
         speaking_rate: rate,
         overlap_ratio: 0.0,
         seq: None,
+        received_ms: None,
     })
 }
 

@@ -107,6 +107,7 @@ fn frame_event(sid: Uuid, user: Uuid, seq: i64) -> SessionEvent {
             speaking_rate: 1.0,
             overlap_ratio: 0.0,
             seq: Some(seq),
+            received_ms: None,
         }),
     }
 }

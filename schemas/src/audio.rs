@@ -22,6 +22,9 @@ pub mod headers {
     /// Wall clock (µs since the Unix epoch) when the gateway cut the segment: the live path's
     /// latency is measured from it.
     pub const CUT_AT_US: &str = "Inside-Cut-At-Us";
+    /// Server clock (ms since the Unix epoch) when the gateway started the segment's stream
+    /// (`client.audio_start`): places the segment's stream times on the session's time base.
+    pub const STREAM_STARTED_MS: &str = "Inside-Stream-Started-Ms";
     /// On `inside.v1.embed` requests: the MIME type of the uploaded file.
     pub const CONTENT_TYPE: &str = "Content-Type";
 }
@@ -34,18 +37,24 @@ pub struct AudioSegmentMeta {
     pub end_ms: u64,
     pub codec: String,
     pub cut_at_us: u64,
+    /// `None` from a gateway that does not send it.
+    pub stream_started_ms: Option<u64>,
 }
 
 impl AudioSegmentMeta {
     /// As header `(name, value)` pairs.
     pub fn to_headers(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut pairs = vec![
             (headers::SEQ, self.seq.to_string()),
             (headers::START_MS, self.start_ms.to_string()),
             (headers::END_MS, self.end_ms.to_string()),
             (headers::CODEC, self.codec.clone()),
             (headers::CUT_AT_US, self.cut_at_us.to_string()),
-        ]
+        ];
+        if let Some(started) = self.stream_started_ms {
+            pairs.push((headers::STREAM_STARTED_MS, started.to_string()));
+        }
+        pairs
     }
 
     /// From a header lookup; `None` when a required header is missing or not a number.
@@ -57,6 +66,7 @@ impl AudioSegmentMeta {
             end_ms: num(headers::END_MS)?,
             codec: get(headers::CODEC).unwrap_or("pcm_s16le").to_string(),
             cut_at_us: num(headers::CUT_AT_US).unwrap_or(0),
+            stream_started_ms: num(headers::STREAM_STARTED_MS),
         })
     }
 }
@@ -87,6 +97,7 @@ mod tests {
             end_ms: 6000,
             codec: "wav".into(),
             cut_at_us: 1_700_000_000_000_000,
+            stream_started_ms: Some(1_700_000_000_000),
         };
         let pairs = meta.to_headers();
         let get = |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());

@@ -1,5 +1,9 @@
 //! Realtime payloads: feature frames, nudges and speaker attributions, as they
-//! travel over the WebSocket and the NATS subjects.
+//! travel over the WebSocket and the NATS subjects, and the events recorded for the report.
+//!
+//! One time base for a session: the server's clock. The gateway stamps each frame it accepts
+//! with `received_ms` and each audio stream with the time it started; the report places
+//! everything by those, never by the phone's `timestamp_ms` (which stays as data).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,6 +20,25 @@ pub struct FeatureFrame {
     /// Echoed in the nudge this frame causes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
+    /// Set by the gateway, never by the phone (a client frame carrying it is refused): the
+    /// server clock, in ms since the Unix epoch, when the gateway accepted the frame.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_i64"
+    )]
+    pub received_ms: Option<i64>,
+}
+
+/// A field that, when present, is a number: `null` is refused rather than read as absent, so
+/// a stamp spliced after a client's `null` cannot make a key appear twice.
+fn present_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    i64::deserialize(d).map(Some)
+}
+
+/// The server clock in ms since the Unix epoch: the time base of a session's report.
+pub fn server_now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl FeatureFrame {
@@ -91,13 +114,51 @@ pub struct SessionState {
     pub participants: Vec<Uuid>,
 }
 
+/// A speaker attribution as recorded for the report: the segment (times from its stream's
+/// start, as phones get it) and where that stream started on the server clock.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct SpeakerRecord {
+    #[serde(flatten)]
+    pub segment: SpeakerSegment,
+    /// Server clock (ms since the Unix epoch) when the segment's audio stream started; absent
+    /// in events recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_started_ms: Option<i64>,
+}
+
+impl SpeakerRecord {
+    /// The segment's start and end on the server clock, when its stream's start is known.
+    pub fn server_span_ms(&self) -> Option<(i64, i64)> {
+        let base = self.stream_started_ms?;
+        Some((
+            base.saturating_add(self.segment.start_ms),
+            base.saturating_add(self.segment.end_ms),
+        ))
+    }
+}
+
+/// One audio segment of a member that a worker received and handled (attributed, or silent),
+/// recorded under that member so the report can tell that every segment the gateway published
+/// is in: a segment with nobody audible in it leaves no speaker event.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentMark {
+    pub seq: u64,
+    /// Stream times, as in the segment's headers.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Server clock (ms since the Unix epoch) when the stream started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_started_ms: Option<i64>,
+}
+
 /// One thing that happened in a session, as recorded for its report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum EventBody {
     Frame(FeatureFrame),
     Nudge(Nudge),
-    Speaker(SpeakerSegment),
+    Speaker(SpeakerRecord),
+    Segment(SegmentMark),
 }
 
 impl EventBody {
@@ -106,15 +167,22 @@ impl EventBody {
             EventBody::Frame(_) => "frame",
             EventBody::Nudge(_) => "nudge",
             EventBody::Speaker(_) => "speaker",
+            EventBody::Segment(_) => "segment",
         }
     }
 
-    /// The session-clock time it refers to, in ms.
+    /// A time to order stored rows by, in ms: the server clock where the event carries it,
+    /// else the phone's or the stream's. The report does not read it.
     pub fn ts_ms(&self) -> i64 {
         match self {
-            EventBody::Frame(f) => f.timestamp_ms,
+            EventBody::Frame(f) => f.received_ms.unwrap_or(f.timestamp_ms),
             EventBody::Nudge(n) => n.frame_timestamp_ms.unwrap_or(0),
-            EventBody::Speaker(s) => s.start_ms,
+            EventBody::Speaker(s) => s
+                .server_span_ms()
+                .map_or(s.segment.start_ms, |(start, _)| start),
+            EventBody::Segment(m) => m
+                .stream_started_ms
+                .map_or(m.start_ms, |base| base.saturating_add(m.start_ms)),
         }
     }
 }

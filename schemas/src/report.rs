@@ -11,12 +11,27 @@ use uuid::Uuid;
 pub struct Report {
     pub session_id: Uuid,
     pub generated_at: DateTime<Utc>,
+    /// From the first to the last recorded frame or speaker segment, on the server's clock
+    /// (when the gateway received each frame; where each audio stream started, plus the
+    /// segment's place in it), never the phone's `timestamp_ms`.
     pub duration_s: f64,
     pub frames: u64,
     pub nudges: NudgeSummary,
     pub speakers: Vec<SpeakerStats>,
     pub highlights: Vec<String>,
     pub suggested_activities: Vec<Activity>,
+    /// False when the report was written without everything the gateways published for the
+    /// session (frames or audio still missing when the wait for them ran out); the reason says
+    /// what was missing.
+    #[serde(default = "yes")]
+    pub complete: bool,
+    /// Why the report is incomplete; null when it is complete.
+    #[serde(default)]
+    pub incomplete_reason: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

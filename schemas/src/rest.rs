@@ -164,6 +164,9 @@ pub enum SessionStatus {
     Active,
     Finalizing,
     Completed,
+    /// The report job failed after its retries; an operator can re-run it
+    /// (`gateway report rerun <sid>`).
+    Failed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -107,6 +107,11 @@ pub struct Settings {
     /// How long a report job handed to a worker may go without an ack or a progress beat
     /// before JetStream gives it to another (a worker killed mid-job).
     pub report_job_ack_wait_s: u64,
+    /// Longest wait, at finalize, for everything the gateways published for the session to be
+    /// recorded before its report is written anyway (marked incomplete).
+    pub report_wait_seconds: f64,
+    /// A failed report job runs again after this × the attempt number² (at most 30 s).
+    pub report_job_retry_ms: u64,
 }
 
 impl Settings {
@@ -241,6 +246,8 @@ impl Settings {
             speaker_match_threshold: r.float("SPEAKER_MATCH_THRESHOLD", 0.25, -1.0, 1.0)?,
             report_job_poll_ms: r.ranged("REPORT_JOB_POLL_MS", 500, 10, 60_000)?,
             report_job_ack_wait_s: r.ranged("REPORT_JOB_ACK_WAIT_SECONDS", 30, 1, 3600)?,
+            report_wait_seconds: r.float("REPORT_WAIT_SECONDS", 5.0, 0.0, 600.0)?,
+            report_job_retry_ms: r.ranged("REPORT_JOB_RETRY_MS", 1_000, 1, 600_000)?,
         };
         settings.validate(secret_key.as_deref())
     }

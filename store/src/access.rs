@@ -32,6 +32,14 @@ impl SessionAccess {
         self.status == SessionStatus::Active
     }
 
+    /// Whether data that reached the bus is still recorded: active or finalizing.
+    pub fn is_recording(&self) -> bool {
+        matches!(
+            self.status,
+            SessionStatus::Active | SessionStatus::Finalizing
+        )
+    }
+
     /// Whether `uid` is a member (whatever their consent).
     pub fn is_member(&self, uid: Uuid) -> bool {
         self.members.iter().any(|m| m.user_id == Some(uid))
@@ -41,6 +49,17 @@ impl SessionAccess {
     /// member whose consent is granted.
     pub fn accepts_from(&self, uid: Uuid) -> bool {
         self.is_active()
+            && self
+                .members
+                .iter()
+                .any(|m| m.user_id == Some(uid) && m.consent == ConsentStatus::Granted)
+    }
+
+    /// Whether data from `uid` that reached the bus may still be recorded: the session is
+    /// active or finalizing (anything on the bus was published before its socket stopped, and
+    /// the report waits for it) and `uid` is a member whose consent is granted.
+    pub fn records_from(&self, uid: Uuid) -> bool {
+        self.is_recording()
             && self
                 .members
                 .iter()

@@ -67,6 +67,15 @@ impl PackedRow<'_> {
             .unwrap_or(0)
     }
 
+    /// Frames and segment marks the row holds: what the report's barrier counts.
+    fn counts(&self) -> (i64, i64) {
+        self.events.iter().fold((0, 0), |(f, m), e| match e.body {
+            EventBody::Frame(_) => (f + 1, m),
+            EventBody::Segment(_) => (f, m + 1),
+            _ => (f, m),
+        })
+    }
+
     fn payload(&self) -> Result<String> {
         let encoded = match self.events.as_slice() {
             [one] => serde_json::to_string(&one.body),
@@ -139,12 +148,15 @@ impl Store {
             let sql = insert_sql(chunk.len());
             let mut q = sqlx::query(&sql);
             for row in chunk {
+                let (frames, segments) = row.counts();
                 q = q
                     .bind(row.session_id.to_string())
                     .bind(row.user_id.map(|u| u.to_string()))
                     .bind(row.kind())
                     .bind(row.ts_ms())
-                    .bind(row.payload()?);
+                    .bind(row.payload()?)
+                    .bind(frames)
+                    .bind(segments);
             }
             q.execute(&mut *tx).await?;
         }
@@ -182,24 +194,24 @@ impl Store {
     }
 }
 
-/// `INSERT ... VALUES ($1,..,$5),($6,..)` for `rows` events.
+/// Columns bound per row.
+const COLUMNS: usize = 7;
+
+/// `INSERT ... VALUES ($1,..,$7),($8,..)` for `rows` rows.
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO session_events (session_id, user_id, kind, ts_ms, payload) VALUES ",
+        "INSERT INTO session_events (session_id, user_id, kind, ts_ms, payload, frames, segments) VALUES ",
     );
     for i in 0..rows {
-        let b = i * 5;
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!(
-            "(${},${},${},${},${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5
-        ));
+        let names: Vec<String> = (1..=COLUMNS)
+            .map(|c| format!("${}", i * COLUMNS + c))
+            .collect();
+        sql.push('(');
+        sql.push_str(&names.join(","));
+        sql.push(')');
     }
     sql
 }

@@ -1,7 +1,8 @@
 //! The durable job queue of the embedded default: report jobs live in the
 //! database, so a job pending when the process stops runs after the restart.
-//! A claimed job carries a lease; one whose worker died is claimed again once
-//! the lease runs out.
+//! A claimed job carries a lease and its runner's id, and the runner beats on it while it
+//! works: a job whose runner stopped beating (the process died) is claimed again once the beat
+//! is stale, within seconds, and any job once its lease runs out.
 
 use std::time::Duration;
 
@@ -38,21 +39,52 @@ impl Store {
         Ok(())
     }
 
-    /// Claims the oldest runnable job for `lease`.
-    pub async fn claim_job(&self, lease: Duration) -> Result<Option<Job>> {
+    /// Puts the job of (`kind`, `sid`) back to run now from its first attempt, whatever became
+    /// of it (an operator's re-run of a failed report).
+    pub async fn requeue_job(&self, kind: &str, sid: Uuid) -> Result<()> {
         let now = now_micros();
-        let until = now + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, session_id, status, attempts, run_after, created_at) \
+             VALUES ($1, $2, $3, 'pending', 0, $4, $4) ON CONFLICT (kind, session_id) DO UPDATE \
+             SET status = 'pending', attempts = 0, run_after = $4, locked_until = NULL, \
+                 last_error = NULL, runner_id = NULL, heartbeat_at = NULL",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(kind)
+        .bind(sid.to_string())
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Claims the oldest runnable job for `lease` as `runner`: a pending one, or a running one
+    /// whose lease ran out or whose runner has not beaten for `stale` (gone).
+    pub async fn claim_job(
+        &self,
+        lease: Duration,
+        runner: Uuid,
+        stale: Duration,
+    ) -> Result<Option<Job>> {
+        let now = now_micros();
+        let until = now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2));
+        let stale_before =
+            now.saturating_sub(i64::try_from(stale.as_micros()).unwrap_or(i64::MAX / 2));
         // The outer status test makes a racing claimer of the same row update nothing.
         let row = sqlx::query(
-            "UPDATE jobs SET status = 'running', locked_until = $1, attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM jobs WHERE run_after <= $2 AND \
-                 (status = 'pending' OR (status = 'running' AND locked_until < $2)) \
+            "UPDATE jobs SET status = 'running', locked_until = $1, attempts = attempts + 1, \
+                 runner_id = $3, heartbeat_at = $2 \
+             WHERE id = (SELECT id FROM jobs WHERE run_after <= $2 AND (status = 'pending' OR \
+                 (status = 'running' AND (locked_until < $2 OR heartbeat_at IS NULL OR heartbeat_at < $4))) \
                  ORDER BY run_after, created_at LIMIT 1) \
-             AND (status = 'pending' OR (status = 'running' AND locked_until < $2)) \
+             AND (status = 'pending' OR (status = 'running' AND \
+                 (locked_until < $2 OR heartbeat_at IS NULL OR heartbeat_at < $4))) \
              RETURNING id, kind, session_id, attempts",
         )
         .bind(until)
         .bind(now)
+        .bind(runner.to_string())
+        .bind(stale_before)
         .fetch_optional(self.pool())
         .await?;
         row.map(|r| {
@@ -64,6 +96,19 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// `runner`'s sign of life on the job it holds.
+    pub async fn beat_job(&self, id: Uuid, runner: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET heartbeat_at = $1 WHERE id = $2 AND runner_id = $3 AND status = 'running'",
+        )
+        .bind(now_micros())
+        .bind(id.to_string())
+        .bind(runner.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     pub async fn complete_job(&self, id: Uuid) -> Result<()> {

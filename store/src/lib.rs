@@ -13,6 +13,7 @@ pub mod relationships;
 pub mod reports;
 pub mod reservations;
 pub mod sessions;
+pub mod sockets;
 pub mod talk_time;
 mod time;
 pub mod tokens;

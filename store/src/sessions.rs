@@ -140,6 +140,52 @@ fn session_from(row: &sqlx::any::AnyRow) -> Result<Session> {
 }
 
 impl Store {
+    /// finalizing → failed, with why (the report job gave up after its retries); `false` when
+    /// the session was not finalizing (a report was stored meanwhile, or it is gone).
+    pub async fn fail_session(&self, id: Uuid, reason: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET status = $1, failure_reason = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(enum_to_db(&SessionStatus::Failed))
+        .bind(reason)
+        .bind(id.to_string())
+        .bind(enum_to_db(&SessionStatus::Finalizing))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Why the session's report failed, when it did.
+    pub async fn session_failure(&self, id: Uuid) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT failure_reason FROM sessions WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(row.try_get("failure_reason")?)
+    }
+
+    /// Back to finalizing for another report job (an operator's re-run): from failed, from
+    /// finalizing (a job that was lost) or from completed (to write the report again).
+    /// `Conflict` for a session still active.
+    pub async fn reopen_finalize(&self, id: Uuid) -> Result<Session> {
+        let done = sqlx::query(
+            "UPDATE sessions SET status = $1, failure_reason = NULL WHERE id = $2 AND status <> $3",
+        )
+        .bind(enum_to_db(&SessionStatus::Finalizing))
+        .bind(id.to_string())
+        .bind(enum_to_db(&SessionStatus::Active))
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            self.session(id).await?;
+            return Err(StoreError::Conflict(
+                "the session is still active: finalize it instead".into(),
+            ));
+        }
+        self.session(id).await
+    }
+
     /// finalizing → completed, once the report is stored.
     pub async fn complete_session(&self, id: Uuid) -> Result<()> {
         sqlx::query("UPDATE sessions SET status = $1 WHERE id = $2")

@@ -2,6 +2,7 @@
 //! runs the analysis pipeline in the queue group `workers`. The embedded
 //! default runs the same code inside the gateway process.
 
+pub mod barrier;
 pub mod directory;
 pub mod embed;
 pub mod ops;
@@ -10,4 +11,4 @@ pub mod reports;
 pub mod tap;
 
 pub use directory::SessionDirectory;
-pub use reports::{write_report, ReportJobs};
+pub use reports::{write_report, ReportConfig, ReportJobs};

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -14,7 +13,7 @@ use inside_store::limiter::Limiter;
 use inside_store::Store;
 use inside_workers::pipeline::jobs::run_report_jobs;
 use inside_workers::pipeline::{Pipeline, PipelineConfig};
-use inside_workers::{ops, ReportJobs};
+use inside_workers::{ops, ReportConfig, ReportJobs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -108,7 +107,7 @@ async fn run_fleet_member(
         client,
         subjects,
         store,
-        Duration::from_secs(settings.report_job_ack_wait_s),
+        ReportConfig::from_settings(settings),
         shutdown.clone(),
     ));
     pipeline.stopped().await;
@@ -189,12 +188,9 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => run_fleet_member(&settings, url, store.clone(), shutdown.clone()).await?,
         None => {
             tracing::info!(addr = %settings.worker_bind_addr, "worker started (database job queue only; set NATS_URL for the pipeline)");
-            ReportJobs::new(
-                store.clone(),
-                Duration::from_millis(settings.report_job_poll_ms),
-            )
-            .run(shutdown.clone())
-            .await;
+            ReportJobs::new(store.clone(), ReportConfig::from_settings(&settings))
+                .run(shutdown.clone())
+                .await;
         }
     }
     shutdown.cancel();

@@ -118,6 +118,7 @@ async fn frames_to_nudges(
             speaking_rate: 6.0,
             overlap_ratio: 0.0,
             seq: Some(seq),
+            received_ms: None,
         };
         nc.publish(
             subjects.frames(sid, uid),

@@ -12,6 +12,7 @@ fn frame(rate: f64, overlap: f64) -> FeatureFrame {
         speaking_rate: rate,
         overlap_ratio: overlap,
         seq: Some(7),
+        received_ms: None,
     }
 }
 

@@ -2,8 +2,9 @@
 //! frames are decoded and cut into ~1.5 s segments of 16 kHz mono on a
 //! blocking thread (decoding is CPU work and symphonia reads synchronously),
 //! and each segment is published on `inside.v1.audio.<sid>.<uid>` as f32le
-//! with its seq, stream times and cut time in headers (and copied to the research subject when
-//! the session's members all agreed, see [`ResearchGate`]).
+//! with its seq, stream times, cut time and the server time the stream started (the session's
+//! time base) in headers, counted for the report's barrier, and copied to the research subject
+//! when the session's members all agreed (see [`ResearchGate`]).
 
 use std::io::Read;
 
@@ -15,7 +16,7 @@ use inside_engine::speech::{
     DEFAULT_SEGMENT_MS,
 };
 use inside_schemas::audio::now_us;
-use inside_schemas::AudioSegmentMeta;
+use inside_schemas::{server_now_ms, AudioSegmentMeta};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use super::protocol::{self, AudioStart, BadMessage};
 use super::research::ResearchGate;
 use super::send_queue::{Outbound, SendQueue};
+use super::tally::AudioTally;
 
 /// Chunks queued for the decoder before the socket's reader waits (TCP backpressure).
 const CHUNK_QUEUE: usize = 64;
@@ -41,6 +43,8 @@ pub struct AudioRoute {
     pub uid: Uuid,
     pub research: ResearchGate,
     pub revoked: CancellationToken,
+    /// Counts what is published; the socket's end waits for the stream's last segment.
+    pub tally: AudioTally,
 }
 
 impl AudioUplink {
@@ -53,12 +57,14 @@ impl AudioUplink {
     ) -> Self {
         let (chunks, rx) = mpsc::channel(CHUNK_QUEUE);
         let runtime = tokio::runtime::Handle::current();
+        let stream_started_ms = u64::try_from(server_now_ms()).ok();
         let AudioRoute {
             bus,
             sid,
             uid,
             research,
             revoked,
+            tally,
         } = route;
         tokio::task::spawn_blocking(move || {
             let publisher = SegmentPublisher {
@@ -69,6 +75,8 @@ impl AudioUplink {
                 runtime,
                 research,
                 revoked,
+                tally,
+                stream_started_ms,
             };
             let outcome = decode(rx, params, max_seconds, &publisher);
             metrics::counter!("inside_audio_streams_total", "outcome" => if outcome.is_ok() { "ok" } else { "error" }).increment(1);
@@ -101,6 +109,8 @@ struct SegmentPublisher {
     /// The member's consent or membership ended: the rest of the stream, the last partial
     /// segment included, is dropped.
     revoked: CancellationToken,
+    tally: AudioTally,
+    stream_started_ms: Option<u64>,
 }
 
 impl SegmentPublisher {
@@ -114,6 +124,7 @@ impl SegmentPublisher {
             end_ms: seg.end_ms,
             codec: self.codec.wire_name().to_string(),
             cut_at_us: now_us(),
+            stream_started_ms: self.stream_started_ms,
         };
         let payload: Vec<u8> = seg.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
         let subject = self.bus.subjects().audio(self.sid, self.uid);
@@ -129,6 +140,7 @@ impl SegmentPublisher {
         });
         match sent {
             Ok(()) => {
+                self.tally.segment();
                 metrics::counter!("inside_audio_segments_published_total").increment(1);
                 Ok(())
             }

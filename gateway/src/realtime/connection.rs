@@ -2,7 +2,8 @@
 //! pings, idle timeout) and a receive side (client messages, per-connection
 //! budgets) raced under `select!` in one task with the access token's expiry;
 //! whichever ends first ends the connection, and leaving the hub is the
-//! membership's drop.
+//! membership's drop. What the socket published is counted for the report's barrier
+//! ([`SocketTally`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
+use inside_schemas::server_now_ms;
 use uuid::Uuid;
 
 use super::audio::{AudioRoute, AudioUplink};
@@ -22,6 +24,7 @@ use super::hub::Membership;
 use super::presence::{CLOSE_FINALIZED, CLOSE_REVOKED};
 use super::protocol::{self, BadMessage, ClientMessage};
 use super::send_queue::{Outbound, SendQueue};
+use super::tally::{Opened, SocketTally};
 use crate::state::AppState;
 
 /// Messages per second a connection may send, sustained, and its burst.
@@ -96,6 +99,18 @@ impl Connection {
             Box::pin(close(&mut sink, code, reason)).await;
             return;
         }
+        let tally = match Box::pin(SocketTally::open(&self.state, self.sid, self.uid)).await {
+            Ok(Opened::Open(tally)) => tally,
+            Ok(Opened::Finalized) => {
+                Box::pin(close(&mut sink, CLOSE_FINALIZED, "session finalized")).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(sid = %self.sid, error = %e, "recording the socket failed");
+                Box::pin(close(&mut sink, 1011, "database unavailable")).await;
+                return;
+            }
+        };
         Box::pin(self.state.research.warm(self.sid)).await;
         tracing::info!(sid = %self.sid, uid = %self.uid, "socket joined");
         let started = Instant::now();
@@ -105,12 +120,14 @@ impl Connection {
         let expiry = token_expiry(self.expires_at);
         let ending = tokio::select! {
             e = self.send_side(&mut sink, &membership.queue, started, &last_seen) => e,
-            e = self.receive_side(&mut stream, &membership, started, &last_seen) => e,
+            e = self.receive_side(&mut stream, &membership, &tally, started, &last_seen) => e,
             _ = kill.cancelled() => Ending::Close(1013, "send queue full or server stopping"),
             // before the queue drains: nothing more of theirs is read or published
             _ = revoked.cancelled() => Ending::Close(CLOSE_REVOKED, "consent withdrawn"),
             _ = tokio::time::sleep_until(expiry) => Ending::Close(CLOSE_TOKEN_EXPIRED, "access token expired"),
         };
+        // nothing more is read: the counts are final once the audio decoder is done
+        Box::pin(tally.close()).await;
         if let Ending::Close(code, reason) = ending {
             Box::pin(close(&mut sink, code, reason)).await;
         }
@@ -165,6 +182,7 @@ impl Connection {
         &self,
         stream: &mut SplitStream<WebSocket>,
         membership: &Membership,
+        tally: &SocketTally,
         started: Instant,
         last_seen: &AtomicU64,
     ) -> Ending {
@@ -193,7 +211,7 @@ impl Connection {
                     }
                     match protocol::parse(text.as_str()) {
                         Ok(ClientMessage::FeatureFrame(_, raw)) => {
-                            let payload = Bytes::copy_from_slice(raw.as_bytes());
+                            let payload = Bytes::from(raw.stamped(server_now_ms()));
                             Box::pin(self.state.research.copy_frame(self.sid, self.uid, &payload))
                                 .await;
                             // boxed, as the awaits below: every await's future is part of
@@ -203,6 +221,7 @@ impl Connection {
                                 tracing::warn!(sid = %self.sid, error = %e, "publishing a frame failed");
                                 return Ending::Close(1011, "bus unavailable");
                             }
+                            tally.frame();
                             metrics::counter!("inside_frames_published_total").increment(1);
                             Ok(())
                         }
@@ -224,6 +243,7 @@ impl Connection {
                                     uid: self.uid,
                                     research: self.state.research.clone(),
                                     revoked: membership.revoked.clone(),
+                                    tally: tally.audio(),
                                 };
                                 audio = AudioState::On(AudioUplink::start(
                                     route,

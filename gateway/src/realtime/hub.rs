@@ -124,6 +124,11 @@ impl SessionHub {
         &self.0.bus
     }
 
+    /// This gateway's id (presence announcements, socket rows).
+    pub fn gateway_id(&self) -> Uuid {
+        self.0.gateway
+    }
+
     /// Closes every socket (graceful shutdown).
     pub fn close_all(&self) {
         self.0.closing.cancel();

@@ -13,6 +13,7 @@ mod presence;
 pub mod protocol;
 pub mod research;
 mod send_queue;
+mod tally;
 mod upgrade;
 
 use axum::routing::get;

@@ -1,6 +1,8 @@
 //! The WebSocket message shapes: `{"type","sid","payload"}` text frames,
 //! client messages parsed and validated, server messages encoded (payloads
-//! already in JSON from the bus are spliced in, not decoded and re-encoded).
+//! already in JSON from the bus are spliced in, not decoded and re-encoded). A frame's
+//! payload is forwarded as the phone sent it with one field spliced in: `received_ms`, the
+//! gateway's clock when it accepted the frame (the session's time base).
 
 use inside_engine::speech::Codec;
 use inside_schemas::FeatureFrame;
@@ -20,11 +22,33 @@ struct Envelope<'a> {
 /// What a client asked for.
 #[derive(Debug, PartialEq)]
 pub enum ClientMessage<'a> {
-    /// A validated frame and the exact payload bytes to forward.
-    FeatureFrame(FeatureFrame, &'a str),
+    /// A validated frame and its payload as sent, to forward stamped.
+    FeatureFrame(FeatureFrame, RawFrame<'a>),
     Ping,
     AudioStart(AudioStart),
     AudioStop,
+}
+
+/// A frame's payload exactly as the phone sent it: a JSON object of a valid frame without
+/// `received_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    /// The object up to (not including) its closing brace.
+    open: &'a str,
+}
+
+impl<'a> RawFrame<'a> {
+    /// `None` unless `raw` is an object (a frame also parses from a JSON array).
+    fn new(raw: &'a str) -> Option<Self> {
+        let open = raw.trim_end().strip_suffix('}')?;
+        open.trim_start().starts_with('{').then_some(Self { open })
+    }
+
+    /// The payload with `"received_ms": received_ms` added: the object has its required fields
+    /// and not this one, so the result is an object with no key twice.
+    pub fn stamped(&self, received_ms: i64) -> String {
+        format!(r#"{},"received_ms":{received_ms}}}"#, self.open)
+    }
 }
 
 /// `client.audio_start`: what the binary frames that follow hold.
@@ -90,6 +114,13 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, BadMessage> {
             let frame: FeatureFrame = serde_json::from_str(raw).map_err(|_| {
                 BadMessage::InvalidFrame("needs timestamp_ms, speaking_rate, overlap_ratio")
             })?;
+            if frame.received_ms.is_some() {
+                return Err(BadMessage::InvalidFrame(
+                    "received_ms is the server's to set, not the client's",
+                ));
+            }
+            let raw = RawFrame::new(raw)
+                .ok_or(BadMessage::InvalidFrame("payload must be a JSON object"))?;
             validate(&frame)?;
             Ok(ClientMessage::FeatureFrame(frame, raw))
         }
@@ -168,15 +199,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_are_validated_and_forwarded_verbatim() {
-        let ok = r#"{"type":"client.feature_frame","sid":"x","payload":{"timestamp_ms":1,"speaking_rate":2.5,"overlap_ratio":0.1,"seq":7}}"#;
+    fn frames_are_validated_and_forwarded_with_the_server_stamp() {
+        let ok = r#"{"type":"client.feature_frame","sid":"x","payload":{"timestamp_ms":1,"speaking_rate":2.5,"overlap_ratio":0.1,"seq":7 }}"#;
         match parse(ok) {
             Ok(ClientMessage::FeatureFrame(f, raw)) => {
                 assert_eq!(f.seq, Some(7));
+                let stamped = raw.stamped(1_765_000_000_123);
                 assert_eq!(
-                    raw,
-                    r#"{"timestamp_ms":1,"speaking_rate":2.5,"overlap_ratio":0.1,"seq":7}"#
+                    stamped,
+                    r#"{"timestamp_ms":1,"speaking_rate":2.5,"overlap_ratio":0.1,"seq":7 ,"received_ms":1765000000123}"#
                 );
+                let back: FeatureFrame = serde_json::from_str(&stamped).unwrap();
+                assert_eq!(back.received_ms, Some(1_765_000_000_123));
             }
             other => panic!("{other:?}"),
         }
@@ -194,6 +228,23 @@ mod tests {
                 "invalid_frame",
             ),
             (r#"{"type":"client.feature_frame"}"#, "invalid_frame"),
+            // the server's stamp, in any spelling, and the array form a struct also parses from
+            (
+                r#"{"type":"client.feature_frame","payload":{"timestamp_ms":1,"speaking_rate":1,"overlap_ratio":0,"received_ms":5}}"#,
+                "invalid_frame",
+            ),
+            (
+                r#"{"type":"client.feature_frame","payload":{"timestamp_ms":1,"speaking_rate":1,"overlap_ratio":0,"received_ms":null}}"#,
+                "invalid_frame",
+            ),
+            (
+                r#"{"type":"client.feature_frame","payload":{"timestamp_ms":1,"speaking_rate":1,"overlap_ratio":0,"received\u005fms":null}}"#,
+                "invalid_frame",
+            ),
+            (
+                r#"{"type":"client.feature_frame","payload":[1,1.0,0.0]}"#,
+                "invalid_frame",
+            ),
             (r#"{"type":"client.dance"}"#, "unknown_type"),
             ("not json", "malformed_message"),
         ];

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use inside_schemas::{CreateSession, ErrorBody, Report, ReportPending, Session};
+use inside_schemas::{CreateSession, ErrorBody, Report, ReportPending, Session, SessionStatus};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -86,6 +86,19 @@ pub async fn finalize(
         inside_store::StoreError::Conflict(m) => ApiError::Conflict("already_finalized", m),
         other => other.into(),
     })?;
+    // First: every gateway stops reading the session's sockets and closes them with 4409,
+    // recording what each published; the report job waits for that and for the rest to be
+    // recorded.
+    if let Err(e) = state
+        .bus
+        .publish_json(
+            state.bus.subjects().state(sid),
+            &inside_bus::StateEvent::Finalized,
+        )
+        .await
+    {
+        tracing::warn!(%sid, error = %e, "announcing the finalize failed");
+    }
     match state.bus.nats() {
         // Distributed: a durable JetStream job, deduplicated by session id.
         Some(client) => inside_bus::jobs::publish_report_job(client, state.bus.subjects(), sid)
@@ -99,30 +112,28 @@ pub async fn finalize(
             state.jobs.wake();
         }
     }
-    // Every gateway closes the session's sockets with 4409.
-    if let Err(e) = state
-        .bus
-        .publish_json(
-            state.bus.subjects().state(sid),
-            &inside_bus::StateEvent::Finalized,
-        )
-        .await
-    {
-        tracing::warn!(%sid, error = %e, "announcing the finalize failed");
-    }
     tracing::info!(%sid, "session finalizing; report job enqueued");
     Ok((StatusCode::ACCEPTED, Json(session)))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{sid}/report", tag = "sessions", security(("bearer" = [])), params(("sid" = Uuid, Path)),
-    responses((status = 200, body = Report), (status = 202, description = "not written yet", body = ReportPending),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the report; `complete` is false (with `incomplete_reason`) when it was written without everything published for the session", body = Report),
+        (status = 202, description = "not written yet", body = ReportPending),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "`report_failed`: the report job failed after its retries (session status `failed`); an operator can re-run it with `gateway report rerun <sid>`", body = ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
     user: AuthUser,
     Path(sid): Path<Uuid>,
 ) -> ApiResult<Response> {
-    visible_session(&state, sid, user.id).await?;
+    let session = visible_session(&state, sid, user.id).await?;
+    if session.status == SessionStatus::Failed {
+        // the reason stays with the operators: it may be an internal error's text
+        return Err(ApiError::Conflict(
+            "report_failed",
+            "the report could not be written; it will not come without an operator's re-run".into(),
+        ));
+    }
     Ok(match state.store.report(sid).await? {
         Some(r) => Json(r).into_response(),
         None => (

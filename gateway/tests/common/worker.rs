@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use inside_bus::{Bus, Subjects};
 use inside_engine::speech::SpeakerModel;
@@ -13,6 +12,7 @@ use inside_store::limiter::Limiter;
 use inside_store::Store;
 use inside_workers::pipeline::jobs::run_report_jobs;
 use inside_workers::pipeline::{Pipeline, PipelineConfig};
+use inside_workers::ReportConfig;
 use tokio_util::sync::CancellationToken;
 
 /// Starts a worker with `consumers` frame consumers; it attributes live audio and answers
@@ -49,7 +49,7 @@ pub async fn start_worker(
         bus.nats().expect("a NATS bus").clone(),
         subjects,
         store.clone(),
-        Duration::from_secs(settings.report_job_ack_wait_s),
+        ReportConfig::from_settings(&settings),
         stop.clone(),
     ));
     Pipeline::start(

@@ -3,7 +3,7 @@
 //! Anyone who can publish on the bus could forge a frame, so each one is checked before it
 //! counts: sid and uid from the subject, the payload's size and shape, its numbers finite and
 //! in range, and (from the [`SessionDirectory`] cache, not a query per frame) the session
-//! active and the uid a member whose consent is granted.
+//! active or finalizing and the uid a member whose consent is granted.
 //!
 //! Frames are handled one after another on one subscription; a nudge whose limit check is a
 //! Redis round trip is delivered on a task of its own (at most `IN_FLIGHT` at once), so the
@@ -94,9 +94,10 @@ impl FrameConsumer {
             reject("frames", "out_of_range", Some(sid));
             return;
         }
+        // a finalizing session still takes what reached the bus: the report waits for it
         match self.directory.get(sid).await {
-            Some(access) if access.accepts_from(uid) => {}
-            Some(access) if !access.is_active() => {
+            Some(access) if access.records_from(uid) => {}
+            Some(access) if !access.is_recording() => {
                 return reject("frames", "session_not_active", Some(sid));
             }
             Some(_) => return reject("frames", "not_a_consenting_member", Some(sid)),
@@ -120,6 +121,11 @@ impl FrameConsumer {
             Some(nudge) => self.delivery.publish(sid, uid, nudge).await,
             None => None,
         };
+        // the nudge first: once the frame is recorded the report may be written, and the
+        // writer keeps the order it is handed events in
+        if let Some(nudge) = sent {
+            self.delivery.record(sid, uid, nudge).await;
+        }
         self.writer
             .record(SessionEvent {
                 session_id: sid,
@@ -128,8 +134,5 @@ impl FrameConsumer {
             })
             .await;
         metrics::counter!("inside_frames_processed_total").increment(1);
-        if let Some(nudge) = sent {
-            self.delivery.record(sid, uid, nudge).await;
-        }
     }
 }

@@ -1,9 +1,8 @@
 //! Report jobs from JetStream (`INSIDE_JOBS`, work-queue retention): a pull
 //! consumer shared by every worker; a job is acked only after its report is
 //! stored (an idempotent upsert, so a redelivery stores it once), nak'd with
-//! a delay on failure, and kept alive with `Progress` while it runs.
-
-use std::time::Duration;
+//! a growing delay on failure, and kept alive with `Progress` while it runs. Its last
+//! delivery failing leaves the session `failed` and terminates the message.
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::AckKind;
@@ -13,22 +12,23 @@ use inside_store::Store;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::reports::job_refusal;
-use crate::write_report;
+use crate::reports::{give_up, job_refusal};
+use crate::{write_report, ReportConfig};
 
 /// Durable consumer name shared by the fleet.
 const CONSUMER: &str = "report-writers";
-const MAX_DELIVER: i64 = 10;
-const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// Deliveries of one job before it is given up (the session becomes `failed`).
+pub const MAX_DELIVER: i64 = 10;
 
 /// Runs report jobs until `shutdown`; the job in hand is finished first.
 pub async fn run_report_jobs(
     client: async_nats::Client,
     subjects: Subjects,
     store: Store,
-    ack_wait: Duration,
+    config: ReportConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let ack_wait = config.ack_wait;
     let stream = inside_bus::jobs::ensure_stream(&client, &subjects).await?;
     let consumer = stream
         .get_or_create_consumer(
@@ -81,13 +81,15 @@ pub async fn run_report_jobs(
             }
             Err(e) => {
                 tracing::warn!(%sid, error = %e, "checking a report job's session failed; will be redelivered");
-                let _ = msg.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(config.retry_delay(1))))
+                    .await;
                 continue;
             }
         }
         let span = tracing::info_span!("report_job", %sid);
         let _enter = span.enter();
-        let work = write_report(&store, sid);
+        let work = write_report(&store, sid, config.wait);
         tokio::pin!(work);
         let mut progress = tokio::time::interval(ack_wait / 3);
         progress.tick().await;
@@ -108,8 +110,17 @@ pub async fn run_report_jobs(
             }
             Err(e) => {
                 metrics::counter!("inside_jobs_total", "outcome" => "failed").increment(1);
-                tracing::warn!(error = %e, "report job failed; will be redelivered");
-                let _ = msg.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+                // the delivery count JetStream keeps, whichever worker had the earlier ones
+                let delivered = msg.info().map_or(1, |i| i.delivered);
+                if delivered >= MAX_DELIVER {
+                    give_up(&store, sid, delivered, &e.to_string()).await;
+                    let _ = msg.ack_with(AckKind::Term).await;
+                } else {
+                    tracing::warn!(error = %e, delivered, "report job failed; will be redelivered");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(config.retry_delay(delivered))))
+                        .await;
+                }
             }
         }
     }

@@ -3,8 +3,10 @@
 //! sized to the cores; each embedding scored against the session members'
 //! voiceprints; `inside.v1.speakers.<sid>` out, recorded for the report, and
 //! the talk-time tally that drives `BALANCE_TALK_TIME`. A segment is attributed only when it
-//! is well formed and comes from a consenting member of an active session; the speaker event is
-//! copied to `inside.v1.research.speakers.<sid>` only while every member granted research use.
+//! is well formed and comes from a consenting member of an active (or finalizing) session; the
+//! speaker event is copied to `inside.v1.research.speakers.<sid>` only while every member
+//! granted research use. Every segment handled, silent ones too, leaves a [`SegmentMark`] under
+//! its member, which the report's completeness check counts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use inside_bus::{sid_uid, Bus, BusMessage, Subscription};
 use inside_engine::speech::{best_match, SpeakerModel, Vad, VadConfig};
 use inside_engine::NudgePolicy;
 use inside_schemas::audio::now_us;
-use inside_schemas::{AudioSegmentMeta, EventBody, SpeakerSegment};
+use inside_schemas::{AudioSegmentMeta, EventBody, SegmentMark, SpeakerRecord, SpeakerSegment};
 use inside_store::events::SessionEvent;
 use inside_store::limiter::Limiter;
 use inside_store::Store;
@@ -129,9 +131,10 @@ impl SpeakerConsumer {
     async fn handle(&mut self, batch: Vec<BusMessage>) {
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
         for seg in batch.into_iter().filter_map(parse) {
+            // a finalizing session still takes what reached the bus: the report waits for it
             match self.directory.get(seg.sid).await {
-                Some(access) if access.accepts_from(seg.uid) => pending.push(seg),
-                Some(access) if !access.is_active() => {
+                Some(access) if access.records_from(seg.uid) => pending.push(seg),
+                Some(access) if !access.is_recording() => {
                     reject("audio", "session_not_active", Some(seg.sid))
                 }
                 Some(_) => reject("audio", "not_a_consenting_member", Some(seg.sid)),
@@ -181,25 +184,44 @@ impl SpeakerConsumer {
         };
         for (seg, embedding) in pending.into_iter().zip(embeddings) {
             match embedding {
-                Some(e) => self.attribute(seg, &e).await,
+                Some(e) => self.attribute(&seg, &e).await,
                 None => metrics::counter!("inside_audio_segments_silent_total").increment(1),
             }
+            // last, after the speaker event and any nudge: once every segment's mark is
+            // recorded the report may be written
+            self.mark(&seg).await;
         }
     }
 
-    async fn attribute(&mut self, seg: Pending, embedding: &[f32]) {
+    /// Records that the member's segment was received and handled, heard or silent.
+    async fn mark(&self, seg: &Pending) {
+        self.writer
+            .record(SessionEvent {
+                session_id: seg.sid,
+                user_id: Some(seg.uid),
+                body: EventBody::Segment(SegmentMark {
+                    seq: seg.meta.seq,
+                    start_ms: ms(seg.meta.start_ms),
+                    end_ms: ms(seg.meta.end_ms),
+                    stream_started_ms: stream_started(&seg.meta),
+                }),
+            })
+            .await;
+    }
+
+    async fn attribute(&mut self, seg: &Pending, embedding: &[f32]) {
         let prints = self.voiceprints(seg.sid).await;
         let found = best_match(embedding, &prints, self.attribution.threshold);
         let speaker = SpeakerSegment {
             user_id: found.speaker,
             score: f64::from(found.score),
-            start_ms: seg.meta.start_ms as i64,
-            end_ms: seg.meta.end_ms as i64,
+            start_ms: ms(seg.meta.start_ms),
+            end_ms: ms(seg.meta.end_ms),
         };
         let subject = self.bus.subjects().speakers(seg.sid);
         if let Err(e) = self.bus.publish_json(subject, &speaker).await {
+            // the phones miss it; the report still gets it
             tracing::warn!(sid = %seg.sid, error = %e, "publishing a speaker event failed");
-            return;
         }
         if self
             .directory
@@ -222,13 +244,16 @@ impl SpeakerConsumer {
             .record(SessionEvent {
                 session_id: seg.sid,
                 user_id: speaker.user_id,
-                body: EventBody::Speaker(speaker),
+                body: EventBody::Speaker(SpeakerRecord {
+                    segment: speaker,
+                    stream_started_ms: stream_started(&seg.meta),
+                }),
             })
             .await;
         if let Some(uid) = speaker.user_id {
             let members: Vec<Uuid> = prints.iter().map(|(u, _)| *u).collect();
-            let ms = seg.meta.end_ms.saturating_sub(seg.meta.start_ms);
-            self.balance(seg.sid, uid, ms, &members).await;
+            let talked = seg.meta.end_ms.saturating_sub(seg.meta.start_ms);
+            self.balance(seg.sid, uid, talked, &members).await;
         }
     }
 
@@ -280,6 +305,16 @@ impl SpeakerConsumer {
         self.prints.insert(sid, (Instant::now(), prints.clone()));
         prints
     }
+}
+
+/// A stream time from the headers as the events hold it.
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Where the segment's stream started on the server clock, when the gateway said.
+fn stream_started(meta: &AudioSegmentMeta) -> Option<i64> {
+    meta.stream_started_ms.and_then(|v| i64::try_from(v).ok())
 }
 
 /// `first` and whatever else is already waiting, up to a batch.
