@@ -340,27 +340,38 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
     let payload = payload.as_str();
     match route {
         Route::Nudges(sid, uid) => {
+            let Ok(id) = inbound::event_id(kind, sid, &msg) else {
+                return;
+            };
             metrics::counter!("inside_nudges_delivered_total").increment(1);
-            let text = Utf8Bytes::from(protocol::server_raw("server.nudge", sid, payload));
+            let out = outbound("server.nudge", sid, id, payload);
             let st = lock(hub);
             for s in member_sockets(&st, sid, uid) {
-                push(s, Outbound::Text(text.clone()));
+                push(s, out.clone());
             }
         }
         Route::Speakers(sid) => {
+            let Ok(id) = inbound::event_id(kind, sid, &msg) else {
+                return;
+            };
             metrics::counter!("inside_speakers_delivered_total").increment(1);
-            let text = Utf8Bytes::from(protocol::server_raw("server.speaker", sid, payload));
+            let out = outbound("server.speaker", sid, id, payload);
             let st = lock(hub);
             for s in session_sockets(&st, sid) {
-                push(s, Outbound::Text(text.clone()));
+                push(s, out.clone());
             }
         }
         Route::Pokes(uid) => {
+            let Ok(ids) = inbound::session_event_ids(&msg) else {
+                return;
+            };
             let st = lock(hub);
             for sid in st.users.get(&uid).into_iter().flatten() {
-                let text = Utf8Bytes::from(protocol::server_raw("server.poke", *sid, payload));
+                // kept only in its relationship's active sessions; elsewhere it is live only
+                let id = ids.iter().find(|(s, _)| s == sid).map(|(_, id)| *id);
+                let out = outbound("server.poke", *sid, id, payload);
                 for s in member_sockets(&st, *sid, uid) {
-                    push(s, Outbound::Text(text.clone()));
+                    push(s, out.clone());
                 }
             }
         }
@@ -369,6 +380,17 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
                 Box::pin(presence::on_event(hub, sid, event)).await;
             }
         }
+    }
+}
+
+/// A server message for the sockets, with its history id when it has one.
+fn outbound(kind: &str, sid: Uuid, id: Option<u64>, payload: &str) -> Outbound {
+    match id {
+        Some(id) => Outbound::Event(
+            id,
+            Utf8Bytes::from(protocol::server_event(kind, sid, id, payload)),
+        ),
+        None => Outbound::Text(Utf8Bytes::from(protocol::server_raw(kind, sid, payload))),
     }
 }
 

@@ -7,11 +7,13 @@ mod budget;
 pub mod caps;
 mod connection;
 mod consent;
+mod frame_seqs;
 pub mod hub;
 mod inbound;
 mod presence;
 pub mod protocol;
 pub mod research;
+mod resume;
 mod send_queue;
 mod upgrade;
 
