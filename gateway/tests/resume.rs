@@ -409,3 +409,39 @@ async fn the_last_frame_seq_follows_the_user_to_another_gateway() {
     }
     assert_eq!(last, 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_nudges_during_the_reconnect_arrives_exactly_once() {
+    let app = spawn_app_with(Db::Sqlite, &[("NUDGE_RATE_LIMIT_SECONDS", "0")]).await;
+    let (a, _b, rid) = app.couple().await;
+    let sid = app.start_session(&a, &rid).await;
+    let mut reference = Reference {
+        ws: Ws::connect(app.addr, &sid, token(&a)).await,
+        seen: Vec::new(),
+    };
+    let since = reference.nudge(1, Duration::ZERO).await.1;
+    // frames back to back: nudges are produced while the new socket joins, reads the
+    // history and replays it, so some are both queued live and in the replay
+    const BURST: i64 = 300;
+    let burst = tokio::spawn(async move {
+        for seq in 2..=BURST + 1 {
+            reference.ws.frame(6.0, seq).await;
+        }
+        while reference.seen.len() < (BURST + 1) as usize {
+            reference.until(|_| true).await;
+        }
+        reference
+    });
+    let mut resumed = Ws::resume(app.addr, &sid, token(&a), since).await;
+    joined(&mut resumed).await;
+    let reference = burst.await.unwrap();
+    let got = drain(&mut resumed, Duration::from_millis(500)).await;
+    let mut ids: Vec<u64> = got.iter().map(|e| e.1).collect();
+    let mut want: Vec<u64> = reference.seen.iter().map(|e| e.1).filter(|id| *id > since).collect();
+    want.sort_unstable();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "an event arrived twice");
+    assert_eq!(ids, want);
+}
