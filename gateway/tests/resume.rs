@@ -32,7 +32,11 @@ fn seen(m: &Value) -> Seen {
     let id = m["event_id"]
         .as_u64()
         .unwrap_or_else(|| panic!("a history event without an event_id: {m}"));
-    (m["type"].as_str().unwrap().to_string(), id, m["payload"].clone())
+    (
+        m["type"].as_str().unwrap().to_string(),
+        id,
+        m["payload"].clone(),
+    )
 }
 
 fn is_history(m: &Value) -> bool {
@@ -126,7 +130,10 @@ async fn drop_and_resume(
         reference.nudge(seq, pace).await;
     }
     let before = drain(&mut wa, Duration::from_millis(300)).await;
-    assert_eq!(before, reference.seen, "both of a's sockets saw the same ids");
+    assert_eq!(
+        before, reference.seen,
+        "both of a's sockets saw the same ids"
+    );
     let since = before.last().unwrap().1;
     wa.kill();
 
@@ -309,7 +316,10 @@ async fn a_since_older_than_the_window_gets_a_resync_then_live_events() {
     // then live events, from the next id on
     reference.nudge(7, Duration::ZERO).await;
     let live = late.expect("server.nudge", T).await;
-    assert_eq!((live["event_id"].as_u64(), &live["payload"]["frame_seq"]), (Some(7), &json!(7)));
+    assert_eq!(
+        (live["event_id"].as_u64(), &live["payload"]["frame_seq"]),
+        (Some(7), &json!(7))
+    );
 
     // within the window: the rest is replayed
     let mut recent = Ws::resume(app.addr, &sid, token(&a), 5).await;
@@ -385,7 +395,10 @@ async fn the_last_frame_seq_follows_the_user_to_another_gateway() {
         ws.frame(1.0, seq).await;
     }
     ws.send("client.ping", json!({})).await;
-    assert_eq!(ws.expect("server.pong", T).await["payload"]["last_frame_seq"], 5);
+    assert_eq!(
+        ws.expect("server.pong", T).await["payload"]["last_frame_seq"],
+        5
+    );
     // the socket is still open: the value is shared within ~100 ms anyway
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut other = Ws::connect(g2.addr, &sid, token(&a)).await;
@@ -437,7 +450,12 @@ async fn a_burst_of_nudges_during_the_reconnect_arrives_exactly_once() {
     let reference = burst.await.unwrap();
     let got = drain(&mut resumed, Duration::from_millis(500)).await;
     let mut ids: Vec<u64> = got.iter().map(|e| e.1).collect();
-    let mut want: Vec<u64> = reference.seen.iter().map(|e| e.1).filter(|id| *id > since).collect();
+    let mut want: Vec<u64> = reference
+        .seen
+        .iter()
+        .map(|e| e.1)
+        .filter(|id| *id > since)
+        .collect();
     want.sort_unstable();
     ids.sort_unstable();
     let before = ids.len();

@@ -3,7 +3,8 @@
 //! every socket held), and the bus subscriptions that feed them. A route (the session's
 //! state and speaker subjects, a user's nudge subject, a user's poke subject) is
 //! subscribed when the first socket needing it joins and unsubscribed when the last one
-//! leaves.
+//! leaves. Nudges, speaker events and pokes arrive with their id in the session's history
+//! (a bus header set by their producer) and go out with it as `event_id`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

@@ -223,4 +223,39 @@ mod tests {
         assert_eq!(reason(Kind::State, r#"{"event":"finalized"}"#), "accepted");
         assert_eq!(reason(Kind::State, r#"{"event":"explode"}"#), "malformed");
     }
+
+    fn with_header(name: &str, value: &str) -> BusMessage {
+        BusMessage {
+            subject: "x".into(),
+            payload: bytes::Bytes::new(),
+            headers: Some(inside_bus::header_map(&[(name, value.to_string())])),
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn event_ids_come_from_headers_and_a_malformed_one_is_refused() {
+        let sid = Uuid::new_v4();
+        let plain = BusMessage {
+            headers: None,
+            ..with_header("x", "")
+        };
+        assert_eq!(event_id(Kind::Nudges, sid, &plain), Ok(None));
+        assert_eq!(
+            event_id(Kind::Nudges, sid, &with_header(EVENT_ID_HEADER, "42")),
+            Ok(Some(42))
+        );
+        assert!(event_id(Kind::Speakers, sid, &with_header(EVENT_ID_HEADER, "-1")).is_err());
+
+        let other = Uuid::new_v4();
+        let ids = with_header(SESSION_EVENT_IDS_HEADER, &format!("{sid}:7,{other}:3"));
+        assert_eq!(session_event_ids(&ids), Ok(vec![(sid, 7), (other, 3)]));
+        assert_eq!(session_event_ids(&plain), Ok(vec![]));
+        for bad in ["7", &format!("{sid}:x"), &format!("{sid}:7,"), "nope:1"] {
+            assert!(
+                session_event_ids(&with_header(SESSION_EVENT_IDS_HEADER, bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

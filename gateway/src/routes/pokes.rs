@@ -124,7 +124,9 @@ async fn deliver(state: &AppState, to: &[Uuid], poke: &Poke) {
                     let _ = write!(ids, "{sep}{sid}:{id}");
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(%sid, error = %e, "event history unavailable; poke sent without an id"),
+                Err(e) => {
+                    tracing::warn!(%sid, error = %e, "event history unavailable; poke sent without an id")
+                }
             }
         }
         let subject = state.bus.subjects().pokes(*uid);

@@ -83,7 +83,10 @@ impl MemoryLog {
         let last_frame_seq = self.frame_seqs.get(&(sid, uid)).map(|e| e.0);
         let fresh_from_ms = self.fresh_from(now_ms());
         let (head, replay) = match self.sessions.get(&sid) {
-            None => (0, since.map(|s| decide(0, s, None, Vec::new(), fresh_from_ms, uid))),
+            None => (
+                0,
+                since.map(|s| decide(0, s, None, Vec::new(), fresh_from_ms, uid)),
+            ),
             Some(log) => {
                 let replay = since.map(|since| {
                     let oldest_fresh = log

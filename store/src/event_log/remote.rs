@@ -77,9 +77,7 @@ impl Script {
         {
             // a restarted or flushed Redis forgot it: EVAL loads it again
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                call("EVAL", self.body)
-                    .query_async(&mut conn.clone())
-                    .await
+                call("EVAL", self.body).query_async(&mut conn.clone()).await
             }
             other => other,
         }

@@ -21,10 +21,7 @@ async fn backends(window: Window) -> Vec<(EventLog, Limiter)> {
             EventLog::for_deployment(&memory, true, Some(window)),
             memory,
         ),
-        (
-            EventLog::for_deployment(&redis, false, Some(window)),
-            redis,
-        ),
+        (EventLog::for_deployment(&redis, false, Some(window)), redis),
     ]
 }
 
@@ -49,7 +46,12 @@ fn ids(replay: &Replay) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnecting_user_gets_what_was_meant_for_them_after_since_in_order() {
     for (log, _) in backends(window(1_000)).await {
-        let (sid, other_sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (sid, other_sid, a, b) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
         let mut appended = Vec::new();
         for (n, to, kind) in [
             (1, Some(a), HistoryKind::Nudge),
@@ -60,7 +62,12 @@ async fn a_reconnecting_user_gets_what_was_meant_for_them_after_since_in_order()
         ] {
             appended.push(log.append(sid, to, kind, payload(n)).await.unwrap());
         }
-        assert_eq!(appended, [1, 2, 3, 4, 5].map(Some), "remote: {}", log.is_remote());
+        assert_eq!(
+            appended,
+            [1, 2, 3, 4, 5].map(Some),
+            "remote: {}",
+            log.is_remote()
+        );
         // another session counts on its own
         assert_eq!(
             log.append(other_sid, Some(a), HistoryKind::Nudge, payload(9))
@@ -73,19 +80,30 @@ async fn a_reconnecting_user_gets_what_was_meant_for_them_after_since_in_order()
         assert_eq!(snap.head, Some(5));
         let replay = snap.replay.unwrap();
         assert_eq!(ids(&replay), [3, 4]);
-        let Replay::Complete(events) = replay else { unreachable!() };
+        let Replay::Complete(events) = replay else {
+            unreachable!()
+        };
         assert_eq!(events[0].kind, HistoryKind::Speaker);
         assert_eq!(events[0].to, None);
         assert_eq!(events[1].kind, HistoryKind::Poke);
         assert_eq!(events[1].payload, payload(4));
-        assert_eq!(ids(&log.snapshot(sid, b, Some(0)).await.unwrap().replay.unwrap()), [2, 3, 5]);
+        assert_eq!(
+            ids(&log.snapshot(sid, b, Some(0)).await.unwrap().replay.unwrap()),
+            [2, 3, 5]
+        );
         // nothing missed, and a fresh join asks for nothing
-        assert_eq!(ids(&log.snapshot(sid, a, Some(5)).await.unwrap().replay.unwrap()), Vec::<u64>::new());
+        assert_eq!(
+            ids(&log.snapshot(sid, a, Some(5)).await.unwrap().replay.unwrap()),
+            Vec::<u64>::new()
+        );
         let fresh = log.snapshot(sid, a, None).await.unwrap();
         assert_eq!((fresh.head, fresh.replay), (Some(5), None));
         // an unknown session has seen nothing yet
         let empty = log.snapshot(Uuid::new_v4(), a, Some(0)).await.unwrap();
-        assert_eq!((empty.head, empty.replay), (Some(0), Some(Replay::Complete(vec![]))));
+        assert_eq!(
+            (empty.head, empty.replay),
+            (Some(0), Some(Replay::Complete(vec![])))
+        );
     }
 }
 
@@ -95,18 +113,27 @@ async fn since_before_the_window_or_after_the_newest_id_is_gone() {
         let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
         // Redis trims `MAXLEN ~` by whole nodes of 100 entries: go well past that
         for n in 0..400 {
-            log.append(sid, Some(a), HistoryKind::Nudge, payload(n)).await.unwrap();
+            log.append(sid, Some(a), HistoryKind::Nudge, payload(n))
+                .await
+                .unwrap();
         }
         let snap = log.snapshot(sid, a, Some(1)).await.unwrap();
         match snap.replay.unwrap() {
-            Replay::Gone { oldest: Some(oldest) } => {
+            Replay::Gone {
+                oldest: Some(oldest),
+            } => {
                 assert!((2..=396).contains(&oldest), "{oldest}")
             }
             other => panic!("remote {}: {other:?}", log.is_remote()),
         }
         // the last five are always held
         assert_eq!(
-            ids(&log.snapshot(sid, a, Some(395)).await.unwrap().replay.unwrap()),
+            ids(&log
+                .snapshot(sid, a, Some(395))
+                .await
+                .unwrap()
+                .replay
+                .unwrap()),
             [396, 397, 398, 399, 400]
         );
         // a since this session never reached (its history was lost, or a bogus one)
@@ -125,14 +152,26 @@ async fn events_older_than_the_window_are_gone() {
     };
     for (log, _) in backends(short).await {
         let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
-        log.append(sid, Some(a), HistoryKind::Nudge, payload(1)).await.unwrap();
-        assert_eq!(ids(&log.snapshot(sid, a, Some(0)).await.unwrap().replay.unwrap()), [1]);
+        log.append(sid, Some(a), HistoryKind::Nudge, payload(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&log.snapshot(sid, a, Some(0)).await.unwrap().replay.unwrap()),
+            [1]
+        );
         tokio::time::sleep(Duration::from_millis(450)).await;
         let snap = log.snapshot(sid, a, Some(0)).await.unwrap();
-        assert_eq!(snap.replay, Some(Replay::Gone { oldest: None }), "remote: {}", log.is_remote());
+        assert_eq!(
+            snap.replay,
+            Some(Replay::Gone { oldest: None }),
+            "remote: {}",
+            log.is_remote()
+        );
         // the counter goes on: ids never go back
         assert_eq!(
-            log.append(sid, Some(a), HistoryKind::Nudge, payload(2)).await.unwrap(),
+            log.append(sid, Some(a), HistoryKind::Nudge, payload(2))
+                .await
+                .unwrap(),
             Some(2)
         );
     }
@@ -144,7 +183,17 @@ async fn a_limited_append_takes_no_id_and_the_limit_is_the_limiters() {
         let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
         let key = format!("nudge:{sid}:{a}");
         let w = Duration::from_secs(30);
-        let append = || log.append_once(&limiter, &key, w, sid, Some(a), HistoryKind::Nudge, payload(1));
+        let append = || {
+            log.append_once(
+                &limiter,
+                &key,
+                w,
+                sid,
+                Some(a),
+                HistoryKind::Nudge,
+                payload(1),
+            )
+        };
         assert_eq!(append().await.unwrap(), Once::Sent(Some(1)));
         assert_eq!(append().await.unwrap(), Once::Limited);
         assert_eq!(log.snapshot(sid, a, None).await.unwrap().head, Some(1));
@@ -159,12 +208,21 @@ async fn a_limited_append_takes_no_id_and_the_limit_is_the_limiters() {
 async fn the_last_frame_seq_only_rises() {
     for (log, _) in backends(window(10)).await {
         let (sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(log.snapshot(sid, a, None).await.unwrap().last_frame_seq, None);
+        assert_eq!(
+            log.snapshot(sid, a, None).await.unwrap().last_frame_seq,
+            None
+        );
         log.note_frame_seq(sid, a, 7).await.unwrap();
         log.note_frame_seq(sid, a, 5).await.unwrap();
         log.note_frame_seq(sid, b, 2).await.unwrap();
-        assert_eq!(log.snapshot(sid, a, None).await.unwrap().last_frame_seq, Some(7));
-        assert_eq!(log.snapshot(sid, b, Some(0)).await.unwrap().last_frame_seq, Some(2));
+        assert_eq!(
+            log.snapshot(sid, a, None).await.unwrap().last_frame_seq,
+            Some(7)
+        );
+        assert_eq!(
+            log.snapshot(sid, b, Some(0)).await.unwrap().last_frame_seq,
+            Some(2)
+        );
     }
 }
 
@@ -174,9 +232,17 @@ async fn without_a_shared_store_there_is_no_history() {
     let log = EventLog::for_deployment(&Limiter::memory(), false, Some(window(10)));
     assert!(!log.is_on());
     let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
-    assert_eq!(log.append(sid, Some(a), HistoryKind::Nudge, payload(1)).await.unwrap(), None);
+    assert_eq!(
+        log.append(sid, Some(a), HistoryKind::Nudge, payload(1))
+            .await
+            .unwrap(),
+        None
+    );
     let snap = log.snapshot(sid, a, Some(3)).await.unwrap();
-    assert_eq!((snap.head, snap.replay), (None, Some(Replay::Gone { oldest: None })));
+    assert_eq!(
+        (snap.head, snap.replay),
+        (None, Some(Replay::Gone { oldest: None }))
+    );
     assert!(!EventLog::for_deployment(&Limiter::memory(), true, None).is_on());
 }
 
@@ -193,6 +259,9 @@ fn sweeping_drops_aged_entries_but_keeps_counters() {
     log.append(Uuid::new_v4(), None, HistoryKind::Speaker, payload(2));
     assert_eq!(log.sessions(), 2);
     let snap = log.snapshot(s1, a, Some(0));
-    assert_eq!((snap.head, snap.replay), (Some(1), Some(Replay::Gone { oldest: None })));
+    assert_eq!(
+        (snap.head, snap.replay),
+        (Some(1), Some(Replay::Gone { oldest: None }))
+    );
     assert_eq!(log.append(s1, None, HistoryKind::Speaker, payload(3)), 2);
 }
