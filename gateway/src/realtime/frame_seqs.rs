@@ -78,7 +78,9 @@ impl FrameSeqs {
 impl Drop for FrameSeqs {
     fn drop(&mut self) {
         let shared = &self.0;
-        if shared.latest.load(Ordering::Relaxed) > shared.stored.load(Ordering::Relaxed) {
+        if shared.log.is_remote()
+            && shared.latest.load(Ordering::Relaxed) > shared.stored.load(Ordering::Relaxed)
+        {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(flush(self.0.clone()));
             }
