@@ -84,6 +84,13 @@ pub fn header_map(pairs: &[(&str, String)]) -> HeaderMap {
     map
 }
 
+/// The id of a realtime event in its session's history (`server.nudge`, `server.speaker`), set
+/// by the producer that appended it so every gateway delivers the same id.
+pub const EVENT_ID_HEADER: &str = "Inside-Event-Id";
+/// A poke's ids: `<sid>:<id>` for each session whose history it was appended to,
+/// comma-separated (a poke goes to a user, each of their sessions has its own ids).
+pub const SESSION_EVENT_IDS_HEADER: &str = "Inside-Session-Event-Ids";
+
 /// A handle to the bus; cheap to clone.
 #[derive(Clone, Debug)]
 pub enum Bus {
@@ -207,6 +214,22 @@ impl Bus {
                 uploads::take(client, subjects, name).await
             }
             _ => Ok(msg.payload.clone()),
+        }
+    }
+
+    /// Publishes a history event's payload, with its id in `Inside-Event-Id` when it has one.
+    pub async fn publish_event(
+        &self,
+        subject: String,
+        event_id: Option<u64>,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        match event_id {
+            Some(id) => {
+                let headers = header_map(&[(EVENT_ID_HEADER, id.to_string())]);
+                self.publish_with_headers(subject, headers, payload).await
+            }
+            None => self.publish(subject, payload).await,
         }
     }
 

@@ -12,6 +12,9 @@ use inside_store::StoreError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// 400 with its own code: a query parameter that is not what the route takes.
+    #[error("{1}")]
+    BadParameter(&'static str, String),
     #[error("{1}")]
     Unauthorized(&'static str, String),
     #[error("{1}")]
@@ -60,6 +63,7 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::BadParameter(code, _) => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(code, _) => (StatusCode::UNAUTHORIZED, code),
             ApiError::Forbidden(code, _) => (StatusCode::FORBIDDEN, code),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

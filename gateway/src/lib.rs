@@ -89,7 +89,8 @@ pub async fn serve(
                 state.store.clone(),
                 inside_workers::pipeline::PipelineConfig::from_settings(&state.settings, consumers)
                     .with_speaker_model(state.speaker.clone(), &state.settings)?
-                    .with_directory(state.sessions.clone()),
+                    .with_directory(state.sessions.clone())
+                    .with_event_log(state.events.clone()),
                 shutdown.child_token(),
             )
             .await?,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use inside_settings::{ExposeSecret, Settings};
+use inside_store::event_log::{EventLog, Window};
 use inside_store::limiter::Limiter;
 use inside_store::Store;
 use inside_workers::{ReportConfig, ReportJobs};
@@ -22,6 +23,9 @@ pub struct Inner {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub limiter: Limiter,
+    /// Each session's recent nudges, speaker events and pokes, for sockets that reconnect
+    /// with `?since=` (shared with the embedded pipeline).
+    pub events: EventLog,
     pub keys: TokenKeys,
     /// Which token holders still have an account (see `auth::accounts`).
     pub accounts: LiveAccounts,
@@ -85,6 +89,13 @@ impl AppState {
             }
             None => inside_bus::Bus::local(subjects),
         };
+        let events = EventLog::for_deployment(
+            &limiter,
+            bus.is_local(),
+            settings
+                .resume_window()
+                .map(|(events, max_age)| Window { events, max_age }),
+        );
         let nats = bus.nats().cloned();
         let hub = crate::realtime::SessionHub::new(
             bus.clone(),
@@ -115,6 +126,7 @@ impl AppState {
             settings: Arc::new(settings),
             store,
             limiter,
+            events,
             accounts: LiveAccounts::new(keys.access_ttl),
             keys,
             hasher,
@@ -150,22 +162,6 @@ fn secret_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
     std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
     tracing::warn!(path = %path.display(), "SECRET_KEY not set: generated a development key (set SECRET_KEY in production)");
     Ok(key.into_bytes())
-}
-
-impl AppState {
-    /// Delivers a poke to the partners' open sockets, on whichever gateway
-    /// (through the bus in both modes).
-    pub async fn deliver_poke(&self, to: &[uuid::Uuid], poke: &inside_schemas::Poke) {
-        let Ok(payload) = serde_json::to_vec(poke) else {
-            return;
-        };
-        for uid in to {
-            let subject = self.bus.subjects().pokes(*uid);
-            if let Err(e) = self.bus.publish(subject, payload.clone().into()).await {
-                tracing::warn!(error = %e, "publishing a poke failed");
-            }
-        }
-    }
 }
 
 /// The speaker model, when `ECAPA_MODEL_DIR` names one that loads. Without it

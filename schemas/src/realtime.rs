@@ -151,6 +151,77 @@ pub struct SegmentMark {
     pub stream_started_ms: Option<i64>,
 }
 
+/// The server → client events a session's history keeps for a reconnecting socket
+/// (`?since=<event_id>`), each with a per-session increasing `event_id` in its envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HistoryKind {
+    Nudge,
+    Speaker,
+    Poke,
+}
+
+impl HistoryKind {
+    /// The short name a stored entry carries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryKind::Nudge => "nudge",
+            HistoryKind::Speaker => "speaker",
+            HistoryKind::Poke => "poke",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "nudge" => Some(HistoryKind::Nudge),
+            "speaker" => Some(HistoryKind::Speaker),
+            "poke" => Some(HistoryKind::Poke),
+            _ => None,
+        }
+    }
+
+    /// The WebSocket message type it is delivered as.
+    pub fn message_type(self) -> &'static str {
+        match self {
+            HistoryKind::Nudge => "server.nudge",
+            HistoryKind::Speaker => "server.speaker",
+            HistoryKind::Poke => "server.poke",
+        }
+    }
+}
+
+/// `server.joined` payload: the first message on every socket, before any replay.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Joined {
+    pub sid: Uuid,
+    /// The session's newest `event_id` when the socket joined (null: this server keeps no
+    /// history); a client that saw no event yet resumes from it.
+    pub last_event_id: Option<u64>,
+    /// The highest feature frame `seq` a gateway accepted (published) for this user in this
+    /// session, across sockets and reconnects; frames after it should be sent again.
+    pub last_frame_seq: Option<i64>,
+}
+
+/// `server.resync` payload: the events after `since` are no longer held.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Resync {
+    /// Always `history_expired`: refetch the session's state over REST.
+    pub reason: String,
+    /// The oldest `event_id` still held (null: none).
+    pub oldest_event_id: Option<u64>,
+    /// The session's newest `event_id`; live events after this one follow.
+    pub last_event_id: Option<u64>,
+}
+
+/// `server.pong` payload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pong {
+    /// As in `server.joined`, including what this socket sent since.
+    pub last_frame_seq: Option<i64>,
+}
+
 /// One thing that happened in a session, as recorded for its report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]

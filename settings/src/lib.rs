@@ -65,6 +65,10 @@ pub struct Settings {
     pub websocket_max_sockets_per_user: usize,
     /// Open WebSocket sockets one client address may hold on a gateway (0: no cap).
     pub websocket_max_sockets_per_client: usize,
+    /// Events each session's history keeps for reconnecting sockets (`?since=`); 0 keeps none.
+    pub websocket_resume_events: usize,
+    /// Seconds an event stays in the history.
+    pub websocket_resume_seconds: f64,
     /// Seconds a connection (new, or kept alive between requests) has to send a request head.
     pub http_header_read_timeout: f64,
     /// Seconds without a byte read or written after which an HTTP connection (not a
@@ -193,6 +197,8 @@ impl Settings {
                 0,
                 1_000_000,
             )?,
+            websocket_resume_events: r.ranged("WEBSOCKET_RESUME_EVENTS", 1_000, 0, 100_000)?,
+            websocket_resume_seconds: r.float("WEBSOCKET_RESUME_SECONDS", 120.0, 1.0, 86_400.0)?,
             http_header_read_timeout: r.float("HTTP_HEADER_READ_TIMEOUT", 30.0, 0.05, 3600.0)?,
             http_idle_timeout: r.float("HTTP_IDLE_TIMEOUT", 60.0, 0.05, 86400.0)?,
             http_max_connections_per_client: r.ranged(
@@ -297,6 +303,17 @@ impl Settings {
     pub fn nudge_window(&self) -> Option<std::time::Duration> {
         (self.nudge_rate_limit_seconds > 0.0)
             .then(|| std::time::Duration::from_secs_f64(self.nudge_rate_limit_seconds))
+    }
+
+    /// The history a reconnecting socket resumes from: (events, max age); `None` when
+    /// `WEBSOCKET_RESUME_EVENTS=0` turns it off.
+    pub fn resume_window(&self) -> Option<(usize, std::time::Duration)> {
+        (self.websocket_resume_events > 0).then(|| {
+            (
+                self.websocket_resume_events,
+                std::time::Duration::from_secs_f64(self.websocket_resume_seconds),
+            )
+        })
     }
 }
 

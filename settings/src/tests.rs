@@ -73,6 +73,35 @@ fn production_postgres_requires_a_real_secret() {
 }
 
 #[test]
+fn the_resume_history_defaults_to_a_thousand_events_for_two_minutes() {
+    let s = Settings::from_map(&HashMap::new()).unwrap();
+    assert_eq!(
+        s.resume_window(),
+        Some((1_000, std::time::Duration::from_secs(120)))
+    );
+    let s = Settings::from_map(&map(&[
+        ("WEBSOCKET_RESUME_EVENTS", "50"),
+        ("WEBSOCKET_RESUME_SECONDS", "2.5"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        s.resume_window(),
+        Some((50, std::time::Duration::from_millis(2_500)))
+    );
+    let off = Settings::from_map(&map(&[("WEBSOCKET_RESUME_EVENTS", "0")])).unwrap();
+    assert_eq!(off.resume_window(), None);
+    for (k, v) in [
+        ("WEBSOCKET_RESUME_EVENTS", "-1"),
+        ("WEBSOCKET_RESUME_EVENTS", "1000000"),
+        ("WEBSOCKET_RESUME_SECONDS", "0"),
+        ("WEBSOCKET_RESUME_SECONDS", "inf"),
+    ] {
+        let err = Settings::from_map(&map(&[(k, v)])).unwrap_err();
+        assert!(err.to_string().contains(k), "{err}");
+    }
+}
+
+#[test]
 fn zero_nudge_window_turns_the_limit_off() {
     let s = Settings::from_map(&map(&[("NUDGE_RATE_LIMIT_SECONDS", "0")])).unwrap();
     assert!(s.nudge_window().is_none());

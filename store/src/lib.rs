@@ -1,10 +1,12 @@
 //! Persistence of Inside. One sqlx code path (the `Any` driver) over two real
 //! databases, PostgreSQL and SQLite, each with its own migrations; the durable
-//! job queue; and the rate limiter (Redis or in-memory). No SQL lives outside
+//! job queue; the rate limiter (Redis or in-memory); and the short per-session history of
+//! realtime events a reconnecting socket resumes from (`event_log`). No SQL lives outside
 //! this crate.
 
 pub mod access;
 mod error;
+pub mod event_log;
 pub mod events;
 pub mod jobs;
 pub mod limiter;

@@ -79,6 +79,18 @@ impl Limiter {
         }
     }
 
+    /// Remembers that `key` is taken for `left` more (learned by a caller that checked it in
+    /// Redis itself, in a script of its own).
+    pub fn note_taken(&self, key: &str, left: Duration) {
+        if let Limiter::Redis { taken, .. } = self {
+            let now = Instant::now();
+            sweep_taken(taken, now);
+            if !left.is_zero() {
+                taken.insert(key.to_string(), now + left);
+            }
+        }
+    }
+
     /// True once per `window` for `key`, across every process sharing the limiter.
     pub async fn once_per(&self, key: &str, window: Duration) -> Result<bool> {
         match self {

@@ -20,9 +20,11 @@ use super::audio::{AudioRoute, AudioUplink};
 use super::budget::Budget;
 use super::caps::SocketSlot;
 use super::consent::require_consent;
+use super::frame_seqs::FrameSeqs;
 use super::hub::Membership;
 use super::presence::{CLOSE_FINALIZED, CLOSE_REVOKED};
 use super::protocol::{self, BadMessage, ClientMessage};
+use super::resume;
 use super::send_queue::{Outbound, SendQueue};
 use super::tally::{Opened, SocketTally};
 use crate::state::AppState;
@@ -55,6 +57,8 @@ pub struct Connection {
     pub rid: Uuid,
     /// The access token's `exp` (Unix seconds): the socket closes with 4401 then.
     pub expires_at: i64,
+    /// `?since=<event_id>`: the socket reconnects and gets what it missed after it.
+    pub since: Option<u64>,
     /// This socket's place under the per-user and per-client caps.
     pub _slot: SocketSlot,
 }
@@ -112,6 +116,10 @@ impl Connection {
             }
         };
         Box::pin(self.state.research.warm(self.sid)).await;
+        let greeting = resume::greet(&self.state, self.sid, self.uid, self.since, &mut sink);
+        let Some(greeted) = Box::pin(greeting).await else {
+            return;
+        };
         tracing::info!(sid = %self.sid, uid = %self.uid, "socket joined");
         let started = Instant::now();
         let last_seen = AtomicU64::new(0);
@@ -119,8 +127,8 @@ impl Connection {
         let revoked = membership.revoked.clone();
         let expiry = token_expiry(self.expires_at);
         let ending = tokio::select! {
-            e = self.send_side(&mut sink, &membership.queue, started, &last_seen) => e,
-            e = self.receive_side(&mut stream, &membership, &tally, started, &last_seen) => e,
+            e = self.send_side(&mut sink, &membership.queue, started, &last_seen, greeted.skip_through) => e,
+            e = self.receive_side(&mut stream, &membership, &tally, started, &last_seen, &greeted.frames) => e,
             _ = kill.cancelled() => Ending::Close(1013, "send queue full or server stopping"),
             // before the queue drains: nothing more of theirs is read or published
             _ = revoked.cancelled() => Ending::Close(CLOSE_REVOKED, "consent withdrawn"),
@@ -141,6 +149,7 @@ impl Connection {
         queue: &SendQueue,
         started: Instant,
         last_seen: &AtomicU64,
+        skip_through: u64,
     ) -> Ending {
         let settings = &self.state.settings;
         let every = Duration::from_secs_f64(settings.websocket_heartbeat_interval.max(0.01));
@@ -155,6 +164,9 @@ impl Connection {
                 open = queue.take_all(&mut batch) => {
                     // what was queued together goes out in one flush
                     for msg in batch.drain(..) {
+                        if msg.replayed(skip_through) {
+                            continue;
+                        }
                         if let Some(end) = feed(sink, msg).await {
                             return end;
                         }
@@ -185,6 +197,7 @@ impl Connection {
         tally: &SocketTally,
         started: Instant,
         last_seen: &AtomicU64,
+        frames: &FrameSeqs,
     ) -> Ending {
         let queue = &membership.queue;
         let bus = self.state.hub.bus();
@@ -210,7 +223,7 @@ impl Connection {
                         return Ending::Close(1008, "message rate over the connection budget");
                     }
                     match protocol::parse(text.as_str()) {
-                        Ok(ClientMessage::FeatureFrame(_, raw)) => {
+                        Ok(ClientMessage::FeatureFrame(frame, raw)) => {
                             let payload = Bytes::from(raw.stamped(server_now_ms()));
                             Box::pin(self.state.research.copy_frame(self.sid, self.uid, &payload))
                                 .await;
@@ -223,10 +236,11 @@ impl Connection {
                             }
                             tally.frame();
                             metrics::counter!("inside_frames_published_total").increment(1);
+                            frames.accepted(frame.seq);
                             Ok(())
                         }
                         Ok(ClientMessage::Ping) => {
-                            if !reply(protocol::server_raw("server.pong", self.sid, "{}")) {
+                            if !reply(protocol::pong(self.sid, frames.last())) {
                                 return Ending::Close(1013, "send queue full");
                             }
                             Ok(())
@@ -307,7 +321,7 @@ enum AudioState {
 
 async fn feed(sink: &mut SplitSink<WebSocket, Message>, msg: Outbound) -> Option<Ending> {
     match msg {
-        Outbound::Text(text) => sink
+        Outbound::Text(text) | Outbound::Event(_, text) => sink
             .feed(Message::Text(text))
             .await
             .err()

@@ -3,7 +3,8 @@
 //! every socket held), and the bus subscriptions that feed them. A route (the session's
 //! state and speaker subjects, a user's nudge subject, a user's poke subject) is
 //! subscribed when the first socket needing it joins and unsubscribed when the last one
-//! leaves.
+//! leaves. Nudges, speaker events and pokes arrive with their id in the session's history
+//! (a bus header set by their producer) and go out with it as `event_id`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -345,27 +346,38 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
     let payload = payload.as_str();
     match route {
         Route::Nudges(sid, uid) => {
+            let Ok(id) = inbound::event_id(kind, sid, &msg) else {
+                return;
+            };
             metrics::counter!("inside_nudges_delivered_total").increment(1);
-            let text = Utf8Bytes::from(protocol::server_raw("server.nudge", sid, payload));
+            let out = outbound("server.nudge", sid, id, payload);
             let st = lock(hub);
             for s in member_sockets(&st, sid, uid) {
-                push(s, Outbound::Text(text.clone()));
+                push(s, out.clone());
             }
         }
         Route::Speakers(sid) => {
+            let Ok(id) = inbound::event_id(kind, sid, &msg) else {
+                return;
+            };
             metrics::counter!("inside_speakers_delivered_total").increment(1);
-            let text = Utf8Bytes::from(protocol::server_raw("server.speaker", sid, payload));
+            let out = outbound("server.speaker", sid, id, payload);
             let st = lock(hub);
             for s in session_sockets(&st, sid) {
-                push(s, Outbound::Text(text.clone()));
+                push(s, out.clone());
             }
         }
         Route::Pokes(uid) => {
+            let Ok(ids) = inbound::session_event_ids(&msg) else {
+                return;
+            };
             let st = lock(hub);
             for sid in st.users.get(&uid).into_iter().flatten() {
-                let text = Utf8Bytes::from(protocol::server_raw("server.poke", *sid, payload));
+                // kept only in its relationship's active sessions; elsewhere it is live only
+                let id = ids.iter().find(|(s, _)| s == sid).map(|(_, id)| *id);
+                let out = outbound("server.poke", *sid, id, payload);
                 for s in member_sockets(&st, *sid, uid) {
-                    push(s, Outbound::Text(text.clone()));
+                    push(s, out.clone());
                 }
             }
         }
@@ -374,6 +386,17 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
                 Box::pin(presence::on_event(hub, sid, event)).await;
             }
         }
+    }
+}
+
+/// A server message for the sockets, with its history id when it has one.
+fn outbound(kind: &str, sid: Uuid, id: Option<u64>, payload: &str) -> Outbound {
+    match id {
+        Some(id) => Outbound::Event(
+            id,
+            Utf8Bytes::from(protocol::server_event(kind, sid, id, payload)),
+        ),
+        None => Outbound::Text(Utf8Bytes::from(protocol::server_raw(kind, sid, payload))),
     }
 }
 

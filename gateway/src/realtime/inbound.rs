@@ -2,11 +2,12 @@
 //! are shown on a user's screen and state events close sockets, so each is parsed strictly
 //! (its schema type, no unknown fields kept, size capped, numbers and texts in range) and
 //! re-encoded from the parsed value; anything else is dropped, counted in
-//! `inside_bus_rejected_total{subject_kind,reason}` and logged without its payload.
+//! `inside_bus_rejected_total{subject_kind,reason}` and logged without its payload. The same
+//! checks run again on what a resumed socket replays from the session's history.
 
 use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
-use inside_bus::StateEvent;
-use inside_schemas::{Nudge, Poke, SpeakerSegment};
+use inside_bus::{BusMessage, StateEvent, EVENT_ID_HEADER, SESSION_EVENT_IDS_HEADER};
+use inside_schemas::{HistoryKind, Nudge, Poke, SpeakerSegment};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -51,6 +52,49 @@ pub(super) fn accept(kind: Kind, sid: Option<Uuid>, payload: &[u8]) -> Option<Ac
             reject(kind.label(), reason, sid);
             None
         }
+    }
+}
+
+/// The history id a nudge or speaker event carries (`Inside-Event-Id`): `Ok(None)` without
+/// one (no history kept), `Err` (rejected) when it is not a number.
+pub(super) fn event_id(kind: Kind, sid: Uuid, msg: &BusMessage) -> Result<Option<u64>, ()> {
+    match msg.header(EVENT_ID_HEADER).map(str::parse::<u64>) {
+        None => Ok(None),
+        Some(Ok(id)) => Ok(Some(id)),
+        Some(Err(_)) => {
+            reject(kind.label(), "headers", Some(sid));
+            Err(())
+        }
+    }
+}
+
+/// A poke's ids per session (`Inside-Session-Event-Ids: <sid>:<id>,…`); `Err` (rejected)
+/// when malformed.
+pub(super) fn session_event_ids(msg: &BusMessage) -> Result<Vec<(Uuid, u64)>, ()> {
+    let Some(value) = msg.header(SESSION_EVENT_IDS_HEADER) else {
+        return Ok(Vec::new());
+    };
+    let parsed = value
+        .split(',')
+        .map(|pair| {
+            let (sid, id) = pair.split_once(':')?;
+            Some((sid.parse().ok()?, id.parse().ok()?))
+        })
+        .collect::<Option<Vec<_>>>();
+    parsed.ok_or_else(|| reject(Kind::Pokes.label(), "headers", None))
+}
+
+/// A history entry being replayed, checked as it was on the bus: its JSON, or `None`
+/// (dropped and counted) when it does not pass.
+pub(super) fn recheck(kind: HistoryKind, sid: Uuid, payload: &[u8]) -> Option<String> {
+    let kind = match kind {
+        HistoryKind::Nudge => Kind::Nudges,
+        HistoryKind::Speaker => Kind::Speakers,
+        HistoryKind::Poke => Kind::Pokes,
+    };
+    match accept(kind, Some(sid), payload)? {
+        Accepted::Json(json) => Some(json),
+        Accepted::State(_) => None,
     }
 }
 
@@ -178,5 +222,40 @@ mod tests {
         );
         assert_eq!(reason(Kind::State, r#"{"event":"finalized"}"#), "accepted");
         assert_eq!(reason(Kind::State, r#"{"event":"explode"}"#), "malformed");
+    }
+
+    fn with_header(name: &str, value: &str) -> BusMessage {
+        BusMessage {
+            subject: "x".into(),
+            payload: bytes::Bytes::new(),
+            headers: Some(inside_bus::header_map(&[(name, value.to_string())])),
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn event_ids_come_from_headers_and_a_malformed_one_is_refused() {
+        let sid = Uuid::new_v4();
+        let plain = BusMessage {
+            headers: None,
+            ..with_header("x", "")
+        };
+        assert_eq!(event_id(Kind::Nudges, sid, &plain), Ok(None));
+        assert_eq!(
+            event_id(Kind::Nudges, sid, &with_header(EVENT_ID_HEADER, "42")),
+            Ok(Some(42))
+        );
+        assert!(event_id(Kind::Speakers, sid, &with_header(EVENT_ID_HEADER, "-1")).is_err());
+
+        let other = Uuid::new_v4();
+        let ids = with_header(SESSION_EVENT_IDS_HEADER, &format!("{sid}:7,{other}:3"));
+        assert_eq!(session_event_ids(&ids), Ok(vec![(sid, 7), (other, 3)]));
+        assert_eq!(session_event_ids(&plain), Ok(vec![]));
+        for bad in ["7", &format!("{sid}:x"), &format!("{sid}:7,"), "nope:1"] {
+            assert!(
+                session_event_ids(&with_header(SESSION_EVENT_IDS_HEADER, bad)).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -178,6 +178,16 @@ pub fn server_raw(kind: &str, sid: Uuid, payload_json: &str) -> String {
     format!(r#"{{"type":"{kind}","sid":"{sid}","payload":{payload_json}}}"#)
 }
 
+/// A history event: a server message with its `event_id`, around a payload already in JSON.
+pub fn server_event(kind: &str, sid: Uuid, event_id: u64, payload_json: &str) -> String {
+    format!(r#"{{"type":"{kind}","sid":"{sid}","event_id":{event_id},"payload":{payload_json}}}"#)
+}
+
+/// `server.pong`, with the highest frame seq accepted for the user.
+pub fn pong(sid: Uuid, last_frame_seq: Option<i64>) -> String {
+    server("server.pong", sid, &inside_schemas::Pong { last_frame_seq })
+}
+
 /// A server message around a payload to encode.
 pub fn server<T: serde::Serialize>(kind: &str, sid: Uuid, payload: &T) -> String {
     match serde_json::to_string(payload) {

@@ -11,7 +11,17 @@ use inside_bus::mailbox::Mailbox;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
     Text(Utf8Bytes),
+    /// A history event (nudge, speaker event, poke) and its `event_id`.
+    Event(u64, Utf8Bytes),
     Close(u16, &'static str),
+}
+
+impl Outbound {
+    /// True for an event a resumed socket's replay covered (or declared lost): it was
+    /// queued live while the replay was read, and must not arrive twice.
+    pub fn replayed(&self, through: u64) -> bool {
+        matches!(self, Outbound::Event(id, _) if *id <= through)
+    }
 }
 
 /// Both ends of one socket's queue; cheap to clone.

@@ -1,12 +1,12 @@
-//! `GET /v1/sessions/{sid}/ws?token=…`: every check happens before the
-//! upgrade so a refused client gets a plain HTTP status (401 bad token, 404
-//! unknown session, 403 non-member, a member without consent or foreign browser
-//! origin, 429 over the socket caps); a finalized session is accepted and closed
-//! with 4409 so the client learns why.
+//! `GET /v1/sessions/{sid}/ws?token=…[&since=<event_id>]`: every check happens before the
+//! upgrade so a refused client gets a plain HTTP status (400 a `since` that is not an event
+//! id, 401 bad token, 404 unknown session, 403 non-member, a member without consent or
+//! foreign browser origin, 429 over the socket caps); a finalized session is accepted and
+//! closed with 4409 so the client learns why.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use inside_schemas::SessionStatus;
@@ -17,7 +17,7 @@ use super::caps::CapHit;
 use super::connection::Connection;
 use super::consent::require_consent;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ClientIp, Path};
+use crate::extract::{ClientIp, Path, Query};
 use crate::state::AppState;
 
 /// Socket buffers: axum's default 128 KiB read buffer per socket would cost more than a
@@ -30,6 +30,19 @@ const MAX_MESSAGE: usize = 64 * 1024;
 #[derive(Deserialize)]
 pub struct WsParams {
     token: Option<String>,
+    /// The last `event_id` the client got, when it reconnects (a string, so that a bad one
+    /// is answered with the route's own 400).
+    since: Option<String>,
+}
+
+/// `since`: an event id, an integer ≥ 0.
+fn parse_since(since: &str) -> Result<u64, ApiError> {
+    since.parse().map_err(|_| {
+        ApiError::BadParameter(
+            "invalid_since",
+            "since must be an event_id (an integer >= 0)".into(),
+        )
+    })
 }
 
 pub async fn upgrade(
@@ -51,6 +64,7 @@ pub async fn upgrade(
             ));
         }
     }
+    let since = params.since.as_deref().map(parse_since).transpose()?;
     let token = params
         .token
         .as_deref()
@@ -106,6 +120,7 @@ pub async fn upgrade(
                 uid,
                 rid,
                 expires_at: access.expires_at,
+                since,
                 _slot: slot,
             }
             .run(socket, active)

@@ -1,15 +1,20 @@
 //! `/v1/pokes`: little signals between partners, only in relationships every
 //! member has accepted (consent `granted`), rate limited per sender and
 //! recipient (so a fresh relationship with the same person does not reset the
-//! count), delivered live to the partner's open sockets.
+//! count), delivered live to the partner's open sockets and kept in the history of each
+//! active session of the relationship, for a socket that reconnects with `?since=`.
 
 use std::time::Duration;
+
+use std::fmt::Write as _;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use inside_schemas::{CreatePoke, ErrorBody, Poke, PokePage};
+use bytes::Bytes;
+use inside_bus::{header_map, SESSION_EVENT_IDS_HEADER};
+use inside_schemas::{CreatePoke, ErrorBody, HistoryKind, Poke, PokePage};
 use inside_store::limiter::Hit;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -83,8 +88,61 @@ pub async fn create(
         .store
         .create_poke(req.relationship_id, user.id, req.kind, message)
         .await?;
-    state.deliver_poke(&partners, &poke).await;
+    deliver(&state, &partners, &poke).await;
     Ok((StatusCode::CREATED, Json(poke)))
+}
+
+/// Publishes `poke` to each of `to`'s poke subject (every gateway holding one of their sockets
+/// delivers it), after appending it to the history of each active session of the
+/// relationship; the ids travel in `Inside-Session-Event-Ids`.
+async fn deliver(state: &AppState, to: &[Uuid], poke: &Poke) {
+    let Ok(payload) = serde_json::to_vec(poke).map(Bytes::from) else {
+        return;
+    };
+    let sessions = if state.events.is_on() {
+        state
+            .store
+            .active_sessions(poke.relationship_id)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading active sessions failed; poke sent without ids");
+                Vec::new()
+            })
+    } else {
+        Vec::new()
+    };
+    for uid in to {
+        let mut ids = String::new();
+        for sid in &sessions {
+            match state
+                .events
+                .append(*sid, Some(*uid), HistoryKind::Poke, payload.clone())
+                .await
+            {
+                Ok(Some(id)) => {
+                    let sep = if ids.is_empty() { "" } else { "," };
+                    let _ = write!(ids, "{sep}{sid}:{id}");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%sid, error = %e, "event history unavailable; poke sent without an id")
+                }
+            }
+        }
+        let subject = state.bus.subjects().pokes(*uid);
+        let sent = if ids.is_empty() {
+            state.bus.publish(subject, payload.clone()).await
+        } else {
+            let headers = header_map(&[(SESSION_EVENT_IDS_HEADER, ids)]);
+            state
+                .bus
+                .publish_with_headers(subject, headers, payload.clone())
+                .await
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "publishing a poke failed");
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

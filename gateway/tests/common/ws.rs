@@ -49,6 +49,25 @@ impl Ws {
         }
     }
 
+    /// Reconnects after a drop: `?since=<event_id>`.
+    pub async fn resume(addr: std::net::SocketAddr, sid: &str, token: &str, since: u64) -> Ws {
+        let url = format!("{}&since={since}", ws_url(addr, sid, token));
+        let stream = try_connect(&url, None).await.expect("upgrade");
+        Ws {
+            stream,
+            sid: sid.to_string(),
+        }
+    }
+
+    /// Drops the TCP connection as a phone losing the network would: no close frame, and a
+    /// reset rather than an orderly shutdown.
+    pub fn kill(self) {
+        if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.stream.get_ref() {
+            let _ = tcp.set_zero_linger();
+        }
+        drop(self);
+    }
+
     pub async fn send(&mut self, kind: &str, payload: Value) {
         let msg = json!({"type": kind, "sid": self.sid, "payload": payload}).to_string();
         self.stream.send(Message::Text(msg.into())).await.unwrap();

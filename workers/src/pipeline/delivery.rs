@@ -1,11 +1,14 @@
 //! The way out for a nudge, whichever rule raised it: the per-(sid, uid)
-//! rate limit shared by every worker, the publish to the user's nudge subject,
-//! and the record for the report.
+//! rate limit shared by every worker, the append to the session's history (its event id;
+//! with both in Redis, one round trip with the limit), the publish to the user's nudge
+//! subject, and the record for the report.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use inside_bus::Bus;
-use inside_schemas::{EventBody, Nudge};
+use inside_schemas::{EventBody, HistoryKind, Nudge};
+use inside_store::event_log::{EventLog, Once};
 use inside_store::events::SessionEvent;
 use inside_store::limiter::Limiter;
 use uuid::Uuid;
@@ -16,25 +19,38 @@ use super::EventWriter;
 pub struct NudgeDelivery {
     bus: Bus,
     limiter: Limiter,
+    events: EventLog,
     writer: EventWriter,
     /// `None` when `NUDGE_RATE_LIMIT_SECONDS` is 0.
     window: Option<Duration>,
 }
 
 impl NudgeDelivery {
-    pub fn new(bus: Bus, limiter: Limiter, writer: EventWriter, window: Option<Duration>) -> Self {
+    pub fn new(
+        bus: Bus,
+        limiter: Limiter,
+        events: EventLog,
+        writer: EventWriter,
+        window: Option<Duration>,
+    ) -> Self {
         Self {
             bus,
             limiter,
+            events,
             writer,
             window,
         }
     }
 
-    /// True when deciding whether a nudge may go out waits on the network (the limit is on
-    /// and kept in Redis): a frame loop should not wait on that between frames.
+    /// True when sending a nudge waits on the network (the limit or the history kept in
+    /// Redis): a frame loop should not wait on that between frames.
     pub fn checks_remotely(&self) -> bool {
-        self.window.is_some() && self.limiter.is_remote()
+        (self.window.is_some() && self.limiter.is_remote()) || self.events.is_remote()
+    }
+
+    /// The session histories nudges are appended to (speaker events go there too).
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     /// True when this process already knows a nudge to `uid` went out in the current window:
@@ -63,11 +79,16 @@ impl NudgeDelivery {
     /// when it went out, for the caller to [`record`](Self::record) once the phone has it
     /// on its way (recording first would put the writer's wakeup on the latency path).
     pub async fn publish(&self, sid: Uuid, uid: Uuid, nudge: Nudge) -> Option<Nudge> {
-        if !self.allowed(sid, uid).await {
-            return None;
-        }
+        let payload = match serde_json::to_vec(&nudge) {
+            Ok(json) => Bytes::from(json),
+            Err(e) => {
+                tracing::warn!(%sid, error = %e, "encoding a nudge failed");
+                return None;
+            }
+        };
+        let id = self.append(sid, uid, payload.clone()).await?;
         let subject = self.bus.subjects().nudges(sid, uid);
-        if let Err(e) = self.bus.publish_json(subject, &nudge).await {
+        if let Err(e) = self.bus.publish_event(subject, id, payload).await {
             tracing::warn!(%sid, error = %e, "publishing a nudge failed");
             return None;
         }
@@ -86,25 +107,45 @@ impl NudgeDelivery {
             .await;
     }
 
-    /// One nudge per (sid, uid) per window, across every worker.
-    async fn allowed(&self, sid: Uuid, uid: Uuid) -> bool {
+    /// One nudge per (sid, uid) per window, across every worker, appended to the session's
+    /// history when allowed: `None` when it may not go out, else its event id (if any).
+    async fn append(&self, sid: Uuid, uid: Uuid, payload: Bytes) -> Option<Option<u64>> {
         let Some(window) = self.window else {
-            return true;
+            return match self
+                .events
+                .append(sid, Some(uid), HistoryKind::Nudge, payload)
+                .await
+            {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    // the phone still gets it live; only a resume would miss it
+                    tracing::warn!(%sid, error = %e, "event history unavailable; nudge sent without an id");
+                    Some(None)
+                }
+            };
         };
         match self
-            .limiter
-            .once_per(&Self::limit_key(sid, uid), window)
+            .events
+            .append_once(
+                &self.limiter,
+                &Self::limit_key(sid, uid),
+                window,
+                sid,
+                Some(uid),
+                HistoryKind::Nudge,
+                payload,
+            )
             .await
         {
-            Ok(true) => true,
-            Ok(false) => {
+            Ok(Once::Sent(id)) => Some(id),
+            Ok(Once::Limited) => {
                 metrics::counter!("inside_nudges_limited_total").increment(1);
-                false
+                None
             }
             Err(e) => {
                 // Better a missed nudge than a burst of them.
                 tracing::warn!(error = %e, "nudge limiter unavailable; nudge skipped");
-                false
+                None
             }
         }
     }

@@ -26,6 +26,7 @@ use futures::future::join_all;
 use inside_bus::{Bus, BusError, WORKERS};
 use inside_engine::NudgePolicy;
 use inside_settings::Settings;
+use inside_store::event_log::{EventLog, Window};
 use inside_store::limiter::Limiter;
 use inside_store::Store;
 use tokio::task::JoinHandle;
@@ -46,6 +47,12 @@ pub struct PipelineConfig {
     /// Sessions' status and members, shared with the gateway in the embedded default so a
     /// consent change made there applies here at once; `None`: the pipeline makes its own.
     pub directory: Option<SessionDirectory>,
+    /// How much history of nudges and speaker events each session keeps for reconnecting
+    /// sockets; `None`: none.
+    pub resume_window: Option<Window>,
+    /// The history, shared with the gateway in the embedded default; `None`: the pipeline
+    /// keeps it next to its limiter (Redis) or not at all (NATS without Redis).
+    pub event_log: Option<EventLog>,
 }
 
 impl PipelineConfig {
@@ -60,7 +67,17 @@ impl PipelineConfig {
             consumers: consumers.max(1),
             speakers: None,
             directory: None,
+            resume_window: settings
+                .resume_window()
+                .map(|(events, max_age)| Window { events, max_age }),
+            event_log: None,
         }
+    }
+
+    /// Appends nudges and speaker events to `log` (the gateway's, in the embedded default).
+    pub fn with_event_log(mut self, log: EventLog) -> Self {
+        self.event_log = Some(log);
+        self
     }
 
     /// Validates messages against `directory` (instead of a cache of the pipeline's own).
@@ -106,9 +123,13 @@ impl Pipeline {
             .directory
             .clone()
             .unwrap_or_else(|| SessionDirectory::new(store.clone()));
+        let events = config.event_log.clone().unwrap_or_else(|| {
+            EventLog::for_deployment(&limiter, bus.is_local(), config.resume_window)
+        });
         let delivery = NudgeDelivery::new(
             bus.clone(),
             limiter.clone(),
+            events.clone(),
             writer.clone(),
             config.nudge_window,
         );
@@ -157,6 +178,7 @@ impl Pipeline {
             consumers = config.consumers,
             speakers = config.speakers.is_some(),
             nudge_window_s = config.nudge_window.map(|w| w.as_secs_f64()),
+            event_history = events.is_on(),
             "analysis pipeline started"
         );
         Ok(Self {

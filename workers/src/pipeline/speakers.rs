@@ -1,7 +1,8 @@
 //! Live speaker attribution: audio segments in (queue group `workers`), VAD,
 //! then fbank + ECAPA-TDNN on the speech segments, batched on a rayon pool
 //! sized to the cores; each embedding scored against the session members'
-//! voiceprints; `inside.v1.speakers.<sid>` out, recorded for the report, and
+//! voiceprints; appended to the session's history (for everyone in it) and published on
+//! `inside.v1.speakers.<sid>` with its event id, recorded for the report, and
 //! the talk-time tally that drives `BALANCE_TALK_TIME`. A segment is attributed only when it
 //! is well formed and comes from a consenting member of an active (or finalizing) session; the
 //! speaker event is copied to `inside.v1.research.speakers.<sid>` only while every member
@@ -12,13 +13,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use inside_bus::inbound::{reject, MAX_AUDIO_PAYLOAD};
 use inside_bus::{sid_uid, Bus, BusMessage, Subscription};
 use inside_engine::speech::{best_match, SpeakerModel, Vad, VadConfig};
 use inside_engine::NudgePolicy;
 use inside_schemas::audio::now_us;
-use inside_schemas::{AudioSegmentMeta, EventBody, SegmentMark, SpeakerRecord, SpeakerSegment};
+use inside_schemas::{
+    AudioSegmentMeta, EventBody, HistoryKind, SegmentMark, SpeakerRecord, SpeakerSegment,
+};
 use inside_store::events::SessionEvent;
 use inside_store::limiter::Limiter;
 use inside_store::Store;
@@ -218,8 +222,24 @@ impl SpeakerConsumer {
             start_ms: ms(seg.meta.start_ms),
             end_ms: ms(seg.meta.end_ms),
         };
+        let Ok(payload) = serde_json::to_vec(&speaker).map(Bytes::from) else {
+            return;
+        };
+        // for everyone in the session: a reconnecting phone gets it again
+        let id = match self
+            .delivery
+            .events()
+            .append(seg.sid, None, HistoryKind::Speaker, payload.clone())
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(sid = %seg.sid, error = %e, "event history unavailable; speaker event sent without an id");
+                None
+            }
+        };
         let subject = self.bus.subjects().speakers(seg.sid);
-        if let Err(e) = self.bus.publish_json(subject, &speaker).await {
+        if let Err(e) = self.bus.publish_event(subject, id, payload.clone()).await {
             // the phones miss it; the report still gets it
             tracing::warn!(sid = %seg.sid, error = %e, "publishing a speaker event failed");
         }
@@ -230,7 +250,7 @@ impl SpeakerConsumer {
             .is_some_and(|a| a.research_allowed())
         {
             let subject = self.bus.subjects().research_speakers(seg.sid);
-            if let Err(e) = self.bus.publish_json(subject, &speaker).await {
+            if let Err(e) = self.bus.publish(subject, payload).await {
                 tracing::warn!(sid = %seg.sid, error = %e, "publishing a research speaker event failed");
             }
         }

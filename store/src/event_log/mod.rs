@@ -1,0 +1,243 @@
+//! `EventLog`: a short history of each session's server → client events (nudges, speaker
+//! events, pokes), so a phone that drops and reconnects with `?since=<event_id>` gets what it
+//! missed. Each event gets a per-session increasing id when its producer appends it; the
+//! history keeps the last `Window::events` of them for `Window::max_age`, each with its
+//! recipient (one user, or everyone in the session). It also keeps, per (session, user), the
+//! highest feature-frame `seq` a gateway accepted.
+//!
+//! Three backends, chosen like the limiter's: Redis when `REDIS_URL` is set (shared by every
+//! gateway and worker, on the limiter's multiplexed connection), memory in the embedded default
+//! (one process produces and delivers), and none on NATS without Redis (producers and gateways
+//! are different processes with nothing to share it in).
+
+mod memory;
+mod remote;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use inside_schemas::HistoryKind;
+use uuid::Uuid;
+
+pub use memory::MemoryLog;
+pub use remote::{AppendOutcome, RedisLog};
+
+use crate::limiter::Limiter;
+use crate::Result;
+
+/// How long a session's id counter and frame seqs outlive its last event: ids must keep
+/// increasing across a quiet hour, and a reconnecting phone learns its last accepted frame.
+const KEEP_COUNTERS: Duration = Duration::from_secs(24 * 3600);
+
+/// How much history each session keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// The last this many events (at least).
+    pub events: usize,
+    /// Events older than this are gone.
+    pub max_age: Duration,
+}
+
+/// One event as the history holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub id: u64,
+    pub kind: HistoryKind,
+    /// `None`: everyone in the session (speaker events).
+    pub to: Option<Uuid>,
+    /// The JSON payload as its producer published it.
+    pub payload: Bytes,
+}
+
+/// What a socket resuming after `since` gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replay {
+    /// Every event after `since` meant for the user, oldest first (maybe none).
+    Complete(Vec<LoggedEvent>),
+    /// Some events after `since` are no longer held: the client must refetch its state.
+    Gone { oldest: Option<u64> },
+}
+
+/// What a joining socket reads from the history in one go.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// The session's newest event id (`None`: no history is kept here).
+    pub head: Option<u64>,
+    /// The highest frame seq accepted for the user in the session.
+    pub last_frame_seq: Option<i64>,
+    /// Asked for with `since`.
+    pub replay: Option<Replay>,
+}
+
+/// Outcome of an append behind a one-per-window limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Once {
+    /// Another one went out in this window; nothing was appended.
+    Limited,
+    /// Allowed, with its id (`None`: no history is kept here).
+    Sent(Option<u64>),
+}
+
+#[derive(Clone)]
+pub enum EventLog {
+    Off,
+    Memory(Arc<MemoryLog>),
+    Redis(Arc<RedisLog>),
+}
+
+impl EventLog {
+    /// The history a process keeps, next to `limiter`: Redis on its connection when it is
+    /// Redis; memory when the process is the whole deployment (`in_process`, the embedded
+    /// default); otherwise none. `window` `None` turns history off.
+    pub fn for_deployment(limiter: &Limiter, in_process: bool, window: Option<Window>) -> Self {
+        match (window, limiter) {
+            (None, _) => EventLog::Off,
+            (Some(w), Limiter::Redis { conn, prefix }) => {
+                EventLog::Redis(Arc::new(RedisLog::new(conn.clone(), prefix.clone(), w)))
+            }
+            (Some(w), Limiter::Memory(_)) if in_process => EventLog::memory(w),
+            _ => EventLog::Off,
+        }
+    }
+
+    pub fn memory(window: Window) -> Self {
+        EventLog::Memory(Arc::new(MemoryLog::new(window)))
+    }
+
+    /// True when events get ids here.
+    pub fn is_on(&self) -> bool {
+        !matches!(self, EventLog::Off)
+    }
+
+    /// True when an append is a network round trip.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, EventLog::Redis(_))
+    }
+
+    /// Appends an event for `to` (`None`: everyone) and returns its id.
+    pub async fn append(
+        &self,
+        sid: Uuid,
+        to: Option<Uuid>,
+        kind: HistoryKind,
+        payload: Bytes,
+    ) -> Result<Option<u64>> {
+        match self {
+            EventLog::Off => Ok(None),
+            EventLog::Memory(log) => Ok(Some(log.append(sid, to, kind, payload))),
+            EventLog::Redis(log) => match log.append(sid, to, kind, &payload, None).await? {
+                AppendOutcome::Id(id) => Ok(Some(id)),
+                AppendOutcome::Limited(_) => Ok(None),
+            },
+        }
+    }
+
+    /// Appends unless `limiter` already let `key` through in this `window`; with both in
+    /// Redis, the check and the append are one round trip (one script).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append_once(
+        &self,
+        limiter: &Limiter,
+        key: &str,
+        window: Duration,
+        sid: Uuid,
+        to: Option<Uuid>,
+        kind: HistoryKind,
+        payload: Bytes,
+    ) -> Result<Once> {
+        if limiter.taken_here(key) {
+            return Ok(Once::Limited);
+        }
+        if let (EventLog::Redis(log), Limiter::Redis { prefix, .. }) = (self, limiter) {
+            let full = format!("{prefix}:{key}");
+            let done = log
+                .append(sid, to, kind, &payload, Some((&full, window)))
+                .await?;
+            // remembered as `once_per` remembers, so the next checks cost no round trip
+            return Ok(match done {
+                AppendOutcome::Id(id) => {
+                    limiter.note_taken(key, window);
+                    Once::Sent(Some(id))
+                }
+                AppendOutcome::Limited(left) => {
+                    limiter.note_taken(key, left);
+                    Once::Limited
+                }
+            });
+        }
+        if !limiter.once_per(key, window).await? {
+            return Ok(Once::Limited);
+        }
+        Ok(Once::Sent(self.append(sid, to, kind, payload).await?))
+    }
+
+    /// The session's newest id, `uid`'s last accepted frame seq and, with `since`, what
+    /// `uid` missed after it: one read (one round trip in Redis).
+    pub async fn snapshot(&self, sid: Uuid, uid: Uuid, since: Option<u64>) -> Result<Snapshot> {
+        match self {
+            EventLog::Off => Ok(Snapshot {
+                replay: since.map(|_| Replay::Gone { oldest: None }),
+                ..Snapshot::default()
+            }),
+            EventLog::Memory(log) => Ok(log.snapshot(sid, uid, since)),
+            EventLog::Redis(log) => log.snapshot(sid, uid, since).await,
+        }
+    }
+
+    /// Raises `uid`'s highest accepted frame seq in `sid` to `seq`.
+    pub async fn note_frame_seq(&self, sid: Uuid, uid: Uuid, seq: i64) -> Result<()> {
+        match self {
+            EventLog::Off => Ok(()),
+            EventLog::Memory(log) => {
+                log.note_frame_seq(sid, uid, seq);
+                Ok(())
+            }
+            EventLog::Redis(log) => log.note_frame_seq(sid, uid, seq).await,
+        }
+    }
+}
+
+/// An event and when it was appended (ms since the Unix epoch).
+pub(crate) type Held = (LoggedEvent, u64);
+
+/// What `uid` resuming after `since` gets, from the session's newest id, the oldest fresh id
+/// held, and the entries after `since` (oldest first). The ids of a session are contiguous
+/// from the oldest held to the newest, so the history is complete after `since` exactly when
+/// the first entry after it is `since + 1` and still fresh.
+pub(crate) fn decide(
+    head: u64,
+    since: u64,
+    oldest_fresh: Option<u64>,
+    after: Vec<Held>,
+    fresh_from_ms: u64,
+    uid: Uuid,
+) -> Replay {
+    if since == head {
+        return Replay::Complete(Vec::new());
+    }
+    let complete = since < head
+        && after
+            .first()
+            .is_some_and(|(e, at)| e.id == since + 1 && *at >= fresh_from_ms);
+    if !complete {
+        return Replay::Gone {
+            oldest: oldest_fresh,
+        };
+    }
+    Replay::Complete(
+        after
+            .into_iter()
+            .map(|(e, _)| e)
+            .filter(|e| e.to.is_none_or(|to| to == uid))
+            .collect(),
+    )
+}
+
+/// Milliseconds since the Unix epoch (entries' append times; compared across processes).
+pub(crate) fn now_ms() -> u64 {
+    u64::try_from(crate::now_micros() / 1000).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+//! The history's semantics, the same in memory and in Redis.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use inside_schemas::HistoryKind;
+use uuid::Uuid;
+
+use super::*;
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+async fn backends(window: Window) -> Vec<(EventLog, Limiter)> {
+    let prefix = format!("t{}", Uuid::new_v4().simple());
+    let redis = Limiter::redis(REDIS, &prefix)
+        .await
+        .expect("Redis on 127.0.0.1:6379 (scripts/services starts it)");
+    let memory = Limiter::memory();
+    vec![
+        (
+            EventLog::for_deployment(&memory, true, Some(window)),
+            memory,
+        ),
+        (EventLog::for_deployment(&redis, false, Some(window)), redis),
+    ]
+}
+
+fn window(events: usize) -> Window {
+    Window {
+        events,
+        max_age: Duration::from_secs(120),
+    }
+}
+
+fn payload(n: u64) -> Bytes {
+    Bytes::from(format!(r#"{{"n":{n}}}"#))
+}
+
+fn ids(replay: &Replay) -> Vec<u64> {
+    match replay {
+        Replay::Complete(events) => events.iter().map(|e| e.id).collect(),
+        Replay::Gone { .. } => panic!("expected a complete replay, got {replay:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_user_gets_what_was_meant_for_them_after_since_in_order() {
+    for (log, _) in backends(window(1_000)).await {
+        let (sid, other_sid, a, b) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let mut appended = Vec::new();
+        for (n, to, kind) in [
+            (1, Some(a), HistoryKind::Nudge),
+            (2, Some(b), HistoryKind::Nudge),
+            (3, None, HistoryKind::Speaker),
+            (4, Some(a), HistoryKind::Poke),
+            (5, Some(b), HistoryKind::Poke),
+        ] {
+            appended.push(log.append(sid, to, kind, payload(n)).await.unwrap());
+        }
+        assert_eq!(
+            appended,
+            [1, 2, 3, 4, 5].map(Some),
+            "remote: {}",
+            log.is_remote()
+        );
+        // another session counts on its own
+        assert_eq!(
+            log.append(other_sid, Some(a), HistoryKind::Nudge, payload(9))
+                .await
+                .unwrap(),
+            Some(1)
+        );
+
+        let snap = log.snapshot(sid, a, Some(1)).await.unwrap();
+        assert_eq!(snap.head, Some(5));
+        let replay = snap.replay.unwrap();
+        assert_eq!(ids(&replay), [3, 4]);
+        let Replay::Complete(events) = replay else {
+            unreachable!()
+        };
+        assert_eq!(events[0].kind, HistoryKind::Speaker);
+        assert_eq!(events[0].to, None);
+        assert_eq!(events[1].kind, HistoryKind::Poke);
+        assert_eq!(events[1].payload, payload(4));
+        assert_eq!(
+            ids(&log.snapshot(sid, b, Some(0)).await.unwrap().replay.unwrap()),
+            [2, 3, 5]
+        );
+        // nothing missed, and a fresh join asks for nothing
+        assert_eq!(
+            ids(&log.snapshot(sid, a, Some(5)).await.unwrap().replay.unwrap()),
+            Vec::<u64>::new()
+        );
+        let fresh = log.snapshot(sid, a, None).await.unwrap();
+        assert_eq!((fresh.head, fresh.replay), (Some(5), None));
+        // an unknown session has seen nothing yet
+        let empty = log.snapshot(Uuid::new_v4(), a, Some(0)).await.unwrap();
+        assert_eq!(
+            (empty.head, empty.replay),
+            (Some(0), Some(Replay::Complete(vec![])))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_before_the_window_or_after_the_newest_id_is_gone() {
+    for (log, _) in backends(window(5)).await {
+        let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
+        // Redis trims `MAXLEN ~` by whole nodes of 100 entries: go well past that
+        for n in 0..400 {
+            log.append(sid, Some(a), HistoryKind::Nudge, payload(n))
+                .await
+                .unwrap();
+        }
+        let snap = log.snapshot(sid, a, Some(1)).await.unwrap();
+        match snap.replay.unwrap() {
+            Replay::Gone {
+                oldest: Some(oldest),
+            } => {
+                assert!((2..=396).contains(&oldest), "{oldest}")
+            }
+            other => panic!("remote {}: {other:?}", log.is_remote()),
+        }
+        // the last five are always held
+        assert_eq!(
+            ids(&log
+                .snapshot(sid, a, Some(395))
+                .await
+                .unwrap()
+                .replay
+                .unwrap()),
+            [396, 397, 398, 399, 400]
+        );
+        // a since this session never reached (its history was lost, or a bogus one)
+        assert!(matches!(
+            log.snapshot(sid, a, Some(401)).await.unwrap().replay,
+            Some(Replay::Gone { .. })
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_older_than_the_window_are_gone() {
+    let short = Window {
+        events: 1_000,
+        max_age: Duration::from_millis(300),
+    };
+    for (log, _) in backends(short).await {
+        let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
+        log.append(sid, Some(a), HistoryKind::Nudge, payload(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&log.snapshot(sid, a, Some(0)).await.unwrap().replay.unwrap()),
+            [1]
+        );
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let snap = log.snapshot(sid, a, Some(0)).await.unwrap();
+        assert_eq!(
+            snap.replay,
+            Some(Replay::Gone { oldest: None }),
+            "remote: {}",
+            log.is_remote()
+        );
+        // the counter goes on: ids never go back
+        assert_eq!(
+            log.append(sid, Some(a), HistoryKind::Nudge, payload(2))
+                .await
+                .unwrap(),
+            Some(2)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_append_takes_no_id_and_the_limit_is_the_limiters() {
+    for (log, limiter) in backends(window(1_000)).await {
+        let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
+        let key = format!("nudge:{sid}:{a}");
+        let w = Duration::from_secs(30);
+        let append = || {
+            log.append_once(
+                &limiter,
+                &key,
+                w,
+                sid,
+                Some(a),
+                HistoryKind::Nudge,
+                payload(1),
+            )
+        };
+        assert_eq!(append().await.unwrap(), Once::Sent(Some(1)));
+        assert_eq!(append().await.unwrap(), Once::Limited);
+        assert_eq!(log.snapshot(sid, a, None).await.unwrap().head, Some(1));
+        // the same key the limiter itself checks
+        assert!(!limiter.once_per(&key, w).await.unwrap());
+        let other = format!("nudge:{sid}:{}", Uuid::new_v4());
+        assert!(limiter.once_per(&other, w).await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_frame_seq_only_rises() {
+    for (log, _) in backends(window(10)).await {
+        let (sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(
+            log.snapshot(sid, a, None).await.unwrap().last_frame_seq,
+            None
+        );
+        log.note_frame_seq(sid, a, 7).await.unwrap();
+        log.note_frame_seq(sid, a, 5).await.unwrap();
+        log.note_frame_seq(sid, b, 2).await.unwrap();
+        assert_eq!(
+            log.snapshot(sid, a, None).await.unwrap().last_frame_seq,
+            Some(7)
+        );
+        assert_eq!(
+            log.snapshot(sid, b, Some(0)).await.unwrap().last_frame_seq,
+            Some(2)
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_a_shared_store_there_is_no_history() {
+    // NATS without Redis: producers and gateways share nothing to keep it in
+    let log = EventLog::for_deployment(&Limiter::memory(), false, Some(window(10)));
+    assert!(!log.is_on());
+    let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(
+        log.append(sid, Some(a), HistoryKind::Nudge, payload(1))
+            .await
+            .unwrap(),
+        None
+    );
+    let snap = log.snapshot(sid, a, Some(3)).await.unwrap();
+    assert_eq!(
+        (snap.head, snap.replay),
+        (None, Some(Replay::Gone { oldest: None }))
+    );
+    assert!(!EventLog::for_deployment(&Limiter::memory(), true, None).is_on());
+}
+
+#[test]
+fn sweeping_drops_aged_entries_but_keeps_counters() {
+    let log = MemoryLog::new(Window {
+        events: 10,
+        max_age: Duration::from_millis(1),
+    });
+    let (s1, a) = (Uuid::new_v4(), Uuid::new_v4());
+    log.append(s1, None, HistoryKind::Speaker, payload(1));
+    std::thread::sleep(Duration::from_millis(1_100));
+    // the next append sweeps (once per max_age, at least a second)
+    log.append(Uuid::new_v4(), None, HistoryKind::Speaker, payload(2));
+    assert_eq!(log.sessions(), 2);
+    let snap = log.snapshot(s1, a, Some(0));
+    assert_eq!(
+        (snap.head, snap.replay),
+        (Some(1), Some(Replay::Gone { oldest: None }))
+    );
+    assert_eq!(log.append(s1, None, HistoryKind::Speaker, payload(3)), 2);
+}
