@@ -42,15 +42,29 @@ async fn a_gateway_with_nats_and_no_redis_refuses_to_start_naming_both_settings(
         ("NATS_URL", NATS.to_string()),
         ("BIND_ADDR", "127.0.0.1:0".to_string()),
     ];
-    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .current_dir(dir.path())
         .env_clear()
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the gateway binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway started with NATS_URL and no REDIS_URL");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
     for name in ["NATS_URL", "REDIS_URL", "ALLOW_PROCESS_LOCAL_LIMITS"] {
         assert!(stderr.contains(name), "{name} not named: {stderr}");
     }
