@@ -90,7 +90,11 @@ async fn audio_start_is_refused_while_no_worker_can_attribute_it() {
     let (a, _b, rid) = g.couple().await;
     let sid = g.start_session(&a, &rid).await;
     let (s, health) = g.get("/health", None).await;
-    assert_eq!((s, &health["speaker_available"]), (200, &json!(false)), "{health}");
+    assert_eq!(
+        (s, &health["speaker_available"]),
+        (200, &json!(false)),
+        "{health}"
+    );
 
     let mut wa = Ws::connect(g.addr, &sid, token(&a)).await;
     let pcm_start = json!({"codec": "pcm_s16le", "sample_rate": 16000, "channels": 1});
@@ -104,7 +108,13 @@ async fn audio_start_is_refused_while_no_worker_can_attribute_it() {
 
     // a worker with a model comes: found within the half second a "no" is kept
     let stop = CancellationToken::new();
-    let w = start_worker(&g.env, 1, Some(std::sync::Arc::new(load_model())), stop.clone()).await;
+    let w = start_worker(
+        &g.env,
+        1,
+        Some(std::sync::Arc::new(load_model())),
+        stop.clone(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (_, health) = g.get("/health", None).await;
     assert_eq!(health["speaker_available"], true, "{health}");
@@ -124,7 +134,11 @@ async fn audio_start_is_refused_while_no_worker_can_attribute_it() {
     let err = wa.expect("server.error", T).await;
     assert_eq!(err["payload"]["code"], "audio_unavailable", "{err}");
     let (s, health) = g.get("/health", None).await;
-    assert_eq!((s, &health["speaker_available"]), (200, &json!(false)), "{health}");
+    assert_eq!(
+        (s, &health["speaker_available"]),
+        (200, &json!(false)),
+        "{health}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +163,10 @@ async fn readyz_fails_naming_the_bus_while_livez_stays_up() {
         let (s, ready) = g.get("/readyz", None).await;
         if s == 503 {
             assert!(
-                ready["checks"]["bus"].as_str().unwrap().starts_with("error"),
+                ready["checks"]["bus"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("error"),
                 "{ready}"
             );
             assert_eq!(ready["checks"]["database"], "ok", "{ready}");

@@ -156,15 +156,21 @@ async fn a_revoked_members_audio_stops_with_the_withdrawal() {
     // the probe, so the test's own subscription is the one that sees the segments
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop_on_drop = stop.clone().drop_guard();
-    let bus = inside_bus::Bus::connect_nats(NATS, "test-prober", inside_bus::Subjects::new(prefix.clone()))
-        .await
-        .unwrap();
+    let bus = inside_bus::Bus::connect_nats(
+        NATS,
+        "test-prober",
+        inside_bus::Subjects::new(prefix.clone()),
+    )
+    .await
+    .unwrap();
     let probes = bus
         .queue_subscribe(bus.subjects().capabilities(), inside_bus::WORKERS)
         .await
         .unwrap();
     bus.flush().await.unwrap();
-    tokio::spawn(inside_workers::pipeline::run_capabilities(bus, probes, stop));
+    tokio::spawn(inside_workers::pipeline::run_capabilities(
+        bus, probes, stop,
+    ));
     let mut audio = nc
         .subscribe(format!("{prefix}.v1.audio.{sid}.{}", uid(&b)))
         .await

@@ -313,8 +313,7 @@ impl Settings {
     /// says per-process limits are wanted. Not part of [`Settings::from_map`]: a tool that
     /// limits nothing (`worker tap`, which researchers run) needs no Redis.
     pub fn require_shared_limits(&self) -> Result<(), SettingsError> {
-        if self.nats_url.is_some() && self.redis_url.is_none() && !self.allow_process_local_limits
-        {
+        if self.nats_url.is_some() && self.redis_url.is_none() && !self.allow_process_local_limits {
             return Err(invalid(
                 "REDIS_URL",
                 "missing while NATS_URL is set: every gateway and worker would keep its own \

@@ -255,23 +255,34 @@ fn nats_without_redis_is_refused_unless_process_local_limits_are_wanted() {
         let s = Settings::from_map(&map(&ok)).unwrap();
         assert!(s.require_shared_limits().is_ok(), "{ok:?}");
     }
-    assert!(!Settings::from_map(&HashMap::new())
-        .unwrap()
-        .allow_process_local_limits);
+    assert!(
+        !Settings::from_map(&HashMap::new())
+            .unwrap()
+            .allow_process_local_limits
+    );
     let err = Settings::from_map(&map(&[("ALLOW_PROCESS_LOCAL_LIMITS", "maybe")])).unwrap_err();
-    assert!(err.to_string().contains("ALLOW_PROCESS_LOCAL_LIMITS"), "{err}");
+    assert!(
+        err.to_string().contains("ALLOW_PROCESS_LOCAL_LIMITS"),
+        "{err}"
+    );
 }
 
 #[test]
 fn presence_timers_default_and_the_ttl_outlasts_two_heartbeats() {
     let s = Settings::from_map(&HashMap::new()).unwrap();
-    assert_eq!((s.presence_heartbeat_seconds, s.presence_ttl_seconds), (5.0, 15.0));
+    assert_eq!(
+        (s.presence_heartbeat_seconds, s.presence_ttl_seconds),
+        (5.0, 15.0)
+    );
     let s = Settings::from_map(&map(&[
         ("PRESENCE_HEARTBEAT_SECONDS", "0.5"),
         ("PRESENCE_TTL_SECONDS", "1"),
     ]))
     .unwrap();
-    assert_eq!((s.presence_heartbeat_seconds, s.presence_ttl_seconds), (0.5, 1.0));
+    assert_eq!(
+        (s.presence_heartbeat_seconds, s.presence_ttl_seconds),
+        (0.5, 1.0)
+    );
     for pairs in [
         vec![("PRESENCE_TTL_SECONDS", "9")],
         vec![("PRESENCE_HEARTBEAT_SECONDS", "0")],

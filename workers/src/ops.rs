@@ -138,7 +138,9 @@ impl Probes {
 }
 
 /// An answer within [`CHECK_TIMEOUT`]: `ok` or the error.
-async fn check<E: std::fmt::Display>(f: impl std::future::Future<Output = Result<(), E>>) -> String {
+async fn check<E: std::fmt::Display>(
+    f: impl std::future::Future<Output = Result<(), E>>,
+) -> String {
     match tokio::time::timeout(CHECK_TIMEOUT, f).await {
         Ok(Ok(())) => "ok".into(),
         Ok(Err(e)) => format!("error: {e}"),

@@ -161,7 +161,10 @@ async fn readyz_and_health_fail_naming_redis_then_nats_while_livez_stays_up() {
     redis.kill();
     let health = wait_for(addr, "/health", 503, &w).await;
     assert!(
-        health["checks"]["redis"].as_str().unwrap().starts_with("error"),
+        health["checks"]["redis"]
+            .as_str()
+            .unwrap()
+            .starts_with("error"),
         "{health}"
     );
     assert_eq!(health["checks"]["nats"], "ok", "{health}");
@@ -175,7 +178,10 @@ async fn readyz_and_health_fail_naming_redis_then_nats_while_livez_stays_up() {
     loop {
         let (s, health) = get(addr, "/health").await.unwrap();
         assert_eq!(s, 503);
-        let nats_down = health["checks"]["nats"].as_str().unwrap().starts_with("error");
+        let nats_down = health["checks"]["nats"]
+            .as_str()
+            .unwrap()
+            .starts_with("error");
         let js_down = health["checks"]["jetstream"]
             .as_str()
             .unwrap()
@@ -183,7 +189,10 @@ async fn readyz_and_health_fail_naming_redis_then_nats_while_livez_stays_up() {
         if nats_down && js_down {
             break;
         }
-        assert!(Instant::now() < deadline, "NATS never reported down: {health}");
+        assert!(
+            Instant::now() < deadline,
+            "NATS never reported down: {health}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(get(addr, "/readyz").await.unwrap().0, 503);
@@ -214,7 +223,11 @@ async fn a_worker_with_nats_and_no_redis_refuses_to_start_naming_both_settings()
         if let Some(status) = refused.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the worker kept running:\n{}", refused.log());
+        assert!(
+            Instant::now() < deadline,
+            "the worker kept running:\n{}",
+            refused.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     // the stderr reader may still be draining the pipe

@@ -144,7 +144,11 @@ fn local_participants(st: &HubState, sid: Uuid) -> Vec<Uuid> {
 pub(super) fn participants(st: &HubState, sid: Uuid) -> Vec<Uuid> {
     let mut users = local_participants(st, sid);
     if let Some(gateways) = st.remote.get(&sid) {
-        users.extend(gateways.values().flat_map(|r| r.participants.iter().copied()));
+        users.extend(
+            gateways
+                .values()
+                .flat_map(|r| r.participants.iter().copied()),
+        );
     }
     users.sort();
     users.dedup();
