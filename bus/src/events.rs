@@ -11,11 +11,15 @@ use uuid::Uuid;
 pub enum StateEvent {
     /// The users a gateway holds sockets for in this session, after a join or
     /// leave. `hello` asks the other gateways to announce theirs (a newcomer
-    /// does not know them yet).
+    /// does not know them yet). `refresh` marks the periodic re-announcement of a
+    /// list that did not change: it keeps the list alive on the other gateways,
+    /// which drop a gateway's list once it stops coming (the gateway died).
     Presence {
         gateway: Uuid,
         participants: Vec<Uuid>,
         hello: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        refresh: bool,
     },
     /// The session was finalized: sockets close with 4409.
     Finalized,

@@ -57,6 +57,10 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if let Err(e) = settings.require_shared_limits() {
+        eprintln!("gateway: invalid configuration: {e}");
+        std::process::exit(2);
+    }
     inside_gateway::telemetry::init_tracing(settings.debug);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Report {

@@ -17,7 +17,7 @@ use crate::routes;
         routes::sessions::create, routes::sessions::read, routes::sessions::finalize, routes::sessions::report,
         routes::history::sessions, routes::activities::suggestions,
         routes::pokes::create, routes::pokes::list,
-        routes::health::health, routes::health::metrics,
+        routes::health::health, routes::health::livez, routes::health::readyz, routes::health::metrics,
     ),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "users"), (name = "relationships"), (name = "sessions"), (name = "activities"), (name = "pokes"), (name = "ops"))

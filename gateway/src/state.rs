@@ -43,6 +43,8 @@ pub struct Inner {
     pub research: crate::realtime::ResearchGate,
     pub metrics: PrometheusHandle,
     pub speaker: Option<Arc<inside_engine::speech::SpeakerModel>>,
+    /// Whether live audio would be attributed (this process's model, or a worker's).
+    pub speakers: crate::realtime::SpeakerProbe,
 }
 
 impl Deref for AppState {
@@ -55,6 +57,7 @@ impl Deref for AppState {
 impl AppState {
     /// Connects to what the settings name and applies migrations.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.require_shared_limits()?;
         let store = Store::connect(
             settings.database_url.expose_secret(),
             settings.database_max_connections,
@@ -104,6 +107,10 @@ impl AppState {
                 per_client: settings.websocket_max_sockets_per_client,
             },
         );
+        hub.start_presence(crate::realtime::PresenceTimers {
+            heartbeat: Duration::from_secs_f64(settings.presence_heartbeat_seconds),
+            ttl: Duration::from_secs_f64(settings.presence_ttl_seconds),
+        });
         let sessions = inside_workers::SessionDirectory::new(store.clone());
         let research = crate::realtime::ResearchGate::new(bus.clone(), sessions.clone());
         let secret = secret_key(&settings)?;
@@ -121,7 +128,8 @@ impl AppState {
         )?;
         let mailer = mail::from_settings(&settings)?;
         let jobs = ReportJobs::new(store.clone(), ReportConfig::from_settings(&settings));
-        let settings_model_dir = settings.ecapa_model_dir.clone();
+        let speaker = load_speaker(&settings.ecapa_model_dir);
+        let speakers = crate::realtime::SpeakerProbe::new(bus.clone(), speaker.is_some());
         Ok(Self(Arc::new(Inner {
             settings: Arc::new(settings),
             store,
@@ -138,7 +146,8 @@ impl AppState {
             sessions,
             research,
             metrics: crate::telemetry::metrics_handle(),
-            speaker: load_speaker(&settings_model_dir),
+            speaker,
+            speakers,
         })))
     }
 }

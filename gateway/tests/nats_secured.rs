@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(10);
+const REDIS: &str = "redis://127.0.0.1:6379";
 
 fn uid(pair: &Value) -> &str {
     pair["user"]["id"].as_str().unwrap()
@@ -30,6 +31,7 @@ fn uid(pair: &Value) -> &str {
 async fn gateway_processes_and_a_worker_run_a_session_on_the_shipped_nats_configuration() {
     let nats = NatsServer::shipped();
     let mut extra: Vec<(&str, String)> = nats.env(GATEWAY);
+    extra.push(("REDIS_URL", REDIS.into()));
     extra.push(("SPEAKER_MATCH_THRESHOLD", "-1".into()));
     extra.push(("NUDGE_RATE_LIMIT_SECONDS", "0".into()));
     let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -144,7 +146,8 @@ async fn next_copy(sub: &mut async_nats::Subscriber, within: Duration) -> Option
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_researcher_reads_only_sessions_whose_members_all_agreed_and_publishes_nothing() {
     let nats = NatsServer::shipped();
-    let extra: Vec<(&str, String)> = nats.env(GATEWAY);
+    let mut extra: Vec<(&str, String)> = nats.env(GATEWAY);
+    extra.push(("REDIS_URL", REDIS.into()));
     let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = spawn_app_with(Db::Postgres, &extra).await;
     let prefix = app.env["NATS_SUBJECT_PREFIX"].clone();

@@ -108,6 +108,11 @@ async fn health_reports_every_dependency(db: Db) {
         json!({"database": "ok", "bus": "ok", "limiter": "ok"})
     );
     assert!(body["version"].is_string());
+    // no ECAPA_MODEL_DIR: live audio would not be attributed, which /health says without failing
+    assert_eq!(body["speaker_available"], false, "{body}");
+    let (s, ready) = app.get("/readyz", None).await;
+    assert_eq!((s, &ready["checks"]), (200, &body["checks"]));
+    assert_eq!(app.get("/livez", None).await.0, 200);
 }
 
 async fn openapi_documents_every_route(db: Db) {
@@ -133,6 +138,8 @@ async fn openapi_documents_every_route(db: Db) {
         "/v1/activities/suggestions",
         "/v1/pokes",
         "/health",
+        "/livez",
+        "/readyz",
         "/metrics",
     ] {
         assert!(paths.contains_key(p), "{p} missing");

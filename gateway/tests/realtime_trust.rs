@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(5);
 const NATS: &str = "nats://127.0.0.1:4222";
+const REDIS: &str = "redis://127.0.0.1:6379";
 const SECRET: &str = "test-secret-key-0123456789abcdef0123";
 
 both_databases!(
@@ -133,7 +134,7 @@ async fn a_member_without_consent_is_left_out_of_the_report(db: Db) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawing_consent_closes_sockets_on_every_gateway() {
-    let one = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS)]).await;
+    let one = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS), ("REDIS_URL", REDIS)]).await;
     let two = one.another_gateway().await;
     let (a, b, rid, sid) = session(&one).await;
     let mut wa = Ws::connect(one.addr, &sid, token(&a)).await;
@@ -148,10 +149,29 @@ async fn withdrawing_consent_closes_sockets_on_every_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_members_audio_stops_with_the_withdrawal() {
     use futures::StreamExt;
-    let app = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS)]).await;
+    let app = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS), ("REDIS_URL", REDIS)]).await;
     let (_a, b, rid, sid) = session(&app).await;
     let nc = async_nats::connect(NATS).await.unwrap();
     let prefix = &app.env["NATS_SUBJECT_PREFIX"];
+    // a worker with a model is there (the gateway asks before taking audio); it answers only
+    // the probe, so the test's own subscription is the one that sees the segments
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_on_drop = stop.clone().drop_guard();
+    let bus = inside_bus::Bus::connect_nats(
+        NATS,
+        "test-prober",
+        inside_bus::Subjects::new(prefix.clone()),
+    )
+    .await
+    .unwrap();
+    let probes = bus
+        .queue_subscribe(bus.subjects().capabilities(), inside_bus::WORKERS)
+        .await
+        .unwrap();
+    bus.flush().await.unwrap();
+    tokio::spawn(inside_workers::pipeline::run_capabilities(
+        bus, probes, stop,
+    ));
     let mut audio = nc
         .subscribe(format!("{prefix}.v1.audio.{sid}.{}", uid(&b)))
         .await

@@ -85,6 +85,15 @@ pub enum EmbedReply {
     Error { code: String, message: String },
 }
 
+/// A worker's answer on `inside.v1.capabilities`: what it can do for live sessions. Only
+/// workers with a speaker model answer, so a reply at all means `speaker: true`; the field
+/// leaves room for workers that answer without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Attributes live audio segments (`inside.v1.audio.…`) to speakers.
+    pub speaker: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

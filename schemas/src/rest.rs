@@ -252,4 +252,9 @@ pub struct Health {
     pub version: String,
     /// Per dependency: `ok` or the error text.
     pub checks: std::collections::BTreeMap<String, String>,
+    /// Whether live audio can be attributed now: a worker with a speaker model answered
+    /// (with NATS), or this process has one (embedded). Informational: `false` does not make
+    /// the status `degraded`, but `client.audio_start` is then refused with
+    /// `audio_unavailable`.
+    pub speaker_available: bool,
 }

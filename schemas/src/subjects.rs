@@ -110,6 +110,12 @@ impl Subjects {
         format!("{}.v1.embed", self.prefix)
     }
 
+    /// Request/reply: workers with a speaker model answer (queue group `workers`, so one
+    /// does) with [`crate::audio::Capabilities`]; no answer means no live audio attribution.
+    pub fn capabilities(&self) -> String {
+        format!("{}.v1.capabilities", self.prefix)
+    }
+
     pub fn report_jobs(&self) -> String {
         format!("{}.v1.jobs.report", self.prefix)
     }
@@ -145,6 +151,7 @@ mod tests {
         assert_eq!(s.speakers(sid), format!("inside.v1.speakers.{sid}"));
         assert_eq!(s.pokes(uid), format!("inside.v1.pokes.{uid}"));
         assert_eq!(s.embed(), "inside.v1.embed");
+        assert_eq!(s.capabilities(), "inside.v1.capabilities");
         assert_eq!(s.report_jobs(), "inside.v1.jobs.report");
         assert_eq!(s.jobs_stream(), "INSIDE_JOBS");
     }

@@ -45,6 +45,9 @@ pub struct Settings {
     pub database_echo: bool,
     pub database_max_connections: u32,
     pub redis_url: Option<SecretString>,
+    /// With NATS but without Redis, each process would keep its own nudge, login and poke
+    /// limits; gateways and workers refuse to start so unless this says it is wanted.
+    pub allow_process_local_limits: bool,
     pub redis_queue_url: Option<SecretString>,
     /// Without credentials: those given in it are in [`Settings::nats`].
     pub nats_url: Option<String>,
@@ -61,6 +64,11 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub websocket_heartbeat_interval: f64,
     pub websocket_timeout: f64,
+    /// Seconds between a gateway's re-announcements of its participants (with NATS).
+    pub presence_heartbeat_seconds: f64,
+    /// Seconds after which another gateway's participants not re-announced are dropped (a
+    /// gateway that died); at least twice the heartbeat, so one lost announcement drops none.
+    pub presence_ttl_seconds: f64,
     /// Open WebSocket sockets one user may hold on a gateway (0: no cap).
     pub websocket_max_sockets_per_user: usize,
     /// Open WebSocket sockets one client address may hold on a gateway (0: no cap).
@@ -162,6 +170,7 @@ impl Settings {
                 1000,
             )?,
             redis_url: parse::url_opt(&r, "REDIS_URL", &["redis", "rediss"])?.map(Into::into),
+            allow_process_local_limits: r.boolean("ALLOW_PROCESS_LOCAL_LIMITS", false)?,
             redis_queue_url: parse::url_opt(&r, "REDIS_QUEUE_URL", &["redis", "rediss"])?
                 .map(Into::into),
             nats_url,
@@ -185,6 +194,8 @@ impl Settings {
                 3600.0,
             )?,
             websocket_timeout: r.float("WEBSOCKET_TIMEOUT", 60.0, 0.01, 86400.0)?,
+            presence_heartbeat_seconds: r.float("PRESENCE_HEARTBEAT_SECONDS", 5.0, 0.05, 3600.0)?,
+            presence_ttl_seconds: r.float("PRESENCE_TTL_SECONDS", 15.0, 0.1, 86400.0)?,
             websocket_max_sockets_per_user: r.ranged(
                 "WEBSOCKET_MAX_SOCKETS_PER_USER",
                 16,
@@ -276,6 +287,16 @@ impl Settings {
                 ),
             ));
         }
+        if self.presence_ttl_seconds < 2.0 * self.presence_heartbeat_seconds {
+            return Err(invalid(
+                "PRESENCE_TTL_SECONDS",
+                format!(
+                    "{} is under twice PRESENCE_HEARTBEAT_SECONDS ({}): one late announcement \
+                     would drop live participants",
+                    self.presence_ttl_seconds, self.presence_heartbeat_seconds
+                ),
+            ));
+        }
         if self.debug {
             return Ok(self);
         }
@@ -297,6 +318,24 @@ impl Settings {
             },
             None => Ok(self),
         }
+    }
+
+    /// Refuses a gateway or worker that would keep its rate limits to itself: with
+    /// `NATS_URL`, processes share the work, so nudge, login and poke limits must live in
+    /// Redis (`REDIS_URL`) to hold across them, unless `ALLOW_PROCESS_LOCAL_LIMITS=true`
+    /// says per-process limits are wanted. Not part of [`Settings::from_map`]: a tool that
+    /// limits nothing (`worker tap`, which researchers run) needs no Redis.
+    pub fn require_shared_limits(&self) -> Result<(), SettingsError> {
+        if self.nats_url.is_some() && self.redis_url.is_none() && !self.allow_process_local_limits {
+            return Err(invalid(
+                "REDIS_URL",
+                "missing while NATS_URL is set: every gateway and worker would keep its own \
+                 nudge, login and poke limits, so a client spreading over N processes gets N \
+                 times each limit. Set REDIS_URL, or ALLOW_PROCESS_LOCAL_LIMITS=true if \
+                 per-process limits are wanted",
+            ));
+        }
+        Ok(())
     }
 
     /// Nudge limit window; `None` when `NUDGE_RATE_LIMIT_SECONDS=0` turns it off.

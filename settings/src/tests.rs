@@ -263,3 +263,61 @@ fn trusted_proxies_are_ip_addresses_and_none_by_default() {
     let err = Settings::from_map(&map(&[("TRUSTED_PROXIES", "10.0.0.0/8")])).unwrap_err();
     assert!(err.to_string().contains("TRUSTED_PROXIES"), "{err}");
 }
+
+#[test]
+fn nats_without_redis_is_refused_unless_process_local_limits_are_wanted() {
+    let nats = ("NATS_URL", "nats://127.0.0.1:4222");
+    let err = Settings::from_map(&map(&[nats]))
+        .unwrap()
+        .require_shared_limits()
+        .unwrap_err()
+        .to_string();
+    for name in ["NATS_URL", "REDIS_URL", "ALLOW_PROCESS_LOCAL_LIMITS"] {
+        assert!(err.contains(name), "{name}: {err}");
+    }
+    for ok in [
+        vec![nats, ("REDIS_URL", "redis://127.0.0.1:6379")],
+        vec![nats, ("ALLOW_PROCESS_LOCAL_LIMITS", "true")],
+        // the embedded default shares nothing: one process, one limiter
+        vec![],
+    ] {
+        let s = Settings::from_map(&map(&ok)).unwrap();
+        assert!(s.require_shared_limits().is_ok(), "{ok:?}");
+    }
+    assert!(
+        !Settings::from_map(&HashMap::new())
+            .unwrap()
+            .allow_process_local_limits
+    );
+    let err = Settings::from_map(&map(&[("ALLOW_PROCESS_LOCAL_LIMITS", "maybe")])).unwrap_err();
+    assert!(
+        err.to_string().contains("ALLOW_PROCESS_LOCAL_LIMITS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn presence_timers_default_and_the_ttl_outlasts_two_heartbeats() {
+    let s = Settings::from_map(&HashMap::new()).unwrap();
+    assert_eq!(
+        (s.presence_heartbeat_seconds, s.presence_ttl_seconds),
+        (5.0, 15.0)
+    );
+    let s = Settings::from_map(&map(&[
+        ("PRESENCE_HEARTBEAT_SECONDS", "0.5"),
+        ("PRESENCE_TTL_SECONDS", "1"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (s.presence_heartbeat_seconds, s.presence_ttl_seconds),
+        (0.5, 1.0)
+    );
+    for pairs in [
+        vec![("PRESENCE_TTL_SECONDS", "9")],
+        vec![("PRESENCE_HEARTBEAT_SECONDS", "0")],
+        vec![("PRESENCE_TTL_SECONDS", "soon")],
+    ] {
+        let err = Settings::from_map(&map(&pairs)).unwrap_err().to_string();
+        assert!(err.contains(pairs[0].0), "{pairs:?}: {err}");
+    }
+}

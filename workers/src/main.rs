@@ -1,6 +1,6 @@
 //! `worker`: one member of the Inside worker fleet. Runs report jobs and
-//! serves `/health` and `/metrics` on `WORKER_BIND_ADDR`; `worker embed` runs
-//! the speaker model offline for researchers.
+//! serves `/livez`, `/readyz`, `/health` and `/metrics` on `WORKER_BIND_ADDR`;
+//! `worker embed` runs the speaker model offline for researchers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
     version,
     about = "Inside worker: report jobs and the analysis pipeline (scale by starting more)",
     long_about = "Settings come from the environment, then .env, then inside.toml (same names as the gateway). \
-        DATABASE_URL, NATS_URL, REDIS_URL, WORKER_BIND_ADDR (0.0.0.0:8001) for /health and /metrics."
+        DATABASE_URL, NATS_URL, REDIS_URL, WORKER_BIND_ADDR (0.0.0.0:8001) for /livez, /readyz, /health and /metrics."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -60,6 +60,7 @@ async fn run_fleet_member(
     settings: &Settings,
     url: &str,
     store: Store,
+    probes: &ops::Probes,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let subjects = inside_bus::Subjects::new(settings.nats_subject_prefix.clone());
@@ -73,6 +74,12 @@ async fn run_fleet_member(
             .context("connecting to Redis (REDIS_URL)")?,
         None => Limiter::memory(),
     };
+    let client = bus.nats().cloned().context("NATS client")?;
+    probes.connected(ops::Fleet {
+        nats: client.clone(),
+        redis: settings.redis_url.is_some().then(|| limiter.clone()),
+        jobs_stream: subjects.jobs_stream(),
+    });
     // One frame subscription per process: the fleet scales by processes, and a second
     // subscription here only added wakeups, not speed.
     let consumers = 1;
@@ -102,7 +109,6 @@ async fn run_fleet_member(
     )
     .await?;
     tracing::info!(addr = %settings.worker_bind_addr, "worker started");
-    let client = bus.nats().cloned().context("NATS client")?;
     let jobs = tokio::spawn(run_report_jobs(
         client,
         subjects,
@@ -110,6 +116,7 @@ async fn run_fleet_member(
         ReportConfig::from_settings(settings),
         shutdown.clone(),
     ));
+    probes.started();
     pipeline.stopped().await;
     match jobs.await {
         Ok(Err(e)) => tracing::error!(error = %e, "report jobs stopped with an error"),
@@ -173,6 +180,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Tap { session }) = cli.command {
         return run_tap(&settings, session).await;
     }
+    if let Err(e) = settings.require_shared_limits() {
+        eprintln!("worker: invalid configuration: {e}");
+        std::process::exit(2);
+    }
     let store = Store::connect(
         settings.database_url.expose_secret(),
         settings.database_max_connections,
@@ -183,10 +194,15 @@ async fn main() -> anyhow::Result<()> {
     store.migrate().await.context("applying migrations")?;
     let shutdown = CancellationToken::new();
     ops::cancel_on_signals(shutdown.clone());
-    let ops_server = ops::serve(settings.worker_bind_addr, store.clone(), shutdown.clone()).await?;
+    let probes = ops::Probes::new(store.clone(), settings.nats_url.is_some());
+    let ops_server =
+        ops::serve(settings.worker_bind_addr, probes.clone(), shutdown.clone()).await?;
     match &settings.nats_url {
-        Some(url) => run_fleet_member(&settings, url, store.clone(), shutdown.clone()).await?,
+        Some(url) => {
+            run_fleet_member(&settings, url, store.clone(), &probes, shutdown.clone()).await?
+        }
         None => {
+            probes.started();
             tracing::info!(addr = %settings.worker_bind_addr, "worker started (database job queue only; set NATS_URL for the pipeline)");
             ReportJobs::new(store.clone(), ReportConfig::from_settings(&settings))
                 .run(shutdown.clone())

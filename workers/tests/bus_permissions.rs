@@ -106,6 +106,7 @@ async fn the_researcher_cannot_forge_nudges_pokes_frames_or_finalized_state() {
         s.audio(sid, uid),
         s.speakers(sid),
         s.embed(),
+        s.capabilities(),
     ];
     for subject in &forged {
         researcher
@@ -187,6 +188,7 @@ async fn the_researcher_reads_research_subjects_and_nothing_internal() {
         s.state(sid),
         s.pokes(uid),
         s.embed(),
+        s.capabilities(),
         format!("{prefix}.v1.>"),
         ">".to_string(),
         "_INBOX.>".to_string(),

@@ -246,8 +246,9 @@ impl Connection {
                             Ok(())
                         }
                         Ok(ClientMessage::AudioStart(params)) => {
-                            // Embedded default: the in-process workers need the model here.
-                            if bus.is_local() && self.state.speaker.is_none() {
+                            // nobody would attribute it: this process has no model, or (NATS)
+                            // no worker with one answers
+                            if !Box::pin(self.state.speakers.available()).await {
                                 Err(BadMessage::AudioUnavailable)
                             } else {
                                 // A running stream ends (and flushes) before the new one.

@@ -65,7 +65,7 @@ pub(super) struct HubState {
     count: usize,
     routes: HashMap<Route, RouteEntry>,
     /// Participants other gateways announced, per session and gateway.
-    pub(super) remote: HashMap<Uuid, HashMap<Uuid, Vec<Uuid>>>,
+    pub(super) remote: HashMap<Uuid, HashMap<Uuid, presence::Remote>>,
 }
 
 pub(super) struct Socket {
@@ -114,6 +114,15 @@ impl SessionHub {
             closing: CancellationToken::new(),
             caps: SocketCaps::new(limits),
         }))
+    }
+
+    /// With NATS: re-announces this gateway's participants every `timers.heartbeat` and
+    /// drops other gateways' lists not heard within `timers.ttl` (a gateway that died), until
+    /// the hub closes. Call once; the in-process bus has one gateway and needs none of it.
+    pub fn start_presence(&self, timers: presence::PresenceTimers) {
+        if !self.0.bus.is_local() {
+            tokio::spawn(presence::maintain(Arc::downgrade(&self.0), timers));
+        }
     }
 
     /// Reserves a socket under the per-user and per-client caps (before the upgrade).

@@ -2,6 +2,7 @@
 //! `SessionHub` that routes nudges, speakers, session state and pokes from the bus to
 //! the sockets this gateway holds.
 
+pub mod attribution;
 mod audio;
 mod budget;
 pub mod caps;
@@ -21,8 +22,9 @@ mod upgrade;
 use axum::routing::get;
 use axum::Router;
 
+pub use attribution::SpeakerProbe;
 pub use hub::SessionHub;
-pub use presence::{CLOSE_FINALIZED, CLOSE_REVOKED};
+pub use presence::{PresenceTimers, CLOSE_FINALIZED, CLOSE_REVOKED};
 pub use research::ResearchGate;
 
 use crate::state::AppState;

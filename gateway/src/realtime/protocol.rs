@@ -78,7 +78,7 @@ pub enum BadMessage {
     InvalidFrame(&'static str),
     #[error("binary frames are only accepted after client.audio_start")]
     UnexpectedBinary,
-    #[error("no speaker model is configured on this server (ECAPA_MODEL_DIR)")]
+    #[error("no speaker model would attribute the audio: none on this server and no worker with one answered (ECAPA_MODEL_DIR)")]
     AudioUnavailable,
     #[error("client.audio_start payload is not valid: {0}")]
     InvalidAudioStart(String),

@@ -1,4 +1,5 @@
-//! `/health` with a check per dependency, and `/metrics` for Prometheus.
+//! `/health` with a check per dependency, `/livez` and `/readyz` for orchestrators, and
+//! `/metrics` for Prometheus.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +19,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 
@@ -31,27 +34,45 @@ async fn check<E: std::fmt::Display>(
     }
 }
 
-#[utoipa::path(get, path = "/health", tag = "ops",
-    responses((status = 200, description = "every dependency answers", body = Health), (status = 503, description = "a dependency is down; its check names the error", body = Health)))]
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+/// Each dependency: database, limiter (Redis when set), and with NATS the bus and the
+/// JetStream stream report jobs go to.
+async fn checks(state: &AppState) -> BTreeMap<String, String> {
     let (database, limiter) = tokio::join!(check(state.store.ping()), check(state.limiter.ping()));
+    let mut checks = BTreeMap::from([
+        ("database".to_string(), database),
+        ("limiter".to_string(), limiter),
+    ]);
     let bus = match &state.nats {
         None => "ok".to_string(),
         Some(c) => match c.connection_state() {
-            async_nats::connection::State::Connected => check(async { c.flush().await }).await,
-            other => format!("error: {other}"),
+            async_nats::connection::State::Connected => {
+                let js = async_nats::jetstream::new(c.clone());
+                let stream = state.bus.subjects().jobs_stream();
+                let (bus, jetstream) = tokio::join!(
+                    check(async { c.flush().await }),
+                    check(async { js.get_stream(&stream).await.map(|_| ()) })
+                );
+                checks.insert("jetstream".into(), jetstream);
+                bus
+            }
+            other => {
+                checks.insert("jetstream".into(), format!("error: NATS {other}"));
+                format!("error: {other}")
+            }
         },
     };
-    let checks = BTreeMap::from([
-        ("database".to_string(), database),
-        ("bus".to_string(), bus),
-        ("limiter".to_string(), limiter),
-    ]);
+    checks.insert("bus".into(), bus);
+    checks
+}
+
+async fn report(state: &AppState) -> (StatusCode, Json<Health>) {
+    let (checks, speaker_available) = tokio::join!(checks(state), state.speakers.available());
     let ok = checks.values().all(|v| v == "ok");
     let body = Health {
         status: if ok { "ok" } else { "degraded" }.into(),
         version: state.settings.app_version.clone(),
         checks,
+        speaker_available,
     };
     (
         if ok {
@@ -61,6 +82,24 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         },
         Json(body),
     )
+}
+
+#[utoipa::path(get, path = "/health", tag = "ops",
+    responses((status = 200, description = "every dependency answers; `speaker_available` says whether live audio would be attributed (informational)", body = Health), (status = 503, description = "a dependency is down; its check names the error", body = Health)))]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    report(&state).await
+}
+
+#[utoipa::path(get, path = "/livez", tag = "ops",
+    responses((status = 200, description = "the process serves requests (restart it when this fails)")))]
+pub async fn livez() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "ready for traffic: every dependency answers", body = Health), (status = 503, description = "a dependency is down: send no traffic here (its check names the error)", body = Health)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    report(&state).await
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]

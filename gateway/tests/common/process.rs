@@ -69,6 +69,12 @@ impl GatewayProcess {
         }
     }
 
+    /// SIGKILL: the process ends without a word to anyone (no leave announced, no drain).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log(&self) -> String {
         self.log
             .lock()
@@ -87,7 +93,6 @@ impl std::ops::Deref for GatewayProcess {
 
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

@@ -3,9 +3,11 @@
 //! `inside.v1.nudges.<sid>.<uid>`, frames and nudges recorded for the report.
 //! With a speaker model it also attributes live audio segments
 //! (`inside.v1.audio.*` → `inside.v1.speakers.<sid>`) and, on NATS, answers
-//! voiceprint enrolment on `inside.v1.embed`. The same code runs in `worker`
+//! voiceprint enrolment on `inside.v1.embed` and the gateways' capability probe on
+//! `inside.v1.capabilities`. The same code runs in `worker`
 //! processes on NATS and inside the gateway on the in-process bus.
 
+mod capabilities;
 mod delivery;
 mod enrol;
 mod frames;
@@ -13,6 +15,7 @@ pub mod jobs;
 mod speakers;
 mod writer;
 
+pub use capabilities::run_capabilities;
 pub use delivery::NudgeDelivery;
 pub use frames::FrameConsumer;
 pub use speakers::{SpeakerAttribution, SpeakerConsumer};
@@ -166,6 +169,15 @@ impl Pipeline {
                     bus.clone(),
                     sub,
                     attribution.clone(),
+                    shutdown.clone(),
+                )));
+                // last: a gateway that hears this worker can count on the audio consumer
+                let sub = bus
+                    .queue_subscribe(bus.subjects().capabilities(), WORKERS)
+                    .await?;
+                consumers.push(tokio::spawn(capabilities::run_capabilities(
+                    bus.clone(),
+                    sub,
                     shutdown.clone(),
                 )));
             }

@@ -1,0 +1,77 @@
+//! Whether live audio would reach a speaker model. Embedded, the model is this process's;
+//! with NATS it is a worker's, and a gateway cannot see the workers, so it asks: a request on
+//! `inside.v1.capabilities` that workers with a model answer (queue group `workers`). No
+//! answer (NATS says "no responders" at once; otherwise a short timeout) means nobody would
+//! attribute the stream, and `client.audio_start` is refused with `audio_unavailable` rather
+//! than accepted into nothing. An answer is kept a moment ([`KEEP_YES`], [`KEEP_NO`]), and
+//! concurrent askers wait for the one probe in flight, so a burst of starts costs one request.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use inside_bus::{Bus, HeaderMap};
+use inside_schemas::Capabilities;
+use tokio::sync::Mutex;
+
+/// How long a "yes" is trusted: the last worker with a model stopping is noticed within this.
+pub const KEEP_YES: Duration = Duration::from_secs(2);
+/// How long a "no" is trusted: shorter, so a worker that just started is found at once, while a
+/// burst of starts with no worker still asks once.
+pub const KEEP_NO: Duration = Duration::from_millis(500);
+/// How long the probe waits for a worker when NATS cannot tell at once that nobody listens.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(750);
+
+pub struct SpeakerProbe {
+    bus: Bus,
+    /// This process has a model (what counts on the in-process bus).
+    local_model: bool,
+    /// The last answer and when it was had; held across a probe so others wait for it.
+    last: Mutex<Option<(Instant, bool)>>,
+}
+
+impl SpeakerProbe {
+    pub fn new(bus: Bus, local_model: bool) -> Self {
+        Self {
+            bus,
+            local_model,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether a speaker model would attribute a live audio stream started now.
+    pub async fn available(&self) -> bool {
+        if self.bus.is_local() {
+            return self.local_model;
+        }
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = *last {
+            if at.elapsed() < if answer { KEEP_YES } else { KEEP_NO } {
+                return answer;
+            }
+        }
+        let answer = self.ask().await;
+        *last = Some((Instant::now(), answer));
+        answer
+    }
+
+    async fn ask(&self) -> bool {
+        let subject = self.bus.subjects().capabilities();
+        let reply = self
+            .bus
+            .request(subject, HeaderMap::new(), Bytes::new(), PROBE_TIMEOUT)
+            .await;
+        match reply {
+            Ok(payload) => match serde_json::from_slice::<Capabilities>(&payload) {
+                Ok(c) => c.speaker,
+                Err(_) => {
+                    inside_bus::inbound::reject("capabilities", "malformed", None);
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "no worker with a speaker model answered");
+                false
+            }
+        }
+    }
+}
