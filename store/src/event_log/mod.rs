@@ -93,7 +93,7 @@ impl EventLog {
     pub fn for_deployment(limiter: &Limiter, in_process: bool, window: Option<Window>) -> Self {
         match (window, limiter) {
             (None, _) => EventLog::Off,
-            (Some(w), Limiter::Redis { conn, prefix }) => {
+            (Some(w), Limiter::Redis { conn, prefix, .. }) => {
                 EventLog::Redis(Arc::new(RedisLog::new(conn.clone(), prefix.clone(), w)))
             }
             (Some(w), Limiter::Memory(_)) if in_process => EventLog::memory(w),
