@@ -124,7 +124,11 @@ async fn a_failing_report_job_fails_the_session_and_can_be_rerun(db: Db) {
 async fn a_failing_report_job_on_jetstream_fails_the_session_and_can_be_rerun() {
     let app = spawn_app_with(
         Db::Postgres,
-        &[("NATS_URL", NATS), ("REPORT_JOB_RETRY_MS", "10")],
+        &[
+            ("NATS_URL", NATS),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("REPORT_JOB_RETRY_MS", "10"),
+        ],
     )
     .await;
     let stop = CancellationToken::new();
