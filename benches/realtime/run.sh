@@ -48,7 +48,7 @@ trap cleanup EXIT
 export SECRET_KEY="bench-secret-0123456789abcdef0123456789" DATA_DIR="$data" RUST_LOG=warn \
   BCRYPT_COST=4 NUDGE_RATE_LIMIT_SECONDS=${LIMIT:-0} LOGIN_MAX_FAILURES=10000 BIND_ADDR="127.0.0.1:$port"
 # one load generator on 127.0.0.1 stands for thousands of phones: no per-address or per-user caps
-export WEBSOCKET_MAX_SOCKETS_PER_CLIENT=0 WEBSOCKET_MAX_SOCKETS_PER_USER=0 HTTP_MAX_CONNECTIONS_PER_CLIENT=0
+export SIGNUP_MAX_PER_ADDRESS=1000000 WEBSOCKET_MAX_SOCKETS_PER_CLIENT=0 WEBSOCKET_MAX_SOCKETS_PER_USER=0 HTTP_MAX_CONNECTIONS_PER_CLIENT=0
 if [ "$what" = audio ]; then
   if [ -z "${ECAPA_MODEL_DIR:-}" ]; then
     export ECAPA_MODEL_DIR=/var/tmp/ecapa_full
