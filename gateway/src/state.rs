@@ -38,7 +38,7 @@ pub struct Inner {
     pub hub: crate::realtime::SessionHub,
     /// Sessions' status and members, cached for the realtime path (shared with the embedded
     /// pipeline).
-    pub sessions: inside_workers::SessionDirectory,
+    pub sessions: inside_store::SessionDirectory,
     /// Copies live data to the research subjects while every member agreed.
     pub research: crate::realtime::ResearchGate,
     pub metrics: PrometheusHandle,
@@ -111,7 +111,7 @@ impl AppState {
             heartbeat: Duration::from_secs_f64(settings.presence_heartbeat_seconds),
             ttl: Duration::from_secs_f64(settings.presence_ttl_seconds),
         });
-        let sessions = inside_workers::SessionDirectory::new(store.clone());
+        let sessions = inside_store::SessionDirectory::new(store.clone());
         let research = crate::realtime::ResearchGate::new(bus.clone(), sessions.clone());
         let secret = secret_key(&settings)?;
         let keys = TokenKeys::new(

@@ -5,6 +5,7 @@
 //! this crate.
 
 pub mod access;
+pub mod directory;
 mod error;
 pub mod event_log;
 pub mod events;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use directory::SessionDirectory;
 pub use error::StoreError;
 pub use time::{decode_cursor, encode_cursor, from_micros, now_micros};
 

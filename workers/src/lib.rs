@@ -3,12 +3,10 @@
 //! default runs the same code inside the gateway process.
 
 pub mod barrier;
-pub mod directory;
 pub mod embed;
 pub mod ops;
 pub mod pipeline;
 pub mod reports;
 pub mod tap;
 
-pub use directory::SessionDirectory;
 pub use reports::{write_report, ReportConfig, ReportJobs};

@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use inside_bus::{Bus, HeaderMap};
-use inside_workers::SessionDirectory;
+use inside_store::SessionDirectory;
 use uuid::Uuid;
 
 #[derive(Clone)]

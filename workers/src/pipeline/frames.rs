@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventWriter, NudgeDelivery};
-use crate::SessionDirectory;
+use inside_store::SessionDirectory;
 
 /// Nudge deliveries waiting on the limiter at once; past that the frame loop waits too.
 const IN_FLIGHT: usize = 256;

@@ -35,7 +35,7 @@ use inside_store::Store;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::SessionDirectory;
+use inside_store::SessionDirectory;
 
 /// What the pipeline needs from the settings.
 #[derive(Clone)]

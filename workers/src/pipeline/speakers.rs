@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{EventWriter, NudgeDelivery};
-use crate::SessionDirectory;
+use inside_store::SessionDirectory;
 
 /// Segments embedded together at most: one GEMM per layer over all of them.
 const MAX_BATCH: usize = 16;

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use inside_store::access::SessionAccess;
-use inside_store::Store;
+use crate::access::SessionAccess;
+use crate::Store;
 use uuid::Uuid;
 
 /// How long an entry is answered without re-reading it.
