@@ -32,11 +32,34 @@ pub enum DatabaseKind {
     Postgres,
 }
 
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err("expected text or json".into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub app_name: String,
     pub app_version: String,
     pub debug: bool,
+    /// `text` for people, `json` for log collectors (`LOG_FORMAT`).
+    pub log_format: LogFormat,
     pub bind_addr: SocketAddr,
     pub worker_bind_addr: SocketAddr,
     pub data_dir: PathBuf,
@@ -157,6 +180,7 @@ impl Settings {
             app_name: r.string("APP_NAME", "Inside"),
             app_version: r.string("APP_VERSION", env!("CARGO_PKG_VERSION")),
             debug,
+            log_format: r.parsed("LOG_FORMAT", "text")?,
             bind_addr: r.parsed("BIND_ADDR", "0.0.0.0:8000")?,
             worker_bind_addr: r.parsed("WORKER_BIND_ADDR", "0.0.0.0:8001")?,
             data_dir,

@@ -321,3 +321,18 @@ fn presence_timers_default_and_the_ttl_outlasts_two_heartbeats() {
         assert!(err.contains(pairs[0].0), "{pairs:?}: {err}");
     }
 }
+
+#[test]
+fn log_format_is_text_or_json_and_anything_else_names_the_setting() {
+    let s = Settings::from_map(&HashMap::new()).unwrap();
+    assert_eq!(s.log_format, LogFormat::Text);
+    let s = Settings::from_map(&map(&[("LOG_FORMAT", "JSON")])).unwrap();
+    assert_eq!(s.log_format, LogFormat::Json);
+    let err = Settings::from_map(&map(&[("LOG_FORMAT", "xml")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("LOG_FORMAT") && err.contains("text or json"),
+        "{err}"
+    );
+}
