@@ -80,9 +80,27 @@ pub enum EmbedReply {
         seconds: f64,
         quality: f64,
     },
-    /// `code` is one of the API's error codes (`validation_error`, `payload_too_large`,
-    /// `model_unavailable`, `internal`).
-    Error { code: String, message: String },
+    /// Why there is none; `code` is written as the API's error code.
+    Error { code: EmbedRefusal, message: String },
+}
+
+/// Why a worker made no voiceprint of a recording. On the wire it is the API's error code, so
+/// the gateway answers the phone with the same code; a code this build does not know reads
+/// as [`EmbedRefusal::Internal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedRefusal {
+    /// Not a supported container (WAV, FLAC, Ogg Vorbis, MP3).
+    UnsupportedMediaType,
+    /// Longer than enrolment accepts.
+    PayloadTooLarge,
+    /// Corrupt, too short, or no speech.
+    ValidationError,
+    /// The worker's speaker model cannot run.
+    ModelUnavailable,
+    /// Anything else: the worker failed.
+    #[serde(other)]
+    Internal,
 }
 
 /// A worker's answer on `inside.v1.capabilities`: what it can do for live sessions. Only
@@ -97,6 +115,30 @@ pub struct Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embed_refusals_are_api_error_codes_and_unknown_ones_read_as_internal() {
+        let reply = EmbedReply::Error {
+            code: EmbedRefusal::PayloadTooLarge,
+            message: "too long".into(),
+        };
+        let wire = serde_json::to_value(&reply).unwrap();
+        assert_eq!(wire["code"], "payload_too_large");
+        assert_eq!(wire["status"], "error");
+        let back: EmbedReply = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, reply);
+        let newer: EmbedReply = serde_json::from_str(
+            r#"{"status":"error","code":"quota_exceeded","message":"later build"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            newer,
+            EmbedReply::Error {
+                code: EmbedRefusal::Internal,
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn segment_meta_round_trips_through_headers() {

@@ -8,7 +8,7 @@ pub mod report;
 pub mod rest;
 pub mod subjects;
 
-pub use audio::{AudioSegmentMeta, Capabilities, EmbedReply};
+pub use audio::{AudioSegmentMeta, Capabilities, EmbedRefusal, EmbedReply};
 pub use error::{ErrorBody, ErrorDetail};
 pub use realtime::*;
 pub use report::{Activity, NudgeSummary, Report, ReportPending, SpeakerStats};

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use inside_bus::{Bus, BusMessage, Subscription};
 use inside_engine::speech::{enrol_recording, Codec, SpeechError};
 use inside_schemas::audio::headers;
-use inside_schemas::EmbedReply;
+use inside_schemas::{EmbedRefusal, EmbedReply};
 use tokio_util::sync::CancellationToken;
 
 use super::speakers::SpeakerAttribution;
@@ -59,13 +59,18 @@ async fn embed(bus: &Bus, msg: BusMessage, attribution: Arc<SpeakerAttribution>)
         .filter(|c| *c != Codec::PcmS16le)
     else {
         return refused(
-            "unsupported_media_type",
+            EmbedRefusal::UnsupportedMediaType,
             "expected audio/wav, audio/flac, audio/ogg or audio/mpeg".into(),
         );
     };
     let data = match bus.request_body(&msg).await {
         Ok(body) => body.to_vec(),
-        Err(e) => return refused("internal", format!("reading the uploaded recording: {e}")),
+        Err(e) => {
+            return refused(
+                EmbedRefusal::Internal,
+                format!("reading the uploaded recording: {e}"),
+            )
+        }
     };
     let outcome = tokio::task::spawn_blocking(move || {
         attribution
@@ -81,22 +86,22 @@ async fn embed(bus: &Bus, msg: BusMessage, attribution: Arc<SpeakerAttribution>)
         },
         Ok(Err(e)) => {
             let code = match &e {
-                SpeechError::TooLarge(_) => "payload_too_large",
+                SpeechError::TooLarge(_) => EmbedRefusal::PayloadTooLarge,
                 SpeechError::ModelMissing(_) | SpeechError::Config(_) | SpeechError::Model(_) => {
-                    "model_unavailable"
+                    EmbedRefusal::ModelUnavailable
                 }
-                SpeechError::Io(_) | SpeechError::Resample(_) => "internal",
-                _ => "validation_error",
+                SpeechError::Io(_) | SpeechError::Resample(_) => EmbedRefusal::Internal,
+                _ => EmbedRefusal::ValidationError,
             };
             refused(code, e.to_string())
         }
-        Err(e) => refused("internal", format!("enrolment task failed: {e}")),
+        Err(e) => refused(
+            EmbedRefusal::Internal,
+            format!("enrolment task failed: {e}"),
+        ),
     }
 }
 
-fn refused(code: &str, message: String) -> EmbedReply {
-    EmbedReply::Error {
-        code: code.to_string(),
-        message,
-    }
+fn refused(code: EmbedRefusal, message: String) -> EmbedReply {
+    EmbedReply::Error { code, message }
 }
