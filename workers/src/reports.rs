@@ -13,6 +13,7 @@ use inside_settings::Settings;
 use inside_store::{events::SessionEvent, jobs::Job, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::barrier::await_recorded;
@@ -163,6 +164,11 @@ impl ReportJobs {
         self.wake.notify_one();
     }
 
+    /// What [`ReportJobs::wake`] notifies, for a queue that enqueues elsewhere to wake it.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(runner = %self.runner, "report job runner started");
         let poll = self.config.poll;
@@ -193,7 +199,10 @@ impl ReportJobs {
 
     async fn run_one(&self, job: Job) {
         let span = tracing::info_span!("report_job", sid = %job.session_id, attempt = job.attempts);
-        let _enter = span.enter();
+        self.run_one_in_span(job).instrument(span).await;
+    }
+
+    async fn run_one_in_span(&self, job: Job) {
         let started = std::time::Instant::now();
         if let Ok(Some(reason)) = job_refusal(&self.store, job.session_id).await {
             inside_bus::inbound::reject("jobs", reason, Some(job.session_id));

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use inside_bus::Subjects;
 use inside_store::Store;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::reports::{give_up, job_refusal};
@@ -43,6 +44,11 @@ pub async fn run_report_jobs(
         )
         .await
         .map_err(|e| anyhow::anyhow!("creating the report consumer: {e}"))?;
+    tokio::spawn(crate::telemetry::poll_jobs_pending(
+        stream.clone(),
+        CONSUMER,
+        shutdown.child_token(),
+    ));
     let mut messages = consumer
         .messages()
         .await
@@ -88,42 +94,53 @@ pub async fn run_report_jobs(
             }
         }
         let span = tracing::info_span!("report_job", %sid);
-        let _enter = span.enter();
-        let work = write_report(&store, sid, config.wait);
-        tokio::pin!(work);
-        let mut progress = tokio::time::interval(ack_wait / 3);
-        progress.tick().await;
-        let outcome = loop {
-            tokio::select! {
-                r = &mut work => break r,
-                _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                metrics::counter!("inside_jobs_total", "outcome" => "done").increment(1);
-                tracing::info!("report stored");
-                if let Err(e) = msg.double_ack().await {
-                    // Redelivered and stored again, idempotently.
-                    tracing::warn!(error = %e, "acking a report job failed");
-                }
-            }
-            Err(e) => {
-                metrics::counter!("inside_jobs_total", "outcome" => "failed").increment(1);
-                // the delivery count JetStream keeps, whichever worker had the earlier ones
-                let delivered = msg.info().map_or(1, |i| i.delivered);
-                if delivered >= MAX_DELIVER {
-                    give_up(&store, sid, delivered, &e.to_string()).await;
-                    let _ = msg.ack_with(AckKind::Term).await;
-                } else {
-                    tracing::warn!(error = %e, delivered, "report job failed; will be redelivered");
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(config.retry_delay(delivered))))
-                        .await;
-                }
-            }
-        }
+        run_job(&store, &config, msg, sid).instrument(span).await;
     }
     tracing::info!("JetStream report jobs stopped");
     Ok(())
+}
+
+/// Writes the report of one delivered job, beating `Progress` meanwhile, and acks, naks or
+/// terminates the delivery by the outcome.
+async fn run_job(
+    store: &Store,
+    config: &ReportConfig,
+    msg: async_nats::jetstream::Message,
+    sid: Uuid,
+) {
+    let ack_wait = config.ack_wait;
+    let work = write_report(store, sid, config.wait);
+    tokio::pin!(work);
+    let mut progress = tokio::time::interval(ack_wait / 3);
+    progress.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            metrics::counter!("inside_jobs_total", "outcome" => "done").increment(1);
+            tracing::info!("report stored");
+            if let Err(e) = msg.double_ack().await {
+                // Redelivered and stored again, idempotently.
+                tracing::warn!(error = %e, "acking a report job failed");
+            }
+        }
+        Err(e) => {
+            metrics::counter!("inside_jobs_total", "outcome" => "failed").increment(1);
+            // the delivery count JetStream keeps, whichever worker had the earlier ones
+            let delivered = msg.info().map_or(1, |i| i.delivered);
+            if delivered >= MAX_DELIVER {
+                give_up(store, sid, delivered, &e.to_string()).await;
+                let _ = msg.ack_with(AckKind::Term).await;
+            } else {
+                tracing::warn!(error = %e, delivered, "report job failed; will be redelivered");
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(config.retry_delay(delivered))))
+                    .await;
+            }
+        }
+    }
 }
