@@ -44,8 +44,14 @@ pub enum BusError {
     Flush(#[from] async_nats::client::FlushError),
     #[error("NATS did not echo a sync message within {0:?}")]
     Sync(std::time::Duration),
+    /// Nobody subscribes to the subject: NATS says so at once.
+    #[error("no responders on the subject")]
+    NoResponders,
+    /// Somebody may listen, but no answer came within the timeout.
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
     #[error("request on NATS: {0}")]
-    Request(#[from] async_nats::RequestError),
+    Request(async_nats::RequestError),
     #[error("request/reply needs NATS; the in-process bus answers in-process")]
     NoRequestReply,
     #[error("JetStream: {0}")]
@@ -87,9 +93,34 @@ pub fn header_map(pairs: &[(&str, String)]) -> HeaderMap {
 /// The id of a realtime event in its session's history (`server.nudge`, `server.speaker`), set
 /// by the producer that appended it so every gateway delivers the same id.
 pub const EVENT_ID_HEADER: &str = "Inside-Event-Id";
+/// On a frame, when the gateway accepted it (µs since the Unix epoch, [`server_now_us`]); a
+/// worker copies it onto the nudge the frame causes, for `inside_frame_to_nudge_seconds`.
+///
+/// [`server_now_us`]: inside_schemas::server_now_us
+pub const FRAME_RECEIVED_US_HEADER: &str = "Inside-Frame-Received-Us";
 /// A poke's ids: `<sid>:<id>` for each session whose history it was appended to,
 /// comma-separated (a poke goes to a user, each of their sessions has its own ids).
 pub const SESSION_EVENT_IDS_HEADER: &str = "Inside-Session-Event-Ids";
+
+/// `# HELP` of the bus's own series; call once the recorder is installed.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "inside_bus_rejected_total",
+        "Bus messages refused (forged, malformed, for an unknown session), by subject kind and reason"
+    );
+    metrics::describe_counter!(
+        "inside_bus_slow_consumer_total",
+        "Messages dropped because a subscription's buffer was full, by bus"
+    );
+    metrics::describe_counter!(
+        "inside_bus_server_errors_total",
+        "Operations the NATS server refused (permission violations)"
+    );
+    metrics::describe_gauge!(
+        nats::NATS_CONNECTED,
+        "1 while this process's NATS connection is up, 0 while it is down"
+    );
+}
 
 /// A handle to the bus; cheap to clone.
 #[derive(Clone, Debug)]
@@ -201,7 +232,14 @@ impl Bus {
                     .headers(headers)
                     .payload(payload)
                     .timeout(Some(timeout));
-                Ok(client.send_request(subject, request).await?.payload)
+                match client.send_request(subject, request).await {
+                    Ok(reply) => Ok(reply.payload),
+                    Err(e) => Err(match e.kind() {
+                        async_nats::RequestErrorKind::NoResponders => BusError::NoResponders,
+                        async_nats::RequestErrorKind::TimedOut => BusError::TimedOut(timeout),
+                        _ => BusError::Request(e),
+                    }),
+                }
             }
             Bus::Local { .. } => Err(BusError::NoRequestReply),
         }
@@ -224,12 +262,30 @@ impl Bus {
         event_id: Option<u64>,
         payload: Bytes,
     ) -> Result<(), BusError> {
-        match event_id {
-            Some(id) => {
-                let headers = header_map(&[(EVENT_ID_HEADER, id.to_string())]);
-                self.publish_with_headers(subject, headers, payload).await
-            }
-            None => self.publish(subject, payload).await,
+        self.publish_nudge(subject, event_id, None, payload).await
+    }
+
+    /// [`Bus::publish_event`], with the time its frame was accepted when a frame caused it
+    /// ([`FRAME_RECEIVED_US_HEADER`]).
+    pub async fn publish_nudge(
+        &self,
+        subject: String,
+        event_id: Option<u64>,
+        frame_received_us: Option<i64>,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        let mut pairs = Vec::with_capacity(2);
+        if let Some(id) = event_id {
+            pairs.push((EVENT_ID_HEADER, id.to_string()));
+        }
+        if let Some(at) = frame_received_us {
+            pairs.push((FRAME_RECEIVED_US_HEADER, at.to_string()));
+        }
+        if pairs.is_empty() {
+            self.publish(subject, payload).await
+        } else {
+            self.publish_with_headers(subject, header_map(&pairs), payload)
+                .await
         }
     }
 

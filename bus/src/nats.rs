@@ -7,6 +7,9 @@ use inside_settings::{ExposeSecret, NatsAuth, NatsOptions};
 
 use crate::{BusError, SUBSCRIPTION_CAPACITY};
 
+/// 1 while the NATS connection is up, 0 while it is down.
+pub(crate) const NATS_CONNECTED: &str = "inside_nats_connected";
+
 pub(crate) async fn connect(
     url: &str,
     name: &str,
@@ -23,8 +26,14 @@ pub(crate) async fn connect(
                         .increment(1);
                     tracing::warn!(subscription = sid, "NATS slow consumer: messages dropped");
                 }
-                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                async_nats::Event::Disconnected => {
+                    metrics::gauge!(NATS_CONNECTED).set(0.0);
+                    tracing::warn!("NATS disconnected");
+                }
+                async_nats::Event::Connected => {
+                    metrics::gauge!(NATS_CONNECTED).set(1.0);
+                    tracing::info!("NATS connected");
+                }
                 // a permission violation: this identity may not publish or subscribe there
                 async_nats::Event::ServerError(e) => {
                     metrics::counter!("inside_bus_server_errors_total").increment(1);
@@ -35,6 +44,8 @@ pub(crate) async fn connect(
         })
         .connect(url)
         .await?;
+    // the first connection may come before the callback is listened to
+    metrics::gauge!(NATS_CONNECTED).set(1.0);
     Ok(client)
 }
 

@@ -1,5 +1,6 @@
-//! Logs and metrics: `tracing` with a request id on every line (and access
-//! tokens redacted from URIs), and the Prometheus recorder behind `/metrics`.
+//! Request telemetry: a `tracing` span with a request id on every request (access tokens
+//! redacted from URIs), request metrics, and the `# HELP` of every series the gateway emits.
+//! The recorder itself and log set-up are `inside_process`'s, shared with the worker.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -8,39 +9,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-pub fn init_tracing(debug: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if debug {
-        "debug,hyper=info,sqlx=warn"
-    } else {
-        "info,sqlx=warn"
-    };
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
-}
-
-/// The process-wide recorder (installed once; tests build many apps).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                ])
-                .map(|b| b.build_recorder())
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-            let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
-}
 
 /// A unique id per request: a random per-process base and a counter, cheaper
 /// than a UUID on the hot path and still unique across processes in practice.
@@ -119,6 +87,43 @@ pub async fn observe(req: Request, next: Next) -> Response {
         res.headers_mut().insert("x-request-id", v);
     }
     res
+}
+
+/// `# HELP` of every series the gateway emits (and the bus under it), so a scrape explains
+/// each one; called once the recorder is installed.
+pub fn describe_metrics() {
+    inside_bus::describe_metrics();
+    inside_process::describe(
+        &[
+            ("inside_http_requests_total", "HTTP requests answered, by method, route and status"),
+            ("inside_http_connections_refused_total", "TCP connections refused: a client over its connection cap"),
+            ("inside_http_header_timeouts_total", "Connections closed for not sending a request head in time"),
+            ("inside_http_idle_closed_total", "HTTP connections closed after a stalled body or response"),
+            ("inside_bcrypt_verifications_total", "Password hashes verified"),
+            ("inside_frames_published_total", "Feature frames accepted from sockets and published to the workers"),
+            ("inside_audio_segments_published_total", "Live audio segments published to the workers"),
+            ("inside_audio_streams_total", "Live audio streams ended, by outcome"),
+            ("inside_ws_bad_messages_total", "Socket messages refused, by error code"),
+            ("inside_ws_flood_closed_total", "Sockets closed for sending too fast"),
+            ("inside_ws_oversized_closed_total", "Sockets closed for an oversized message"),
+            ("inside_ws_slow_readers_total", "Messages dropped or sockets closed because a client read too slowly"),
+            ("inside_ws_sockets_refused_total", "Socket upgrades refused, by the cap hit"),
+            ("inside_ws_resumes_total", "Reconnecting sockets, by outcome (replayed or resync)"),
+            ("inside_ws_replayed_events_total", "Events replayed to reconnecting sockets"),
+            ("inside_nudges_delivered_total", "Nudges handed to sockets"),
+            ("inside_speakers_delivered_total", "Speaker events handed to sockets"),
+            ("inside_presence_expired_total", "Participants of a silent gateway dropped from presence"),
+            ("inside_research_copies_total", "Live data copied to the research subjects, by kind"),
+        ],
+        &[
+            ("inside_ws_connections", "Open WebSocket connections on this gateway"),
+            ("inside_report_jobs_open", "Report jobs queued or running in the database queue"),
+        ],
+        &[
+            ("inside_http_request_duration_seconds", "HTTP request latency, by route"),
+            (inside_process::metrics::FRAME_TO_NUDGE, "From the gateway receiving a feature frame to it handing the nudge that frame caused to a socket"),
+        ],
+    );
 }
 
 #[cfg(test)]

@@ -41,6 +41,12 @@ pub fn server_now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The server clock in µs since the Unix epoch: when a gateway accepted a frame, carried to
+/// the nudge it causes so the gateway that delivers it can time the whole path.
+pub fn server_now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
 impl FeatureFrame {
     /// The ranges API.md gives: `speaking_rate` finite and ≥ 0, `overlap_ratio` in 0..=1. The
     /// gateway checks them on the socket; a worker checks them again on the bus.
@@ -65,6 +71,13 @@ pub enum NudgeType {
 }
 
 impl NudgeType {
+    /// Every kind, e.g. to start each metric series at zero.
+    pub const ALL: [NudgeType; 3] = [
+        NudgeType::SlowDown,
+        NudgeType::LetPartnerFinish,
+        NudgeType::BalanceTalkTime,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NudgeType::SlowDown => "SLOW_DOWN",

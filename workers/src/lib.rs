@@ -8,5 +8,6 @@ pub mod ops;
 pub mod pipeline;
 pub mod reports;
 pub mod tap;
+pub mod telemetry;
 
 pub use reports::{write_report, ReportConfig, ReportJobs};

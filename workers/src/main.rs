@@ -142,7 +142,7 @@ async fn run_tap(settings: &Settings, sid: uuid::Uuid) -> anyhow::Result<()> {
         .await
         .context("subscribing to the session's subjects")?;
     let shutdown = CancellationToken::new();
-    ops::cancel_on_signals(shutdown.clone());
+    inside_process::cancel_on_signals(shutdown.clone());
     tracing::info!(%sid, "tapping the session; Ctrl-C stops");
     let mut stdout = std::io::stdout().lock();
     tap.run(shutdown, |line| {
@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    ops::init_tracing(settings.debug);
+    inside_process::init_logs(settings.debug, settings.log_format);
     if let Some(Command::Tap { session }) = cli.command {
         return run_tap(&settings, session).await;
     }
@@ -193,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     .context("connecting to the database (DATABASE_URL)")?;
     store.migrate().await.context("applying migrations")?;
     let shutdown = CancellationToken::new();
-    ops::cancel_on_signals(shutdown.clone());
+    inside_process::cancel_on_signals(shutdown.clone());
     let probes = ops::Probes::new(store.clone(), settings.nats_url.is_some());
     let ops_server =
         ops::serve(settings.worker_bind_addr, probes.clone(), shutdown.clone()).await?;

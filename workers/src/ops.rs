@@ -1,4 +1,4 @@
-//! What ops need of a worker process: logs, signals, `/livez` (the process serves),
+//! What ops need of a worker process: `/livez` (the process serves),
 //! `/readyz` (it takes work: dependencies up, consumers subscribed), `/health` (each
 //! dependency: database, and with NATS the connection, JetStream's job stream and Redis) and
 //! `/metrics`.
@@ -13,51 +13,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use inside_process::Recorder;
 use inside_store::limiter::Limiter;
 use inside_store::Store;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// How long one dependency may take to answer a check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-pub fn init_tracing(debug: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if debug {
-        "debug,sqlx=warn"
-    } else {
-        "info,sqlx=warn"
-    };
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        // stdout is for data (`worker embed`, `worker tap`)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-pub fn cancel_on_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
-        }
-        tracing::info!("shutdown signal received; draining");
-        token.cancel();
-    });
-}
 
 /// What `/health` and `/readyz` look at. The fleet's connections are added once made, so
 /// the ops server answers (`/livez`) while the worker is still connecting or loading its
@@ -151,7 +114,7 @@ async fn check<E: std::fmt::Display>(
 #[derive(Clone)]
 struct Ops {
     probes: Probes,
-    metrics: PrometheusHandle,
+    metrics: Recorder,
 }
 
 /// Serves `/livez`, `/readyz`, `/health` and `/metrics` until `shutdown`.
@@ -160,9 +123,9 @@ pub async fn serve(
     probes: Probes,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _ = metrics::set_global_recorder(recorder);
+    let metrics = Recorder::install(env!("CARGO_PKG_VERSION"));
+    crate::telemetry::describe_metrics();
+    crate::telemetry::register_at_zero();
     let app = Router::new()
         .route("/livez", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))

@@ -13,7 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use inside_schemas::server_now_ms;
+use inside_schemas::{server_now_ms, server_now_us};
 use uuid::Uuid;
 
 use super::audio::{AudioRoute, AudioUplink};
@@ -229,7 +229,16 @@ impl Connection {
                                 .await;
                             // boxed, as the awaits below: every await's future is part of
                             // the connection task, which every idle socket holds
-                            let publish = Box::pin(bus.publish(frames_subject.clone(), payload));
+                            // when it was accepted, for the frame→nudge latency
+                            let received = inside_bus::header_map(&[(
+                                inside_bus::FRAME_RECEIVED_US_HEADER,
+                                server_now_us().to_string(),
+                            )]);
+                            let publish = Box::pin(bus.publish_with_headers(
+                                frames_subject.clone(),
+                                received,
+                                payload,
+                            ));
                             if let Err(e) = publish.await {
                                 tracing::warn!(sid = %self.sid, error = %e, "publishing a frame failed");
                                 return Ending::Close(1011, "bus unavailable");

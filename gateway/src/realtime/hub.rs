@@ -339,6 +339,20 @@ async fn route_task(hub: Weak<HubInner>, route: Route, ready: watch::Sender<bool
     }
 }
 
+/// Times a nudge from its frame's acceptance (on whichever gateway) to its handing to the
+/// sockets here; a nudge no frame caused (talk time) carries no time and is not counted.
+fn observe_frame_to_nudge(msg: &BusMessage) {
+    let Some(received_us) = msg
+        .header(inside_bus::FRAME_RECEIVED_US_HEADER)
+        .and_then(|v| v.parse::<i64>().ok())
+    else {
+        return;
+    };
+    // clocks of two machines may disagree a little: a negative span is clamped, not dropped
+    let took_us = (inside_schemas::server_now_us() - received_us).max(0);
+    metrics::histogram!(inside_process::metrics::FRAME_TO_NUDGE).record(took_us as f64 / 1e6);
+}
+
 async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
     // nothing from the bus reaches a phone, or closes a socket, before it is checked
     let (kind, sid) = match route {
@@ -364,6 +378,8 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             for s in member_sockets(&st, sid, uid) {
                 push(s, out.clone());
             }
+            drop(st);
+            observe_frame_to_nudge(&msg);
         }
         Route::Speakers(sid) => {
             let Ok(id) = inbound::event_id(kind, sid, &msg) else {

@@ -69,8 +69,14 @@ impl NudgeDelivery {
     }
 
     /// Sends `nudge` to `uid` unless one already went out in this window, and records it.
-    pub async fn deliver(&self, sid: Uuid, uid: Uuid, nudge: Nudge) {
-        if let Some(sent) = self.publish(sid, uid, nudge).await {
+    pub async fn deliver(
+        &self,
+        sid: Uuid,
+        uid: Uuid,
+        nudge: Nudge,
+        frame_received_us: Option<i64>,
+    ) {
+        if let Some(sent) = self.publish(sid, uid, nudge, frame_received_us).await {
             self.record(sid, uid, sent).await;
         }
     }
@@ -78,7 +84,14 @@ impl NudgeDelivery {
     /// Sends `nudge` to `uid` unless one already went out in this window; the nudge back
     /// when it went out, for the caller to [`record`](Self::record) once the phone has it
     /// on its way (recording first would put the writer's wakeup on the latency path).
-    pub async fn publish(&self, sid: Uuid, uid: Uuid, nudge: Nudge) -> Option<Nudge> {
+    /// `frame_received_us`: when the gateway accepted the frame that caused it, if one did.
+    pub async fn publish(
+        &self,
+        sid: Uuid,
+        uid: Uuid,
+        nudge: Nudge,
+        frame_received_us: Option<i64>,
+    ) -> Option<Nudge> {
         let payload = match serde_json::to_vec(&nudge) {
             Ok(json) => Bytes::from(json),
             Err(e) => {
@@ -88,7 +101,10 @@ impl NudgeDelivery {
         };
         let id = self.append(sid, uid, payload.clone()).await?;
         let subject = self.bus.subjects().nudges(sid, uid);
-        if let Err(e) = self.bus.publish_event(subject, id, payload).await {
+        let publish = self
+            .bus
+            .publish_nudge(subject, id, frame_received_us, payload);
+        if let Err(e) = publish.await {
             tracing::warn!(%sid, error = %e, "publishing a nudge failed");
             return None;
         }

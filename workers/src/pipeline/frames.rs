@@ -103,6 +103,9 @@ impl FrameConsumer {
             Some(_) => return reject("frames", "not_a_consenting_member", Some(sid)),
             None => return reject("frames", "unknown_session", Some(sid)),
         }
+        let received_us = msg
+            .header(inside_bus::FRAME_RECEIVED_US_HEADER)
+            .and_then(|v| v.parse::<i64>().ok());
         // the nudge goes out before anything is recorded: the phone is waiting for it
         let sent = match self.policy.evaluate(&frame) {
             Some(_) if self.delivery.checks_remotely() && self.delivery.known_limited(sid, uid) => {
@@ -112,13 +115,13 @@ impl FrameConsumer {
                 if let Ok(permit) = self.in_flight.clone().acquire_owned().await {
                     let delivery = self.delivery.clone();
                     tokio::spawn(async move {
-                        delivery.deliver(sid, uid, nudge).await;
+                        delivery.deliver(sid, uid, nudge, received_us).await;
                         drop(permit);
                     });
                 }
                 None
             }
-            Some(nudge) => self.delivery.publish(sid, uid, nudge).await,
+            Some(nudge) => self.delivery.publish(sid, uid, nudge, received_us).await,
             None => None,
         };
         // the nudge first: once the frame is recorded the report may be written, and the

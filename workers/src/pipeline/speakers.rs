@@ -297,7 +297,7 @@ impl SpeakerConsumer {
         else {
             return;
         };
-        self.delivery.deliver(sid, uid, nudge).await;
+        self.delivery.deliver(sid, uid, nudge, None).await;
     }
 
     /// The voiceprints of the session's members, cached for a few seconds.
