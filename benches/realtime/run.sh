@@ -19,7 +19,7 @@ n=${2:?a rate, stream or socket count}
 mode=${3:-embedded}
 port=${PORT:-18100}
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release -q -p inside-gateway -p inside-workers -p inside-benches --bins
+cargo build --release -q -p inside-server -p inside-workers -p inside-benches --bins
 if curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
   echo "port $port is already serving (an earlier run still going?): set PORT or stop it" >&2
   exit 1

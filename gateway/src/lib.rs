@@ -1,8 +1,10 @@
-//! The Inside gateway: REST and WebSocket in front of the store, the bus and
-//! the workers. `app(state)` is the whole HTTP surface, so tests can drive
-//! it; `serve` runs it until shutdown.
+//! The Inside gateway library: REST and WebSocket in front of the store, the bus and the
+//! workers. `app(state)` is the whole HTTP surface, so tests can drive it; `serve` runs it
+//! until shutdown. What differs by deployment comes in as [`capabilities`]; the binary that
+//! chooses them and runs the embedded pipeline is the `inside-server` crate.
 
 pub mod auth;
+pub mod capabilities;
 pub mod cors;
 pub mod error;
 pub mod extract;
@@ -27,7 +29,7 @@ use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable};
 
 use crate::error::ApiError;
-pub use crate::state::AppState;
+pub use crate::state::{AppState, Connections};
 
 /// JSON bodies are small; audio routes set their own limit.
 const JSON_BODY_LIMIT: usize = 1 << 20;
@@ -67,36 +69,18 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` fires, with the report runner of the
-/// embedded default beside it; waits for in-flight requests to finish.
+/// Serves on `listener` until `shutdown` fires and waits for in-flight requests and sockets
+/// to finish; then cancels `shutdown` for the rest of the process, waits for `companions`
+/// (what else this process runs: the embedded pipeline and report jobs) to stop, and closes
+/// the database.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: CancellationToken,
+    companions: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    let mut background = Vec::new();
-    let mut pipeline = None;
-    if state.bus.is_local() {
-        // Embedded default: this process also runs the report jobs and the
-        // analysis pipeline, on the in-process bus.
-        background.push(tokio::spawn(state.jobs.clone().run(shutdown.child_token())));
-        let consumers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        pipeline = Some(
-            inside_workers::pipeline::Pipeline::start(
-                state.bus.clone(),
-                state.limiter.clone(),
-                state.store.clone(),
-                inside_workers::pipeline::PipelineConfig::from_settings(&state.settings, consumers)
-                    .with_speaker_model(state.speaker.clone(), &state.settings)?
-                    .with_directory(state.sessions.clone())
-                    .with_event_log(state.events.clone()),
-                shutdown.child_token(),
-            )
-            .await?,
-        );
-    }
-    tracing::info!(%addr, database = ?state.store.backend(), nats = state.nats.is_some(), redis = state.settings.redis_url.is_some(), "Inside gateway listening");
+    tracing::info!(%addr, database = ?state.store.backend(), nats = state.bus.nats().is_some(), redis = state.settings.redis_url.is_some(), "Inside gateway listening");
     let hub = state.hub.clone();
     let limits = server::ConnectionLimits {
         header_read_timeout: Duration::from_secs_f64(state.settings.http_header_read_timeout),
@@ -120,37 +104,8 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shutdown.cancel();
-    for task in background {
-        let _ = task.await;
-    }
-    if let Some(pipeline) = pipeline {
-        pipeline.stopped().await;
-    }
+    companions.await;
     state.store.close().await;
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-pub fn cancel_on_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
-        }
-        tracing::info!("shutdown signal received; draining");
-        token.cancel();
-    });
 }

@@ -8,12 +8,11 @@ use anyhow::Context;
 use inside_settings::{ExposeSecret, Settings};
 use inside_store::event_log::{EventLog, Window};
 use inside_store::limiter::Limiter;
-use inside_store::Store;
-use inside_workers::{ReportConfig, ReportJobs};
-use metrics_exporter_prometheus::PrometheusHandle;
+use inside_store::{SessionDirectory, Store};
 use rand::RngCore;
 
 use crate::auth::{HasherPool, LiveAccounts, PasswordHasher, TokenKeys};
+use crate::capabilities::{BusHealth, Capabilities, Enroller, ReportQueue, SpeakerAvailability};
 use crate::mail::{self, Mailer};
 
 #[derive(Clone)]
@@ -31,20 +30,23 @@ pub struct Inner {
     pub accounts: LiveAccounts,
     pub hasher: PasswordHasher,
     pub mailer: Arc<dyn Mailer>,
-    pub jobs: ReportJobs,
-    pub nats: Option<async_nats::Client>,
+    /// Where finalized sessions' report jobs go.
+    pub reports: Arc<dyn ReportQueue>,
+    /// Who turns an enrolment recording into a voiceprint.
+    pub enroller: Arc<dyn Enroller>,
+    /// Whether live audio would be attributed (this process's model, or a worker's).
+    pub speakers: Arc<dyn SpeakerAvailability>,
+    /// The bus's lines in `/health`.
+    pub bus_health: Arc<dyn BusHealth>,
     /// NATS or the in-process bus; the realtime path and pokes go through it.
     pub bus: inside_bus::Bus,
     pub hub: crate::realtime::SessionHub,
     /// Sessions' status and members, cached for the realtime path (shared with the embedded
     /// pipeline).
-    pub sessions: inside_store::SessionDirectory,
+    pub sessions: SessionDirectory,
     /// Copies live data to the research subjects while every member agreed.
     pub research: crate::realtime::ResearchGate,
-    pub metrics: PrometheusHandle,
-    pub speaker: Option<Arc<inside_engine::speech::SpeakerModel>>,
-    /// Whether live audio would be attributed (this process's model, or a worker's).
-    pub speakers: crate::realtime::SpeakerProbe,
+    pub metrics: inside_process::Recorder,
 }
 
 impl Deref for AppState {
@@ -54,9 +56,16 @@ impl Deref for AppState {
     }
 }
 
-impl AppState {
-    /// Connects to what the settings name and applies migrations.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+/// What a gateway connects to, opened from the settings: the database (migrated), the limiter
+/// and the bus (with NATS, the report job stream exists once this returns).
+pub struct Connections {
+    pub store: Store,
+    pub limiter: Limiter,
+    pub bus: inside_bus::Bus,
+}
+
+impl Connections {
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         settings.require_shared_limits()?;
         let store = Store::connect(
             settings.database_url.expose_secret(),
@@ -92,6 +101,26 @@ impl AppState {
             }
             None => inside_bus::Bus::local(subjects),
         };
+        Ok(Self {
+            store,
+            limiter,
+            bus,
+        })
+    }
+}
+
+impl AppState {
+    /// The state over `connections`, with what differs by deployment in `capabilities`.
+    pub fn new(
+        settings: Settings,
+        connections: Connections,
+        capabilities: Capabilities,
+    ) -> anyhow::Result<Self> {
+        let Connections {
+            store,
+            limiter,
+            bus,
+        } = connections;
         let events = EventLog::for_deployment(
             &limiter,
             bus.is_local(),
@@ -99,7 +128,6 @@ impl AppState {
                 .resume_window()
                 .map(|(events, max_age)| Window { events, max_age }),
         );
-        let nats = bus.nats().cloned();
         let hub = crate::realtime::SessionHub::new(
             bus.clone(),
             crate::realtime::caps::SocketLimits {
@@ -111,7 +139,7 @@ impl AppState {
             heartbeat: Duration::from_secs_f64(settings.presence_heartbeat_seconds),
             ttl: Duration::from_secs_f64(settings.presence_ttl_seconds),
         });
-        let sessions = inside_store::SessionDirectory::new(store.clone());
+        let sessions = SessionDirectory::new(store.clone());
         let research = crate::realtime::ResearchGate::new(bus.clone(), sessions.clone());
         let secret = secret_key(&settings)?;
         let keys = TokenKeys::new(
@@ -127,9 +155,14 @@ impl AppState {
             HasherPool::for_cores(cores, settings.bcrypt_queue),
         )?;
         let mailer = mail::from_settings(&settings)?;
-        let jobs = ReportJobs::new(store.clone(), ReportConfig::from_settings(&settings));
-        let speaker = load_speaker(&settings.ecapa_model_dir);
-        let speakers = crate::realtime::SpeakerProbe::new(bus.clone(), speaker.is_some());
+        let metrics = inside_process::Recorder::install(&settings.app_version);
+        crate::telemetry::describe_metrics();
+        let Capabilities {
+            reports,
+            enroller,
+            speakers,
+            bus_health,
+        } = capabilities;
         Ok(Self(Arc::new(Inner {
             settings: Arc::new(settings),
             store,
@@ -139,15 +172,15 @@ impl AppState {
             keys,
             hasher,
             mailer,
-            jobs,
-            nats,
+            reports,
+            enroller,
+            speakers,
+            bus_health,
             bus,
             hub,
             sessions,
             research,
-            metrics: crate::telemetry::metrics_handle(),
-            speaker,
-            speakers,
+            metrics,
         })))
     }
 }
@@ -171,22 +204,4 @@ fn secret_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
     std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
     tracing::warn!(path = %path.display(), "SECRET_KEY not set: generated a development key (set SECRET_KEY in production)");
     Ok(key.into_bytes())
-}
-
-/// The speaker model, when `ECAPA_MODEL_DIR` names one that loads. Without it
-/// the server still runs and voiceprint enrolment answers 503.
-fn load_speaker(
-    dir: &Option<std::path::PathBuf>,
-) -> Option<Arc<inside_engine::speech::SpeakerModel>> {
-    let dir = dir.as_ref()?;
-    match inside_engine::speech::SpeakerModel::load(dir) {
-        Ok(m) => {
-            tracing::info!(dir = %dir.display(), "speaker model loaded");
-            Some(Arc::new(m))
-        }
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "speaker model not loaded; voiceprints unavailable");
-            None
-        }
-    }
 }

@@ -20,8 +20,7 @@ use inside_bus::Subjects;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-#[path = "../../gateway/tests/common/nats_server.rs"]
-mod nats_server;
+use inside_testkit::nats_server;
 
 use nats_server::{Identity, NatsServer, GATEWAY, RESEARCHER, WORKER};
 

@@ -21,13 +21,9 @@ use inside_schemas::{ConsentStatus, EventBody, FeatureFrame, Nudge, Relationship
 use inside_store::Store;
 use uuid::Uuid;
 
-// the gateway tests' cleanup of what a test leaves on the shared services
-#[allow(dead_code)]
-#[path = "../../gateway/tests/common/scratch.rs"]
-mod scratch;
-// a nats-server of the test's own, with the shipped identities and permissions
-#[path = "../../gateway/tests/common/nats_server.rs"]
-mod nats_server;
+// a nats-server of the test's own, with the shipped identities and permissions; the cleanup
+// of what a test leaves on the shared services
+use inside_testkit::{nats_server, scratch};
 
 use nats_server::{NatsServer, GATEWAY, WORKER};
 

@@ -17,8 +17,7 @@ use inside_settings::Settings;
 use nkeys::KeyPair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[path = "../../gateway/tests/common/nats_server.rs"]
-mod nats_server;
+use inside_testkit::nats_server;
 
 use nats_server::{NatsServer, GATEWAY};
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "../../gateway/tests/common/nats_server.rs"]
-mod nats_server;
+use inside_testkit::nats_server;
+use inside_testkit::prometheus::{assert_every_series_described, sample};
 
 use nats_server::NatsServer;
 
@@ -244,4 +244,54 @@ async fn a_worker_with_nats_and_no_redis_refuses_to_start_naming_both_settings()
     let w = worker(dir.path(), &env);
     let health = wait_for(addr, "/readyz", 200, &w).await;
     assert!(health["checks"].get("redis").is_none(), "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_explain_every_series_and_start_the_worker_series_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let w = worker(
+        dir.path(),
+        &[
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}/inside.db", dir.path().display()),
+            ),
+            ("WORKER_BIND_ADDR", addr.to_string()),
+        ],
+    );
+    wait_for(addr, "/livez", 200, &w).await;
+    let scrape = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_every_series_described(&scrape);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("inside_build_info{{version=\"{version}\"}}")
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    // a dashboard shows 0, not "no data", before the first job or frame
+    for series in [
+        "inside_jobs_total{outcome=\"done\"}",
+        "inside_jobs_total{outcome=\"failed\"}",
+        "inside_frames_received_total",
+        "inside_nudges_total{type=\"SLOW_DOWN\"}",
+        "inside_reports_written_total",
+        "inside_jobs_pending",
+    ] {
+        assert_eq!(sample(&scrape, series), Some(0.0), "{series}:\n{scrape}");
+    }
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("process_cpu_seconds_total ")),
+        "{scrape}"
+    );
 }

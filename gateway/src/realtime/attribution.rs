@@ -1,5 +1,5 @@
-//! Whether live audio would reach a speaker model. Embedded, the model is this process's;
-//! with NATS it is a worker's, and a gateway cannot see the workers, so it asks: a request on
+//! Whether live audio would reach a worker's speaker model (distributed; embedded, the answer is
+//! [`crate::capabilities::LocalSpeakers`]). A gateway cannot see the workers, so it asks: a request on
 //! `inside.v1.capabilities` that workers with a model answer (queue group `workers`). No
 //! answer (NATS says "no responders" at once; otherwise a short timeout) means nobody would
 //! attribute the stream, and `client.audio_start` is refused with `audio_unavailable` rather
@@ -8,10 +8,13 @@
 
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use inside_bus::{Bus, HeaderMap};
 use inside_schemas::Capabilities;
 use tokio::sync::Mutex;
+
+use crate::capabilities::SpeakerAvailability;
 
 /// How long a "yes" is trusted: the last worker with a model stopping is noticed within this.
 pub const KEEP_YES: Duration = Duration::from_secs(2);
@@ -23,38 +26,37 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(750);
 
 pub struct SpeakerProbe {
     bus: Bus,
-    /// This process has a model (what counts on the in-process bus).
-    local_model: bool,
     /// The last answer and when it was had; held across a probe so others wait for it.
     last: Mutex<Option<(Instant, bool)>>,
 }
 
 impl SpeakerProbe {
-    pub fn new(bus: Bus, local_model: bool) -> Self {
+    pub fn new(bus: Bus) -> Self {
         Self {
             bus,
-            local_model,
             last: Mutex::new(None),
         }
     }
+}
 
-    /// Whether a speaker model would attribute a live audio stream started now.
-    pub async fn available(&self) -> bool {
-        if self.bus.is_local() {
-            return self.local_model;
-        }
+#[async_trait]
+impl SpeakerAvailability for SpeakerProbe {
+    /// Whether a worker's speaker model would attribute a live audio stream started now.
+    async fn available(&self) -> bool {
         let mut last = self.last.lock().await;
         if let Some((at, answer)) = *last {
             if at.elapsed() < if answer { KEEP_YES } else { KEEP_NO } {
                 return answer;
             }
         }
-        let answer = self.ask().await;
+        let answer = self.probe().await;
         *last = Some((Instant::now(), answer));
         answer
     }
+}
 
-    async fn ask(&self) -> bool {
+impl SpeakerProbe {
+    async fn probe(&self) -> bool {
         let subject = self.bus.subjects().capabilities();
         let reply = self
             .bus
@@ -68,8 +70,13 @@ impl SpeakerProbe {
                     false
                 }
             },
+            Err(inside_bus::BusError::NoResponders) => {
+                tracing::debug!("no worker with a speaker model is running");
+                false
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "no worker with a speaker model answered");
+                // a worker may exist but be stuck or cut off: worth a line, unlike "none runs"
+                tracing::warn!(error = %e, "the speaker capability probe got no answer");
                 false
             }
         }

@@ -24,7 +24,8 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-async fn check<E: std::fmt::Display>(
+/// An answer within [`CHECK_TIMEOUT`]: `ok` or the error.
+pub(crate) async fn check<E: std::fmt::Display>(
     f: impl std::future::Future<Output = Result<(), E>>,
 ) -> String {
     match tokio::time::timeout(CHECK_TIMEOUT, f).await {
@@ -34,34 +35,19 @@ async fn check<E: std::fmt::Display>(
     }
 }
 
-/// Each dependency: database, limiter (Redis when set), and with NATS the bus and the
-/// JetStream stream report jobs go to.
+/// Each dependency: database, limiter (Redis when set), and the bus's own checks (with NATS
+/// the connection and the JetStream stream report jobs go to).
 async fn checks(state: &AppState) -> BTreeMap<String, String> {
-    let (database, limiter) = tokio::join!(check(state.store.ping()), check(state.limiter.ping()));
+    let (database, limiter, bus) = tokio::join!(
+        check(state.store.ping()),
+        check(state.limiter.ping()),
+        state.bus_health.checks()
+    );
     let mut checks = BTreeMap::from([
         ("database".to_string(), database),
         ("limiter".to_string(), limiter),
     ]);
-    let bus = match &state.nats {
-        None => "ok".to_string(),
-        Some(c) => match c.connection_state() {
-            async_nats::connection::State::Connected => {
-                let js = async_nats::jetstream::new(c.clone());
-                let stream = state.bus.subjects().jobs_stream();
-                let (bus, jetstream) = tokio::join!(
-                    check(async { c.flush().await }),
-                    check(async { js.get_stream(&stream).await.map(|_| ()) })
-                );
-                checks.insert("jetstream".into(), jetstream);
-                bus
-            }
-            other => {
-                checks.insert("jetstream".into(), format!("error: NATS {other}"));
-                format!("error: {other}")
-            }
-        },
-    };
-    checks.insert("bus".into(), bus);
+    checks.extend(bus);
     checks
 }
 

@@ -99,19 +99,7 @@ pub async fn finalize(
     {
         tracing::warn!(%sid, error = %e, "announcing the finalize failed");
     }
-    match state.bus.nats() {
-        // Distributed: a durable JetStream job, deduplicated by session id.
-        Some(client) => inside_bus::jobs::publish_report_job(client, state.bus.subjects(), sid)
-            .await
-            .map_err(ApiError::internal)?,
-        None => {
-            state
-                .store
-                .enqueue_job(inside_store::jobs::REPORT, sid)
-                .await?;
-            state.jobs.wake();
-        }
-    }
+    state.reports.enqueue(sid).await?;
     tracing::info!(%sid, "session finalizing; report job enqueued");
     Ok((StatusCode::ACCEPTED, Json(session)))
 }

@@ -5,8 +5,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use inside_engine::speech::{enrol_recording, Codec, SpeechError, Voiceprint, ENROL_MAX_BYTES};
-use inside_schemas::{EmbedReply, ErrorBody, User, VoiceprintEnrolled, VoiceprintStatus};
+use inside_engine::speech::{Codec, SpeechError, ENROL_MAX_BYTES};
+use inside_schemas::{ErrorBody, User, VoiceprintEnrolled, VoiceprintStatus};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
@@ -16,8 +16,6 @@ use crate::state::AppState;
 /// Enrolment audio: 3..=60 s.
 const MIN_SECONDS: f64 = 3.0;
 pub const MAX_AUDIO_BYTES: usize = ENROL_MAX_BYTES;
-/// A worker embeds 60 s in about a second; allow for a busy fleet.
-const ENROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -122,20 +120,7 @@ pub async fn enrol_voiceprint(
                 "expected audio/wav, audio/flac, audio/ogg or audio/mpeg".into(),
             )
         })?;
-    let print = if state.bus.is_local() {
-        let Some(model) = state.speaker.clone() else {
-            return Err(ApiError::Unavailable(
-                "model_unavailable",
-                "no speaker model is configured (ECAPA_MODEL_DIR)".into(),
-            ));
-        };
-        tokio::task::spawn_blocking(move || enrol_recording(&model, body.to_vec(), codec))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(speech_error)?
-    } else {
-        enrol_on_workers(&state, codec, body).await?
-    };
+    let print = state.enroller.enrol(codec, body).await?;
     let (seconds, quality) = (f64::from(print.seconds), f64::from(print.quality));
     state
         .store
@@ -147,53 +132,6 @@ pub async fn enrol_voiceprint(
         seconds,
         quality,
     }))
-}
-
-/// Distributed: a worker with the model embeds the file (`inside.v1.embed`).
-async fn enrol_on_workers(state: &AppState, codec: Codec, body: Bytes) -> ApiResult<Voiceprint> {
-    let headers = inside_bus::header_map(&[(
-        inside_schemas::audio::headers::CONTENT_TYPE,
-        codec_mime(codec).to_string(),
-    )]);
-    let reply = state
-        .bus
-        .request(state.bus.subjects().embed(), headers, body, ENROL_TIMEOUT)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "no worker answered an enrolment request");
-            ApiError::Unavailable(
-                "model_unavailable",
-                "no worker with a speaker model answered (ECAPA_MODEL_DIR on the workers)".into(),
-            )
-        })?;
-    match serde_json::from_slice::<EmbedReply>(&reply).map_err(ApiError::internal)? {
-        EmbedReply::Ok {
-            embedding,
-            seconds,
-            quality,
-        } => Ok(Voiceprint {
-            embedding,
-            seconds: seconds as f32,
-            quality: quality as f32,
-        }),
-        EmbedReply::Error { code, message } => Err(match code.as_str() {
-            "payload_too_large" => ApiError::PayloadTooLarge(message),
-            "model_unavailable" => ApiError::Unavailable("model_unavailable", message),
-            "unsupported_media_type" => ApiError::UnsupportedMediaType(message),
-            "validation_error" => ApiError::validation(message),
-            _ => ApiError::internal(message),
-        }),
-    }
-}
-
-fn codec_mime(codec: Codec) -> &'static str {
-    match codec {
-        Codec::Wav => "audio/wav",
-        Codec::Flac => "audio/flac",
-        Codec::Ogg => "audio/ogg",
-        Codec::Mp3 => "audio/mpeg",
-        Codec::PcmS16le => "audio/l16",
-    }
 }
 
 pub(crate) fn speech_error(e: SpeechError) -> ApiError {

@@ -14,11 +14,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::audio::{load_model, pcm, voice};
-use common::nats_server::NatsServer;
 use common::process::GatewayProcess;
 use common::worker::start_worker;
 use common::ws::Ws;
 use common::*;
+use inside_testkit::nats_server::NatsServer;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +78,8 @@ async fn a_gateway_with_nats_and_no_redis_refuses_to_start_naming_both_settings(
     let prefix = inside_bus::Subjects::new(format!("t{}", uuid::Uuid::new_v4().simple()));
     env.insert("NATS_SUBJECT_PREFIX".into(), prefix.prefix().to_string());
     // the job stream it creates goes when the test ends
-    let _stream = common::scratch::Leftovers::default().with_stream(NATS, prefix.jobs_stream());
+    let _stream =
+        inside_testkit::scratch::Leftovers::default().with_stream(NATS, prefix.jobs_stream());
     let g = GatewayProcess::start(&env).await;
     let (s, health) = g.get("/readyz", None).await;
     assert_eq!(s, 200, "{health}");

@@ -1,7 +1,7 @@
 //! What a test creates on the shared services (its own PostgreSQL database, the JetStream
 //! stream of its subject prefix), removed again when the test is done with it: a machine that
 //! runs the suite every day would otherwise keep some forty databases (about 8 MB each) and
-//! streams per run. Also compiled into the workers' tests (`#[path]`), so both clean up alike.
+//! streams per run. Shared by the gateway's and the workers' tests, so both clean up alike.
 
 use std::time::Duration;
 

@@ -12,11 +12,11 @@ mod common;
 use std::time::Duration;
 
 use common::audio::{load_model, pcm, voice, wav};
-use common::nats_server::{NatsServer, GATEWAY, RESEARCHER, WORKER};
 use common::process::GatewayProcess;
 use common::worker::start_worker;
 use common::ws::Ws;
 use common::*;
+use inside_testkit::nats_server::{NatsServer, GATEWAY, RESEARCHER, WORKER};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 

@@ -3,16 +3,17 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod audio;
-pub mod nats_server;
 pub mod process;
-pub mod scratch;
 pub mod worker;
+
+use inside_testkit::scratch;
 pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use inside_gateway::{serve, AppState};
+use inside_gateway::AppState;
+use inside_server::Server;
 use inside_settings::Settings;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -112,9 +113,10 @@ pub async fn start(env: HashMap<String, String>, scratch: std::sync::Arc<Scratch
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let state = AppState::build(settings).await.expect("build state");
+    let server = Server::build(settings).await.expect("build state");
+    let state = server.state.clone();
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(serve(state.clone(), listener, shutdown.clone()));
+    let handle = tokio::spawn(server.serve(listener, shutdown.clone()));
     TestApp {
         api: Api::new(addr),
         shutdown,

@@ -1,10 +1,7 @@
 //! A nats-server of a test's own: the shipped configuration (`deploy/nats/nats-server.conf`,
 //! identities and subject permissions) or one the test writes, on a free loopback port with a
 //! temporary JetStream directory, killed when dropped. A missing `nats-server` binary fails
-//! the test: the secured bus is not something to skip silently. Also compiled into the
-//! workers' tests (`#[path]`).
-
-#![allow(dead_code)]
+//! the test: the secured bus is not something to skip silently.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -48,7 +45,8 @@ pub struct NatsServer {
     child: Child,
     pub port: u16,
     log: Arc<Mutex<Vec<String>>>,
-    dir: tempfile::TempDir,
+    /// The configuration and JetStream store, removed with the server.
+    _dir: tempfile::TempDir,
 }
 
 impl NatsServer {
@@ -111,7 +109,7 @@ impl NatsServer {
             child,
             port,
             log,
-            dir,
+            _dir: dir,
         };
         if ready_rx.recv_timeout(READY_WITHIN).is_err() {
             panic!(

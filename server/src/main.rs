@@ -1,9 +1,11 @@
 //! `gateway`: the Inside server. With no settings it serves everything from
 //! one process on embedded defaults (SQLite, in-process bus, memory limiter).
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use inside_gateway::{cancel_on_signals, serve, AppState};
-use inside_settings::Settings;
+use inside_process::cancel_on_signals;
+use inside_server::Server;
+use inside_settings::{ExposeSecret, Settings};
 use tokio_util::sync::CancellationToken;
 
 // No custom allocator: mimalloc held more memory per idle socket and was no faster
@@ -61,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("gateway: invalid configuration: {e}");
         std::process::exit(2);
     }
-    inside_gateway::telemetry::init_tracing(settings.debug);
+    inside_process::init_logs(settings.debug, settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Report {
             command: ReportCommand::Rerun { sid },
@@ -83,17 +85,26 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Command::Migrate => {
-            AppState::build(settings).await?;
+            // the database only: migrating needs no bus, limiter or model
+            let store = inside_store::Store::connect(
+                settings.database_url.expose_secret(),
+                2,
+                settings.database_echo,
+            )
+            .await
+            .context("connecting to the database (DATABASE_URL)")?;
+            store.migrate().await.context("applying migrations")?;
+            store.close().await;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::Serve => {
             raise_open_files_limit();
             let listener = tokio::net::TcpListener::bind(settings.bind_addr).await?;
-            let state = AppState::build(settings).await?;
+            let server = Server::build(settings).await?;
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone());
-            serve(state, listener, shutdown).await
+            server.serve(listener, shutdown).await
         }
     }
 }
