@@ -5,10 +5,12 @@
 pub mod barrier;
 pub mod directory;
 pub mod embed;
+pub mod error;
 pub mod ops;
 pub mod pipeline;
 pub mod reports;
 pub mod tap;
 
 pub use directory::SessionDirectory;
+pub use error::WorkerError;
 pub use reports::{write_report, ReportConfig, ReportJobs};
