@@ -91,6 +91,13 @@ impl Subjects {
         format!("{}.v1.research.speakers.{sid}", self.prefix)
     }
 
+    /// The end of a session for researchers: `{"event":"finalized"}` once it is finalized,
+    /// published only while every member has granted research use (same rule as
+    /// [`Self::research_frames`]). `worker tap` stops on it.
+    pub fn research_state(&self, sid: Uuid) -> String {
+        format!("{}.v1.research.state.{sid}", self.prefix)
+    }
+
     /// Every member's research frames of one session (researchers' tap).
     pub fn research_session_frames(&self, sid: Uuid) -> String {
         format!("{}.v1.research.frames.{sid}.*", self.prefix)
@@ -163,6 +170,10 @@ mod tests {
         assert_eq!(
             s.research_frames(sid, uid),
             format!("inside.v1.research.frames.{sid}.{uid}")
+        );
+        assert_eq!(
+            s.research_state(sid),
+            format!("inside.v1.research.state.{sid}")
         );
         assert_eq!(
             s.research_audio(sid, uid),

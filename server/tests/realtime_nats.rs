@@ -251,7 +251,7 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
         .await
         .unwrap();
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(tap.run(stop.clone(), move |l| {
+    let tapping = tokio::spawn(tap.run(stop.clone(), Duration::from_millis(200), move |l| {
         let _ = lines_tx.send(l);
     }));
 
@@ -329,6 +329,17 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
     assert_eq!(kinds["audio"]["payload"]["bytes"], 96_000);
     assert_eq!(kinds["audio"]["payload"]["end_ms"], 1500);
     assert_eq!(kinds["speaker"]["user_id"], uid(&a));
+
+    // the finalize ends the tap, its `finalized` line last
+    let (s, _) = g.finalize(&sid, Some(token(&a))).await;
+    assert_eq!(s, 202);
+    let end = tokio::time::timeout(T, tapping).await.unwrap().unwrap();
+    assert_eq!(end, inside_workers::tap::TapEnd::Finalized);
+    let mut last = Value::Null;
+    while let Ok(line) = lines.try_recv() {
+        last = serde_json::from_str(&line).unwrap();
+    }
+    assert_eq!(last["kind"], "finalized", "{last}");
 
     stop.cancel();
     w.stopped().await;

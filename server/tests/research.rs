@@ -30,6 +30,7 @@ both_databases!(
     research_use_is_changed_only_by_the_member_themself,
     a_write_batch_with_an_unknown_session_keeps_the_good_events,
     research_copies_on_the_in_process_bus_need_every_member,
+    a_finalize_reaches_researchers_only_where_every_member_agreed,
     forged_frames_on_the_in_process_bus_are_refused,
 );
 
@@ -171,6 +172,30 @@ async fn research_copies_on_the_in_process_bus_need_every_member(db: Db) {
     let frame: Value = serde_json::from_slice(&copy.payload).unwrap();
     assert_eq!(frame["seq"], 2);
     // c's session (d never agreed) published nothing there
+    assert!(tokio::time::timeout(QUIET, research.next()).await.is_err());
+}
+
+async fn a_finalize_reaches_researchers_only_where_every_member_agreed(db: Db) {
+    let app = spawn_app(db).await;
+    let bus = &app.state.bus;
+    let mut research = bus.subscribe(bus.subjects().all_research()).await.unwrap();
+    let (a, _b, _, both) = session_with_research(&app, &[0, 1]).await;
+    let (c, _d, _, one) = session_with_research(&app, &[0]).await;
+    let (s, _) = app.finalize(&one, Some(token(&c))).await;
+    assert_eq!(s, 202);
+    let (s, _) = app.finalize(&both, Some(token(&a))).await;
+    assert_eq!(s, 202);
+    let end = tokio::time::timeout(T, research.next())
+        .await
+        .unwrap()
+        .unwrap();
+    // the first and only announcement is the agreed session's: `worker tap` ends on it
+    assert_eq!(
+        end.subject,
+        bus.subjects().research_state(both.parse().unwrap())
+    );
+    let event: Value = serde_json::from_slice(&end.payload).unwrap();
+    assert_eq!(event, json!({"event": "finalized"}));
     assert!(tokio::time::timeout(QUIET, research.next()).await.is_err());
 }
 

@@ -1,18 +1,44 @@
 //! `worker embed`: the researchers' CLI around the speaker model. One JSON line per file with
 //! its 192-d ECAPA-TDNN embedding, or with `--compare A B` the cosine score of two files, so
-//! embeddings can be checked against SpeechBrain's or scored offline.
+//! embeddings can be checked against SpeechBrain's or scored offline. The model folder is
+//! `--model-dir`, else `ECAPA_MODEL_DIR`; a missing model is a [`WorkerError`] saying how to
+//! get it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use inside_engine::speech::{cosine, decode, AudioLimits, Codec, SpeakerModel};
+use inside_engine::speech::{cosine, decode, AudioLimits, Codec, SpeakerModel, SpeechError};
+
+use crate::WorkerError;
 
 /// Recordings up to ten minutes: this is an offline tool, not the live path.
 const CLI_LIMITS: AudioLimits = AudioLimits {
     max_bytes: 512 << 20,
     max_seconds: 600.0,
 };
+
+/// The model folder: `--model-dir` when given, else the settings' `ECAPA_MODEL_DIR`.
+pub fn model_dir(
+    given: Option<PathBuf>,
+    ecapa_model_dir: Option<&Path>,
+) -> Result<PathBuf, WorkerError> {
+    given
+        .or_else(|| ecapa_model_dir.map(Path::to_path_buf))
+        .ok_or(WorkerError::ModelDirUnset)
+}
+
+/// Loads the model from `dir`; no weights there is [`WorkerError::ModelMissing`].
+pub fn load_model(dir: &Path) -> anyhow::Result<SpeakerModel> {
+    match SpeakerModel::load(dir) {
+        Ok(model) => Ok(model),
+        Err(SpeechError::ModelMissing(_)) => {
+            Err(WorkerError::ModelMissing(dir.to_path_buf()).into())
+        }
+        Err(e) => Err(anyhow::Error::new(e)
+            .context(format!("loading the speaker model from {}", dir.display()))),
+    }
+}
 
 /// Prints to stdout: `{"file": …, "embedding": [..]}` per file, or with `compare` and exactly
 /// two files `{"a": …, "b": …, "cosine": …}`.
@@ -35,8 +61,7 @@ pub fn run_embed_to(
     if files.is_empty() {
         bail!("no audio files given");
     }
-    let model = SpeakerModel::load(model_dir)
-        .with_context(|| format!("loading the speaker model from {}", model_dir.display()))?;
+    let model = load_model(model_dir)?;
     let mut embeddings = Vec::with_capacity(files.len());
     for file in files {
         let e = embed_file(&model, file)?;
@@ -113,12 +138,38 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert!((v["cosine"].as_f64().unwrap() - 1.0).abs() < 1e-6);
         assert!(run_embed_to(&dir, &[wav], true, &mut Vec::new()).is_err());
-        assert!(run_embed_to(
-            Path::new("/nonexistent"),
-            &[dir.join("input.wav")],
-            false,
-            &mut Vec::new()
-        )
-        .is_err());
+    }
+
+    #[test]
+    fn a_missing_model_names_the_folder_and_how_to_get_it() {
+        let empty = tempfile::tempdir().unwrap();
+        let wav = fixture().join("input.wav");
+        let err = run_embed_to(empty.path(), &[wav], false, &mut Vec::new()).unwrap_err();
+        assert!(matches!(
+            err.downcast_ref::<WorkerError>(),
+            Some(WorkerError::ModelMissing(d)) if d == empty.path()
+        ));
+        let message = err.to_string();
+        let folder = empty.path().display().to_string();
+        for needle in [
+            folder.as_str(),
+            "embedding_model.ckpt",
+            "speechbrain/spkrec-ecapa-voxceleb",
+            "ECAPA_MODEL_DIR",
+            "README.md",
+        ] {
+            assert!(message.contains(needle), "{needle:?} not in: {message}");
+        }
+    }
+
+    #[test]
+    fn the_model_folder_is_the_flag_else_the_setting() {
+        let flag = PathBuf::from("/from/flag");
+        let setting = Path::new("/from/setting");
+        assert_eq!(model_dir(Some(flag.clone()), Some(setting)).unwrap(), flag);
+        assert_eq!(model_dir(None, Some(setting)).unwrap(), setting);
+        let unset = model_dir(None, None).unwrap_err();
+        assert!(matches!(unset, WorkerError::ModelDirUnset));
+        assert!(unset.to_string().contains("ECAPA_MODEL_DIR"), "{unset}");
     }
 }

@@ -4,10 +4,12 @@
 
 pub mod barrier;
 pub mod embed;
+pub mod error;
 pub mod ops;
 pub mod pipeline;
 pub mod reports;
 pub mod tap;
 pub mod telemetry;
 
+pub use error::WorkerError;
 pub use reports::{write_report, ReportConfig, ReportJobs};

@@ -35,9 +35,10 @@ enum Command {
     Run,
     /// Print speaker embeddings of audio files as JSON lines, or compare two.
     Embed {
-        /// Folder with embedding_model.ckpt (or .safetensors) and hyperparams.yaml.
+        /// Folder with embedding_model.ckpt (or .safetensors) and hyperparams.yaml
+        /// [default: ECAPA_MODEL_DIR].
         #[arg(long)]
-        model_dir: PathBuf,
+        model_dir: Option<PathBuf>,
         /// Print the cosine score of exactly two files instead.
         #[arg(long)]
         compare: bool,
@@ -45,8 +46,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print one session's live frames, nudges, speaker events, presence and audio segment
-    /// metadata as JSON lines (needs NATS_URL; takes no work from the workers).
+    /// Print one session's research frames, speaker events and audio segment metadata as
+    /// JSON lines until the session is finalized (needs NATS_URL; takes no work from the
+    /// workers).
     Tap {
         /// The session id.
         #[arg(long)]
@@ -127,7 +129,7 @@ async fn run_fleet_member(
     Ok(())
 }
 
-/// `worker tap`: JSON lines on stdout until Ctrl-C.
+/// `worker tap`: JSON lines on stdout until the session is finalized or Ctrl-C.
 async fn run_tap(settings: &Settings, sid: uuid::Uuid) -> anyhow::Result<()> {
     use std::io::Write;
     let url = settings
@@ -143,19 +145,46 @@ async fn run_tap(settings: &Settings, sid: uuid::Uuid) -> anyhow::Result<()> {
         .context("subscribing to the session's subjects")?;
     let shutdown = CancellationToken::new();
     inside_process::cancel_on_signals(shutdown.clone());
-    tracing::info!(%sid, "tapping the session; Ctrl-C stops");
+    tracing::info!(%sid, "tapping the session until it is finalized; Ctrl-C stops");
     let mut stdout = std::io::stdout().lock();
-    tap.run(shutdown, |line| {
-        // a closed pipe (`worker tap | head`) ends the process
-        if writeln!(stdout, "{line}")
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
-            std::process::exit(0);
-        }
-    })
-    .await;
+    let end = tap
+        .run(shutdown, inside_workers::tap::FINALIZE_LINGER, |line| {
+            // a closed pipe (`worker tap | head`) ends the process
+            if writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                std::process::exit(0);
+            }
+        })
+        .await;
+    tracing::info!(%sid, ?end, "tap ended");
     Ok(())
+}
+
+/// `worker embed`: the model folder from the flag or ECAPA_MODEL_DIR; no model is exit code 2
+/// with what to do.
+fn run_embed(model_dir: Option<PathBuf>, files: &[PathBuf], compare: bool) -> anyhow::Result<()> {
+    let dir = match model_dir {
+        Some(dir) => Ok(dir),
+        None => match Settings::load() {
+            Ok(s) => inside_workers::embed::model_dir(None, s.ecapa_model_dir.as_deref()),
+            Err(e) => {
+                eprintln!("worker: invalid configuration: {e}");
+                std::process::exit(2);
+            }
+        },
+    };
+    let result = dir
+        .map_err(anyhow::Error::from)
+        .and_then(|dir| inside_workers::embed::run_embed(&dir, files, compare));
+    match result {
+        Err(e) if e.downcast_ref::<inside_workers::WorkerError>().is_some() => {
+            eprintln!("worker embed: {e}");
+            std::process::exit(2);
+        }
+        other => other,
+    }
 }
 
 #[tokio::main]
@@ -167,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
         files,
     }) = cli.command
     {
-        return inside_workers::embed::run_embed(&model_dir, &files, compare);
+        return run_embed(model_dir, &files, compare);
     }
     let settings = match Settings::load() {
         Ok(s) => s,

@@ -4,7 +4,8 @@
 //! agreed to research use; the internal subjects are not for researchers (the reference NATS
 //! configuration lets a researcher read `*.v1.research.>` and nothing else). Prints each
 //! message as one JSON line: `{"at_us", "kind", "user_id", "payload"}`. Audio segments print
-//! their header metadata and size, not the samples.
+//! their header metadata and size, not the samples. The tap ends when the session is
+//! finalized (`inside.v1.research.state.<sid>`): a last line of kind `finalized`.
 
 use futures::stream::{select_all, StreamExt};
 use inside_bus::{last_uuid, sid_uid, Bus, BusMessage};
@@ -32,6 +33,7 @@ pub async fn subscribe(bus: &Bus, sid: Uuid) -> Result<SessionTap, inside_bus::B
         s.research_session_frames(sid),
         s.research_speakers(sid),
         s.research_session_audio(sid),
+        s.research_state(sid),
     ] {
         subs.push(bus.subscribe(subject).await?);
     }
@@ -49,17 +51,64 @@ pub async fn subscribe(bus: &Bus, sid: Uuid) -> Result<SessionTap, inside_bus::B
     })
 }
 
+/// Why a tap stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapEnd {
+    /// The session was finalized; its `finalized` line was the last one.
+    Finalized,
+    /// `shutdown` fired (Ctrl-C, SIGTERM).
+    Shutdown,
+    /// The bus closed the subscriptions.
+    BusClosed,
+}
+
+/// How long a tap keeps printing after the finalize: the workers publish the speaker events
+/// of the last audio segments after the gateways stopped reading the session.
+pub const FINALIZE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl SessionTap {
-    /// Calls `line` with each event until `shutdown` or until the bus closes.
-    pub async fn run(self, shutdown: CancellationToken, mut line: impl FnMut(String)) {
+    /// Calls `line` with each event until the session is finalized (then for `linger` more,
+    /// the `finalized` line last), until `shutdown`, or until the bus closes.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        linger: std::time::Duration,
+        mut line: impl FnMut(String),
+    ) -> TapEnd {
         let mut all = select_all(self.subs);
+        let mut finalized: Option<Value> = None;
+        let until = tokio::time::sleep(std::time::Duration::MAX);
+        tokio::pin!(until);
         loop {
             let msg = tokio::select! {
                 m = all.next() => m,
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return TapEnd::Shutdown,
+                _ = &mut until, if finalized.is_some() => {
+                    if let Some(last) = finalized.take() {
+                        line(last.to_string());
+                    }
+                    return TapEnd::Finalized;
+                }
             };
-            let Some(msg) = msg else { return };
-            line(render(&self.bus, &msg).to_string());
+            let Some(msg) = msg else {
+                return match finalized.take() {
+                    Some(last) => {
+                        line(last.to_string());
+                        TapEnd::Finalized
+                    }
+                    None => TapEnd::BusClosed,
+                };
+            };
+            let event = render(&self.bus, &msg);
+            if event["kind"] == "finalized" {
+                // printed last, once what was still in flight has come in
+                if finalized.is_none() {
+                    until.as_mut().reset(tokio::time::Instant::now() + linger);
+                    finalized = Some(event);
+                }
+                continue;
+            }
+            line(event.to_string());
         }
     }
 }
@@ -76,6 +125,7 @@ pub fn render(bus: &Bus, msg: &BusMessage) -> Value {
         "frames" => ("frame", sid_uid(&msg.subject).map(|(_, u)| u)),
         "audio" => ("audio", sid_uid(&msg.subject).map(|(_, u)| u)),
         "speakers" => ("speaker", None),
+        "state" => (state_kind(&msg.payload), None),
         _ => ("unknown", last_uuid(&msg.subject)),
     };
     let payload = if kind == "audio" {
@@ -93,4 +143,12 @@ pub fn render(bus: &Bus, msg: &BusMessage) -> Value {
         _ => user_id.map_or(Value::Null, |u| Value::String(u.to_string())),
     };
     json!({"at_us": now_us(), "kind": kind, "user_id": user_id, "payload": payload})
+}
+
+/// `finalized` for the finalize announcement; anything else on the state subject is unknown.
+fn state_kind(payload: &[u8]) -> &'static str {
+    match serde_json::from_slice::<inside_bus::StateEvent>(payload) {
+        Ok(inside_bus::StateEvent::Finalized) => "finalized",
+        _ => "unknown",
+    }
 }

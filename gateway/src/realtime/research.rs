@@ -73,6 +73,21 @@ impl ResearchGate {
         }
     }
 
+    /// Tells researchers that `sid` was finalized (`research.state.<sid>`): their taps end
+    /// there instead of waiting forever. Only for a session whose copies they were getting:
+    /// the caller asks [`Self::allows`] before the finalize, as a finalizing session no
+    /// longer allows copies.
+    pub async fn announce_finalized(&self, sid: Uuid) {
+        let subject = self.bus.subjects().research_state(sid);
+        if let Err(e) = self
+            .bus
+            .publish_json(subject, &inside_bus::StateEvent::Finalized)
+            .await
+        {
+            tracing::warn!(%sid, error = %e, "announcing the finalize to researchers failed");
+        }
+    }
+
     /// After a consent or research-consent change in relationship `rid`: decide again from the
     /// database on the next frame.
     pub fn forget_relationship(&self, rid: Uuid) {

@@ -82,6 +82,9 @@ pub async fn finalize(
     Path(sid): Path<Uuid>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
     visible_session(&state, sid, user.id).await?;
+    // asked while the session is still active: researchers hear of the end of a session
+    // whose copies they were getting
+    let tell_researchers = state.research.allows(sid).await;
     let session = state.store.begin_finalize(sid).await.map_err(|e| match e {
         inside_store::StoreError::Conflict(m) => ApiError::Conflict("already_finalized", m),
         other => other.into(),
@@ -98,6 +101,9 @@ pub async fn finalize(
         .await
     {
         tracing::warn!(%sid, error = %e, "announcing the finalize failed");
+    }
+    if tell_researchers {
+        state.research.announce_finalized(sid).await;
     }
     state.reports.enqueue(sid).await?;
     tracing::info!(%sid, "session finalizing; report job enqueued");
