@@ -2,7 +2,7 @@
 //! reads as the read-only `researcher` identity, prints the session's research copies, and
 //! when the session is finalized prints a last `finalized` line and exits 0. The test plays
 //! the gateway (identity `gateway`), publishing what the gateway's finalize publishes
-//! (gateway/tests/research.rs proves the gateway does).
+//! (server/tests/research.rs proves the gateway does).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,9 +16,7 @@ use inside_schemas::FeatureFrame;
 use serde_json::Value;
 use uuid::Uuid;
 
-#[path = "../../gateway/tests/common/nats_server.rs"]
-mod nats_server;
-
+use inside_testkit::nats_server;
 use nats_server::{NatsServer, GATEWAY, RESEARCHER};
 
 const T: Duration = Duration::from_secs(20);
