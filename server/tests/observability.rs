@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::ws::Ws;
 use common::*;
-use inside_testkit::prometheus::{assert_every_series_described, sample};
+use inside_testkit::prometheus::{assert_build_info, assert_every_series_described, sample};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -37,15 +37,7 @@ async fn metrics_explain_every_series_and_time_frames_to_nudges() {
         .await
         .unwrap();
     assert_every_series_described(&scrape);
-    let version = env!("CARGO_PKG_VERSION");
-    assert_eq!(
-        sample(
-            &scrape,
-            &format!("inside_build_info{{version=\"{version}\"}}")
-        ),
-        Some(1.0),
-        "{scrape}"
-    );
+    assert_build_info(&scrape, env!("CARGO_PKG_VERSION"));
     assert!(
         scrape.contains("# TYPE inside_frame_to_nudge_seconds histogram"),
         "{scrape}"

@@ -33,3 +33,15 @@ pub fn sample(scrape: &str, series: &str) -> Option<f64> {
         value.trim().parse().ok()
     })
 }
+
+/// Panics unless the scrape has `inside_build_info{version="<this crate's version>"} 1`.
+pub fn assert_build_info(scrape: &str, version: &str) {
+    assert_eq!(
+        sample(
+            scrape,
+            &format!("inside_build_info{{version=\"{version}\"}}")
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use inside_testkit::nats_server;
-use inside_testkit::prometheus::{assert_every_series_described, sample};
+use inside_testkit::prometheus::{assert_build_info, assert_every_series_described, sample};
 
 use nats_server::NatsServer;
 
@@ -268,15 +268,7 @@ async fn metrics_explain_every_series_and_start_the_worker_series_at_zero() {
         .await
         .unwrap();
     assert_every_series_described(&scrape);
-    let version = env!("CARGO_PKG_VERSION");
-    assert_eq!(
-        sample(
-            &scrape,
-            &format!("inside_build_info{{version=\"{version}\"}}")
-        ),
-        Some(1.0),
-        "{scrape}"
-    );
+    assert_build_info(&scrape, env!("CARGO_PKG_VERSION"));
     // a dashboard shows 0, not "no data", before the first job or frame
     for series in [
         "inside_jobs_total{outcome=\"done\"}",
