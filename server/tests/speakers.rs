@@ -140,6 +140,36 @@ async fn two_enrolled_voices_are_attributed_segment_by_segment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balance_share_and_minimum_talk_come_from_the_settings() {
+    // 6 s of one voice: more than BALANCE_MIN_SECONDS, a share of 1 > BALANCE_SHARE. With the
+    // defaults (30 s, 0.7) the same stream is too short to judge.
+    let app = spawn_app_with(
+        Db::Sqlite,
+        &[
+            ("ECAPA_MODEL_DIR", model_dir().as_str()),
+            ("SPEAKER_MATCH_THRESHOLD", "-1"),
+            ("BALANCE_MIN_SECONDS", "2"),
+            ("BALANCE_SHARE", "0.6"),
+        ],
+    )
+    .await;
+    let (a, b, rid) = app.couple().await;
+    enrol(&app, &a, wav(&voice(0, 6.0))).await;
+    enrol(&app, &b, wav(&voice(1, 6.0))).await;
+    let sid = app.start_session(&a, &rid).await;
+    let mut ws_a = Ws::connect(app.addr, &sid, token(&a)).await;
+    stream_conversation(&mut ws_a, &[0, 0]).await;
+    // voice A's segments go to A (as the test above shows): A is the one holding the talk
+    let nudge = ws_a.expect("server.nudge", T).await;
+    assert_eq!(
+        nudge["payload"]["nudge_type"], "BALANCE_TALK_TIME",
+        "{nudge}"
+    );
+    // a share of 1 is far over 0.6: the strongest intensity
+    assert_eq!(nudge["payload"]["intensity"], 3, "{nudge}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_streams_are_decoded_live_and_bad_ones_are_refused() {
     let app = spawn_app_with(Db::Sqlite, &[("ECAPA_MODEL_DIR", model_dir().as_str())]).await;
     let (a, _b, rid) = app.couple().await;

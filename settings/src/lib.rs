@@ -110,6 +110,11 @@ pub struct Settings {
     pub nudge_rate_limit_seconds: f64,
     pub speaking_rate_threshold: f64,
     pub overlap_ratio_threshold: f64,
+    /// Share of the talk time (0.5–1, exclusive of 1) above which a speaker is nudged with
+    /// `BALANCE_TALK_TIME`.
+    pub balance_share: f64,
+    /// Seconds of talk, all members together, before the balance rule judges at all.
+    pub balance_min_seconds: f64,
     /// Failed (or in-flight) logins per (email, client address) in a window.
     pub login_max_failures: u32,
     pub login_window_seconds: u64,
@@ -245,6 +250,8 @@ impl Settings {
             nudge_rate_limit_seconds: r.float("NUDGE_RATE_LIMIT_SECONDS", 10.0, 0.0, 86400.0)?,
             speaking_rate_threshold: r.float("SPEAKING_RATE_THRESHOLD", 3.0, 0.001, 100.0)?,
             overlap_ratio_threshold: r.float("OVERLAP_RATIO_THRESHOLD", 0.3, 0.001, 1.0)?,
+            balance_share: r.float("BALANCE_SHARE", 0.7, 0.5, 0.99)?,
+            balance_min_seconds: r.float("BALANCE_MIN_SECONDS", 30.0, 0.0, 86_400.0)?,
             login_max_failures: r.ranged("LOGIN_MAX_FAILURES", 10, 1, 10_000)?,
             login_window_seconds: r.ranged("LOGIN_WINDOW_SECONDS", 300, 1, 86400)?,
             login_address_max_failures: r.ranged(

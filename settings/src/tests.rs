@@ -47,6 +47,13 @@ fn out_of_range_threshold_names_the_setting() {
     assert!(err.to_string().contains("OVERLAP_RATIO_THRESHOLD"), "{err}");
     let err = Settings::from_map(&map(&[("SPEAKING_RATE_THRESHOLD", "fast")])).unwrap_err();
     assert!(err.to_string().contains("SPEAKING_RATE_THRESHOLD"), "{err}");
+    // a share of 1 or more could never be exceeded; under one half two members could both hold it
+    for v in ["1", "0.4"] {
+        let err = Settings::from_map(&map(&[("BALANCE_SHARE", v)])).unwrap_err();
+        assert!(err.to_string().contains("BALANCE_SHARE"), "{err}");
+    }
+    let err = Settings::from_map(&map(&[("BALANCE_MIN_SECONDS", "-1")])).unwrap_err();
+    assert!(err.to_string().contains("BALANCE_MIN_SECONDS"), "{err}");
 }
 
 #[test]

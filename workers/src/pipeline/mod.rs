@@ -64,7 +64,8 @@ impl PipelineConfig {
             policy: NudgePolicy {
                 speaking_rate_threshold: settings.speaking_rate_threshold,
                 overlap_ratio_threshold: settings.overlap_ratio_threshold,
-                ..NudgePolicy::default()
+                talk_share_threshold: settings.balance_share,
+                min_talk_time_s: settings.balance_min_seconds,
             },
             nudge_window: settings.nudge_window(),
             consumers: consumers.max(1),
