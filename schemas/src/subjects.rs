@@ -69,6 +69,11 @@ impl Subjects {
         format!("{}.v1.state.{sid}", self.prefix)
     }
 
+    /// Every session's state (workers warm their session cache on a join).
+    pub fn all_state(&self) -> String {
+        format!("{}.v1.state.*", self.prefix)
+    }
+
     pub fn pokes(&self, uid: Uuid) -> String {
         format!("{}.v1.pokes.{uid}", self.prefix)
     }

@@ -4,7 +4,8 @@
 //!
 //! An entry is fresh for [`FRESH_FOR`]; a stale entry is still answered from while one
 //! background query refreshes it, so the frame path never waits on the database except for the
-//! first message of a session in this process. A change made through this process
+//! first message of a session in this process, and not even then when the session was
+//! [prefetched](SessionDirectory::prefetch) as its members joined. A change made through this process
 //! ([`SessionDirectory::forget_relationship`]) applies at once; a change made elsewhere is seen
 //! within `FRESH_FOR` plus one query. The cache is bounded ([`CAPACITY`] sessions).
 
@@ -73,6 +74,18 @@ impl SessionDirectory {
             }
         }
         load(&self.0, sid).await.flatten()
+    }
+
+    /// Starts reading `sid` in the background unless it is cached, so that the session's
+    /// first message does not wait on the database (a worker calls it when a member joins).
+    pub fn prefetch(&self, sid: Uuid) {
+        if lock(&self.0).contains_key(&sid) {
+            return;
+        }
+        let inner = self.0.clone();
+        tokio::spawn(async move {
+            load(&inner, sid).await;
+        });
     }
 
     /// Forgets what is cached for the sessions of relationship `rid` (after a consent change

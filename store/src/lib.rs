@@ -75,7 +75,12 @@ impl Store {
                 Backend::Sqlite => max_connections.min(8),
                 Backend::Postgres => max_connections,
             })
-            .min_connections(1)
+            // opened up front: a session's first frame should not wait for a connection's
+            // handshake (SQLite's are cheap)
+            .min_connections(match backend {
+                Backend::Sqlite => 1,
+                Backend::Postgres => max_connections,
+            })
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {

@@ -13,6 +13,7 @@ mod enrol;
 mod frames;
 pub mod jobs;
 mod speakers;
+mod warmup;
 mod writer;
 
 pub use capabilities::run_capabilities;
@@ -137,7 +138,16 @@ impl Pipeline {
             writer.clone(),
             config.nudge_window,
         );
-        let mut consumers = Vec::with_capacity(config.consumers);
+        let mut consumers = Vec::with_capacity(config.consumers + 1);
+        if !bus.is_local() {
+            // in-process, the gateway reads the session into this same directory at a join
+            let sub = bus.subscribe(bus.subjects().all_state()).await?;
+            consumers.push(tokio::spawn(warmup::run(
+                sub,
+                directory.clone(),
+                shutdown.clone(),
+            )));
+        }
         for _ in 0..config.consumers {
             let sub = bus
                 .queue_subscribe(bus.subjects().all_frames(), WORKERS)
