@@ -6,7 +6,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// A message on `{prefix}.v1.state.<sid>`, told apart by `event`; researchers get only
+/// `finalized`, on `{prefix}.v1.research.state.<sid>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StateEvent {
     /// The users a gateway holds sockets for in this session, after a join or

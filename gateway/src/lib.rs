@@ -3,9 +3,11 @@
 //! until shutdown. What differs by deployment comes in as [`capabilities`]; the binary that
 //! chooses them and runs the embedded pipeline is the `inside-server` crate.
 
+pub mod asyncapi;
 pub mod auth;
 pub mod capabilities;
 pub mod cors;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod mail;
@@ -25,8 +27,6 @@ use axum::http::StatusCode;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use utoipa::OpenApi;
-use utoipa_scalar::{Scalar, Servable};
 
 use crate::error::ApiError;
 pub use crate::state::{AppState, Connections};
@@ -48,12 +48,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::pokes::router())
         .merge(routes::health::router())
         .merge(realtime::router())
-        .route(
-            "/openapi.json",
-            axum::routing::get(|| async { axum::Json(openapi::ApiDoc::openapi()) }),
-        )
-        .route_layer(axum::middleware::from_fn(telemetry::observe))
-        .merge(Scalar::with_url("/docs", openapi::ApiDoc::openapi()));
+        .merge(docs::router())
+        .route_layer(axum::middleware::from_fn(telemetry::observe));
     api.fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (

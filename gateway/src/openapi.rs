@@ -1,4 +1,4 @@
-//! The OpenAPI document, generated from the handlers' annotations, and `/docs`.
+//! The OpenAPI document, generated from the handlers' annotations; `docs` serves it.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};

@@ -73,8 +73,12 @@ impl AudioSegmentMeta {
 
 /// The reply on `inside.v1.embed`: a voiceprint, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum EmbedReply {
+    /// The voiceprint: the ECAPA-TDNN embedding (192 values), the length of the enrolment
+    /// audio in seconds, and its quality: the share, 0..=1, of 1.5 s windows the voice
+    /// activity detector calls speech (low means mostly silence or noise).
     Ok {
         embedding: Vec<f32>,
         seconds: f64,
@@ -88,6 +92,7 @@ pub enum EmbedReply {
 /// the gateway answers the phone with the same code; a code this build does not know reads
 /// as [`EmbedRefusal::Internal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EmbedRefusal {
     /// Not a supported container (WAV, FLAC, Ogg Vorbis, MP3).
@@ -107,6 +112,7 @@ pub enum EmbedRefusal {
 /// workers with a speaker model answer, so a reply at all means `speaker: true`; the field
 /// leaves room for workers that answer without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capabilities {
     /// Attributes live audio segments (`inside.v1.audio.…`) to speakers.
     pub speaker: bool,

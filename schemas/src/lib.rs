@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod error;
+pub mod messages;
 pub mod realtime;
 pub mod report;
 pub mod rest;
@@ -10,6 +11,8 @@ pub mod subjects;
 
 pub use audio::{AudioSegmentMeta, Capabilities, EmbedRefusal, EmbedReply};
 pub use error::{ErrorBody, ErrorDetail};
+pub use messages::{ClientMessageType, ServerMessageType};
 pub use realtime::*;
 pub use report::{Activity, NudgeSummary, Report, ReportPending, SpeakerStats};
 pub use rest::*;
+pub use subjects::SubjectKind;

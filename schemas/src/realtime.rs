@@ -8,16 +8,26 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// `client.feature_frame` payload, computed by the phone.
+use crate::messages::ServerMessageType;
+
+/// `client.feature_frame` payload, computed by the phone over its own analysis window
+/// (typically 0.5–2 s; each frame stands alone). A rule fires when a value is strictly over
+/// its threshold: `SLOW_DOWN` for `speaking_rate` over `SPEAKING_RATE_THRESHOLD` (3.0),
+/// `LET_PARTNER_FINISH` for `overlap_ratio` over `OVERLAP_RATIO_THRESHOLD` (0.3).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeatureFrame {
+    /// The phone's clock, in ms, at the window's end: kept as data and used only for the
+    /// cadence of the phone's own frames (the session's time base is `received_ms`).
     pub timestamp_ms: i64,
-    /// Syllables per second, ≥ 0.
+    /// Syllables per second of the member holding the phone over the window, finite and ≥ 0.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub speaking_rate: f64,
-    /// Share of the frame where both talk, 0..=1.
+    /// The share of the same window, 0..=1, in which both people talk at once.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 1.0))]
     pub overlap_ratio: f64,
-    /// Echoed in the nudge this frame causes.
+    /// The phone's own frame counter; echoed as `frame_seq` in the nudge this frame causes,
+    /// and reported back as `last_frame_seq` (frames above it were not accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
     /// Set by the gateway, never by the phone (a client frame carrying it is refused): the
@@ -61,6 +71,10 @@ impl FeatureFrame {
     }
 }
 
+/// What a nudge asks for: `SLOW_DOWN` (speaking rate over its threshold),
+/// `LET_PARTNER_FINISH` (overlap over its threshold; wins a tie), `BALANCE_TALK_TIME` (one
+/// speaker holds more than `BALANCE_SHARE` of the attributed talk, once there is
+/// `BALANCE_MIN_SECONDS` of it).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -96,15 +110,22 @@ impl NudgeType {
     }
 }
 
-/// `server.nudge` payload.
+/// `server.nudge` payload. At most one per `NUDGE_RATE_LIMIT_SECONDS` (10) per session and
+/// member, whatever its type, across every gateway and worker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Nudge {
     pub nudge_type: NudgeType,
-    /// 1 (gentle) ..= 3 (strong).
+    /// How far over its threshold the value was: 1 just over, 2 from 25 % over, 3 from 50 %
+    /// over (value / threshold ≥ 1.25, ≥ 1.5). For `BALANCE_TALK_TIME`, the part of the talk
+    /// share above `BALANCE_SHARE` (0.7) over what is left up to 1.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3))]
     pub intensity: u8,
+    /// The words shown to the member.
     pub message: String,
+    /// The `seq` of the frame that caused it (null for audio-based nudges or frames without one).
     pub frame_seq: Option<i64>,
+    /// The `timestamp_ms` of the frame that caused it.
     pub frame_timestamp_ms: Option<i64>,
 }
 
@@ -114,8 +135,12 @@ pub struct Nudge {
 pub struct SpeakerSegment {
     /// Null when no voiceprint scored over the threshold.
     pub user_id: Option<Uuid>,
+    /// Cosine similarity, -1..=1, between the segment's ECAPA-TDNN embedding and the best
+    /// matching voiceprint of the session's members.
     pub score: f64,
+    /// Start of the segment, in ms from the stream's `client.audio_start`.
     pub start_ms: i64,
+    /// End of the segment, in ms from the stream's `client.audio_start`.
     pub end_ms: i64,
 }
 
@@ -124,8 +149,46 @@ pub struct SpeakerSegment {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionState {
     pub sid: Uuid,
+    /// The user ids with at least one socket open on the session, on any gateway.
     pub participants: Vec<Uuid>,
 }
+
+/// The audio a `client.audio_start` announces: what the binary frames that follow hold.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AudioCodec {
+    /// Raw 16-bit little-endian PCM, interleaved: needs `sample_rate` and `channels`.
+    PcmS16le,
+    Wav,
+    Flac,
+    /// Ogg Vorbis.
+    Ogg,
+    Mp3,
+}
+
+/// `client.audio_start` payload. The gateway reads `codec` as text so that an unknown one is
+/// answered with `invalid_audio_start` and the list of codecs, not a bare parse error.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AudioStartPayload {
+    #[cfg_attr(feature = "openapi", schema(value_type = AudioCodec))]
+    pub codec: String,
+    /// Samples per second, 8000..=192000; required for `pcm_s16le` (containers carry their
+    /// own; 16000 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 8000, maximum = 192000))]
+    pub sample_rate: Option<u32>,
+    /// Interleaved channels, 1..=8; required for `pcm_s16le` (1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 8))]
+    pub channels: Option<u32>,
+}
+
+/// The payload of a message that carries nothing: `{}` (or no `payload` at all).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NoPayload {}
 
 /// A speaker attribution as recorded for the report: the segment (times from its stream's
 /// start, as phones get it) and where that stream started on the server clock.
@@ -193,11 +256,11 @@ impl HistoryKind {
     }
 
     /// The WebSocket message type it is delivered as.
-    pub fn message_type(self) -> &'static str {
+    pub fn message_type(self) -> ServerMessageType {
         match self {
-            HistoryKind::Nudge => "server.nudge",
-            HistoryKind::Speaker => "server.speaker",
-            HistoryKind::Poke => "server.poke",
+            HistoryKind::Nudge => ServerMessageType::Nudge,
+            HistoryKind::Speaker => ServerMessageType::Speaker,
+            HistoryKind::Poke => ServerMessageType::Poke,
         }
     }
 }

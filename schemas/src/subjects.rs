@@ -150,9 +150,133 @@ impl Subjects {
     }
 }
 
+/// Every subject family Inside publishes on, with its pattern: what the AsyncAPI document
+/// lists. `{prefix}` is [`Subjects::prefix`]; `{sid}` a session id, `{uid}` a user id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    Frames,
+    Audio,
+    Nudges,
+    Speakers,
+    State,
+    Pokes,
+    Embed,
+    Capabilities,
+    ReportJobs,
+    ResearchFrames,
+    ResearchAudio,
+    ResearchSpeakers,
+    ResearchState,
+}
+
+impl SubjectKind {
+    pub const ALL: &'static [SubjectKind] = &[
+        SubjectKind::Frames,
+        SubjectKind::Audio,
+        SubjectKind::Nudges,
+        SubjectKind::Speakers,
+        SubjectKind::State,
+        SubjectKind::Pokes,
+        SubjectKind::Embed,
+        SubjectKind::Capabilities,
+        SubjectKind::ReportJobs,
+        SubjectKind::ResearchFrames,
+        SubjectKind::ResearchAudio,
+        SubjectKind::ResearchSpeakers,
+        SubjectKind::ResearchState,
+    ];
+
+    /// A short stable name (an AsyncAPI channel id).
+    pub fn name(self) -> &'static str {
+        match self {
+            SubjectKind::Frames => "frames",
+            SubjectKind::Audio => "audio",
+            SubjectKind::Nudges => "nudges",
+            SubjectKind::Speakers => "speakers",
+            SubjectKind::State => "state",
+            SubjectKind::Pokes => "pokes",
+            SubjectKind::Embed => "embed",
+            SubjectKind::Capabilities => "capabilities",
+            SubjectKind::ReportJobs => "jobs.report",
+            SubjectKind::ResearchFrames => "research.frames",
+            SubjectKind::ResearchAudio => "research.audio",
+            SubjectKind::ResearchSpeakers => "research.speakers",
+            SubjectKind::ResearchState => "research.state",
+        }
+    }
+
+    /// The subject with `{prefix}`, `{sid}` and `{uid}` placeholders.
+    pub fn pattern(self) -> &'static str {
+        match self {
+            SubjectKind::Frames => "{prefix}.v1.frames.{sid}.{uid}",
+            SubjectKind::Audio => "{prefix}.v1.audio.{sid}.{uid}",
+            SubjectKind::Nudges => "{prefix}.v1.nudges.{sid}.{uid}",
+            SubjectKind::Speakers => "{prefix}.v1.speakers.{sid}",
+            SubjectKind::State => "{prefix}.v1.state.{sid}",
+            SubjectKind::Pokes => "{prefix}.v1.pokes.{uid}",
+            SubjectKind::Embed => "{prefix}.v1.embed",
+            SubjectKind::Capabilities => "{prefix}.v1.capabilities",
+            SubjectKind::ReportJobs => "{prefix}.v1.jobs.report",
+            SubjectKind::ResearchFrames => "{prefix}.v1.research.frames.{sid}.{uid}",
+            SubjectKind::ResearchAudio => "{prefix}.v1.research.audio.{sid}.{uid}",
+            SubjectKind::ResearchSpeakers => "{prefix}.v1.research.speakers.{sid}",
+            SubjectKind::ResearchState => "{prefix}.v1.research.state.{sid}",
+        }
+    }
+
+    /// The pattern under `prefix`, placeholders for the ids kept.
+    pub fn address(self, prefix: &str) -> String {
+        self.pattern().replace("{prefix}", prefix)
+    }
+
+    /// The concrete subject, as [`Subjects`] makes it (ids a family does not use are ignored).
+    pub fn subject(self, s: &Subjects, sid: Uuid, uid: Uuid) -> String {
+        match self {
+            SubjectKind::Frames => s.frames(sid, uid),
+            SubjectKind::Audio => s.audio(sid, uid),
+            SubjectKind::Nudges => s.nudges(sid, uid),
+            SubjectKind::Speakers => s.speakers(sid),
+            SubjectKind::State => s.state(sid),
+            SubjectKind::Pokes => s.pokes(uid),
+            SubjectKind::Embed => s.embed(),
+            SubjectKind::Capabilities => s.capabilities(),
+            SubjectKind::ReportJobs => s.report_jobs(),
+            SubjectKind::ResearchFrames => s.research_frames(sid, uid),
+            SubjectKind::ResearchAudio => s.research_audio(sid, uid),
+            SubjectKind::ResearchSpeakers => s.research_speakers(sid),
+            SubjectKind::ResearchState => s.research_state(sid),
+        }
+    }
+
+    /// Whether researchers may read it (`*.v1.research.>`).
+    pub fn is_research(self) -> bool {
+        matches!(
+            self,
+            SubjectKind::ResearchFrames
+                | SubjectKind::ResearchAudio
+                | SubjectKind::ResearchSpeakers
+                | SubjectKind::ResearchState
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_subject_kind_pattern_is_what_subjects_makes() {
+        let s = Subjects::new("pfx");
+        let (sid, uid) = (Uuid::new_v4(), Uuid::new_v4());
+        for kind in SubjectKind::ALL {
+            let filled = kind
+                .address("pfx")
+                .replace("{sid}", &sid.to_string())
+                .replace("{uid}", &uid.to_string());
+            assert_eq!(filled, kind.subject(&s, sid, uid), "{kind:?}");
+            assert_eq!(kind.is_research(), filled.starts_with("pfx.v1.research."));
+        }
+    }
 
     #[test]
     fn default_subjects_match_the_contract() {

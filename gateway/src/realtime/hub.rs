@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 use inside_bus::{Bus, BusError, BusMessage};
-use inside_schemas::SessionState;
+use inside_schemas::{ServerMessageType, SessionState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -373,7 +373,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
                 return;
             };
             metrics::counter!("inside_nudges_delivered_total").increment(1);
-            let out = outbound("server.nudge", sid, id, payload);
+            let out = outbound(ServerMessageType::Nudge, sid, id, payload);
             let st = lock(hub);
             for s in member_sockets(&st, sid, uid) {
                 push(s, out.clone());
@@ -386,7 +386,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
                 return;
             };
             metrics::counter!("inside_speakers_delivered_total").increment(1);
-            let out = outbound("server.speaker", sid, id, payload);
+            let out = outbound(ServerMessageType::Speaker, sid, id, payload);
             let st = lock(hub);
             for s in session_sockets(&st, sid) {
                 push(s, out.clone());
@@ -400,7 +400,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             for sid in st.users.get(&uid).into_iter().flatten() {
                 // kept only in its relationship's active sessions; elsewhere it is live only
                 let id = ids.iter().find(|(s, _)| s == sid).map(|(_, id)| *id);
-                let out = outbound("server.poke", *sid, id, payload);
+                let out = outbound(ServerMessageType::Poke, *sid, id, payload);
                 for s in member_sockets(&st, *sid, uid) {
                     push(s, out.clone());
                 }
@@ -415,7 +415,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
 }
 
 /// A server message for the sockets, with its history id when it has one.
-fn outbound(kind: &str, sid: Uuid, id: Option<u64>, payload: &str) -> Outbound {
+fn outbound(kind: ServerMessageType, sid: Uuid, id: Option<u64>, payload: &str) -> Outbound {
     match id {
         Some(id) => Outbound::Event(
             id,
@@ -440,7 +440,11 @@ pub(super) fn broadcast_state(hub: &HubInner, sid: Uuid) {
         sid,
         participants: presence::participants(&st, sid),
     };
-    let text = Utf8Bytes::from(protocol::server("server.session_state", sid, &state));
+    let text = Utf8Bytes::from(protocol::server(
+        ServerMessageType::SessionState,
+        sid,
+        &state,
+    ));
     for s in session_sockets(&st, sid) {
         push(s, Outbound::Text(text.clone()));
     }

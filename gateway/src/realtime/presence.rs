@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use inside_bus::{BusError, StateEvent};
-use inside_schemas::SessionState;
+use inside_schemas::{ServerMessageType, SessionState};
 use uuid::Uuid;
 
 use super::hub::{broadcast_state, close_session, lock, revoke_member, HubInner, HubState};
@@ -73,7 +73,11 @@ pub(super) fn send_state(hub: &HubInner, sid: Uuid, queue: &SendQueue) {
         sid,
         participants: participants(&lock(hub), sid),
     };
-    let text = Utf8Bytes::from(protocol::server("server.session_state", sid, &state));
+    let text = Utf8Bytes::from(protocol::server(
+        ServerMessageType::SessionState,
+        sid,
+        &state,
+    ));
     // a fresh socket's queue is empty: this cannot fill it
     let _ = queue.push(Outbound::Text(text));
 }

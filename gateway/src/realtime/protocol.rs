@@ -5,7 +5,9 @@
 //! gateway's clock when it accepted the frame (the session's time base).
 
 use inside_engine::speech::Codec;
-use inside_schemas::FeatureFrame;
+use inside_schemas::{
+    AudioStartPayload, ClientMessageType, ErrorDetail, FeatureFrame, ServerMessageType,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -60,13 +62,6 @@ pub struct AudioStart {
     pub channels: usize,
 }
 
-#[derive(Deserialize)]
-struct AudioStartPayload<'a> {
-    codec: &'a str,
-    sample_rate: Option<u32>,
-    channels: Option<usize>,
-}
-
 /// Why a client message was refused (sent back as `server.error`).
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum BadMessage {
@@ -105,8 +100,9 @@ impl BadMessage {
 
 pub fn parse(text: &str) -> Result<ClientMessage<'_>, BadMessage> {
     let env: Envelope<'_> = serde_json::from_str(text).map_err(|_| BadMessage::Malformed)?;
-    match env.kind {
-        "client.feature_frame" => {
+    let kind = ClientMessageType::parse(env.kind).ok_or(BadMessage::UnknownType)?;
+    match kind {
+        ClientMessageType::FeatureFrame => {
             let raw = env
                 .payload
                 .ok_or(BadMessage::InvalidFrame("payload missing"))?
@@ -124,16 +120,15 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, BadMessage> {
             validate(&frame)?;
             Ok(ClientMessage::FeatureFrame(frame, raw))
         }
-        "client.ping" => Ok(ClientMessage::Ping),
-        "client.audio_start" => audio_start(env.payload).map(ClientMessage::AudioStart),
-        "client.audio_stop" => Ok(ClientMessage::AudioStop),
-        _ => Err(BadMessage::UnknownType),
+        ClientMessageType::Ping => Ok(ClientMessage::Ping),
+        ClientMessageType::AudioStart => audio_start(env.payload).map(ClientMessage::AudioStart),
+        ClientMessageType::AudioStop => Ok(ClientMessage::AudioStop),
     }
 }
 
 fn audio_start(payload: Option<&RawValue>) -> Result<AudioStart, BadMessage> {
     let bad = |m: &str| BadMessage::InvalidAudioStart(m.to_string());
-    let p: AudioStartPayload<'_> = serde_json::from_str(
+    let p: AudioStartPayload = serde_json::from_str(
         payload.ok_or_else(|| bad("payload missing"))?.get(),
     )
     .map_err(|_| bad("needs codec (pcm_s16le, wav, flac, ogg, mp3), sample_rate, channels"))?;
@@ -141,7 +136,8 @@ fn audio_start(payload: Option<&RawValue>) -> Result<AudioStart, BadMessage> {
         .codec
         .parse()
         .map_err(|_| bad("codec must be pcm_s16le, wav, flac, ogg or mp3"))?;
-    let (sample_rate, channels) = match (codec, p.sample_rate, p.channels) {
+    let channels = p.channels.map(|c| c as usize);
+    let (sample_rate, channels) = match (codec, p.sample_rate, channels) {
         (Codec::PcmS16le, Some(r), Some(c)) => (r, c),
         (Codec::PcmS16le, _, _) => return Err(bad("pcm_s16le needs sample_rate and channels")),
         (_, r, c) => (r.unwrap_or(16_000), c.unwrap_or(1)),
@@ -174,22 +170,31 @@ fn validate(f: &FeatureFrame) -> Result<(), BadMessage> {
 }
 
 /// A server message around a payload that is already JSON.
-pub fn server_raw(kind: &str, sid: Uuid, payload_json: &str) -> String {
+pub fn server_raw(kind: ServerMessageType, sid: Uuid, payload_json: &str) -> String {
     format!(r#"{{"type":"{kind}","sid":"{sid}","payload":{payload_json}}}"#)
 }
 
 /// A history event: a server message with its `event_id`, around a payload already in JSON.
-pub fn server_event(kind: &str, sid: Uuid, event_id: u64, payload_json: &str) -> String {
+pub fn server_event(
+    kind: ServerMessageType,
+    sid: Uuid,
+    event_id: u64,
+    payload_json: &str,
+) -> String {
     format!(r#"{{"type":"{kind}","sid":"{sid}","event_id":{event_id},"payload":{payload_json}}}"#)
 }
 
 /// `server.pong`, with the highest frame seq accepted for the user.
 pub fn pong(sid: Uuid, last_frame_seq: Option<i64>) -> String {
-    server("server.pong", sid, &inside_schemas::Pong { last_frame_seq })
+    server(
+        ServerMessageType::Pong,
+        sid,
+        &inside_schemas::Pong { last_frame_seq },
+    )
 }
 
 /// A server message around a payload to encode.
-pub fn server<T: serde::Serialize>(kind: &str, sid: Uuid, payload: &T) -> String {
+pub fn server<T: serde::Serialize>(kind: ServerMessageType, sid: Uuid, payload: &T) -> String {
     match serde_json::to_string(payload) {
         Ok(json) => server_raw(kind, sid, &json),
         Err(_) => server_raw(kind, sid, "null"),
@@ -197,11 +202,12 @@ pub fn server<T: serde::Serialize>(kind: &str, sid: Uuid, payload: &T) -> String
 }
 
 pub fn error(sid: Uuid, bad: &BadMessage) -> String {
-    server(
-        "server.error",
-        sid,
-        &serde_json::json!({"code": bad.code(), "message": bad.to_string()}),
-    )
+    let detail = ErrorDetail {
+        code: bad.code().to_string(),
+        message: bad.to_string(),
+        details: None,
+    };
+    server(ServerMessageType::Error, sid, &detail)
 }
 
 #[cfg(test)]

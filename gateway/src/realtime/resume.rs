@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures::stream::SplitSink;
 use futures::SinkExt;
-use inside_schemas::{Joined, Resync};
+use inside_schemas::{Joined, Resync, ServerMessageType};
 use inside_store::event_log::{Replay, Snapshot};
 use uuid::Uuid;
 
@@ -52,7 +52,7 @@ pub(super) async fn greet(
         last_event_id: snapshot.head,
         last_frame_seq: snapshot.last_frame_seq,
     };
-    let mut out = vec![protocol::server("server.joined", sid, &joined)];
+    let mut out = vec![protocol::server(ServerMessageType::Joined, sid, &joined)];
     match snapshot.replay {
         None => {}
         Some(Replay::Complete(events)) => {
@@ -75,7 +75,7 @@ pub(super) async fn greet(
                 oldest_event_id: oldest,
                 last_event_id: snapshot.head,
             };
-            out.push(protocol::server("server.resync", sid, &resync));
+            out.push(protocol::server(ServerMessageType::Resync, sid, &resync));
         }
     }
     // a peer that does not read gets as long as an idle one
