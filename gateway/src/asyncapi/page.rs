@@ -28,7 +28,14 @@ pub(super) fn render(doc: &Value) -> String {
         a = escape(&text(&doc["asyncapi"])),
         d = markdown(&text(&doc["info"]["description"])),
     );
-    let channels = doc["channels"].as_object().cloned().unwrap_or_default();
+    // the phone's socket first, then the NATS subjects (JSON objects come sorted by key)
+    let mut channels: Vec<(String, Value)> = doc["channels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    channels.sort_by_key(|(_, c)| c["servers"][0]["$ref"] != "#/servers/websocket");
     out.push_str("<h2>Channels</h2>\n<ul>");
     for (id, channel) in &channels {
         let _ = write!(
@@ -48,9 +55,9 @@ pub(super) fn render(doc: &Value) -> String {
         .into_iter()
         .flatten()
     {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<section id=\"schema-{n}\"><h3>{n}</h3>{}</section>\n",
+            "<section id=\"schema-{n}\"><h3>{n}</h3>{}</section>",
             schema_html(schema),
             n = escape(name)
         );
@@ -61,9 +68,9 @@ pub(super) fn render(doc: &Value) -> String {
 
 fn render_channel(out: &mut String, doc: &Value, id: &str, channel: &Value) {
     let server = text(&channel["servers"][0]["$ref"]).replace("#/servers/", "");
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<section id=\"channel-{}\"><h3><code>{}</code> <small>({})</small></h3>{}\n",
+        "<section id=\"channel-{}\"><h3><code>{}</code> <small>({})</small></h3>{}",
         escape(id),
         escape(&address(channel)),
         escape(&server),
@@ -72,12 +79,17 @@ fn render_channel(out: &mut String, doc: &Value, id: &str, channel: &Value) {
     for (key, reference) in channel["messages"].as_object().into_iter().flatten() {
         let message = resolve(doc, reference);
         let directions = directions(doc, id, key);
+        // a subject's one message says what its channel says: not twice
+        let summary = match message["summary"] == channel["description"] {
+            true => String::new(),
+            false => markdown(&text(&message["summary"])),
+        };
         let _ = write!(
             out,
             "<h4 id=\"message-{k}\"><code>{k}</code> <span class=\"dir\">{}</span></h4>{}\n\
              <p>content type <code>{}</code></p>",
             escape(&directions),
-            markdown(&text(&message["summary"])),
+            summary,
             escape(&text(&message["contentType"])),
             k = escape(key),
         );
@@ -229,7 +241,8 @@ fn type_label(schema: &Value) -> String {
 fn address(channel: &Value) -> String {
     match channel["address"].as_str() {
         Some(a) => a.to_string(),
-        None => "(reply inbox)".into(),
+        // a reply goes to the requester's inbox: its title says to what
+        None => text(&channel["title"]),
     }
 }
 
