@@ -1,0 +1,1 @@
+//! Unit tests of the conversation trackers on synthetic signals and activity masks.
