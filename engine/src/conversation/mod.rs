@@ -56,7 +56,7 @@ pub struct Hop {
 
 impl Hop {
     pub fn new(ms: u32) -> Result<Self, ConversationError> {
-        if (100..=250).contains(&ms) && ms % FRAME_MS == 0 {
+        if (100..=250).contains(&ms) && ms.is_multiple_of(FRAME_MS) {
             Ok(Self { ms })
         } else {
             Err(ConversationError::Hop(ms))

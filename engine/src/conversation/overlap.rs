@@ -51,7 +51,7 @@ pub struct OverlapTracker {
 impl OverlapTracker {
     /// `window_ms` must hold whole hops (3000 ms is 12 hops of 250 ms, 30 of 100 ms).
     pub fn new(members: usize, window_ms: u32, hop: Hop) -> Result<Self, ConversationError> {
-        if window_ms < hop.ms() || window_ms % hop.ms() != 0 {
+        if window_ms < hop.ms() || !window_ms.is_multiple_of(hop.ms()) {
             return Err(ConversationError::Invalid(
                 "overlap window must be a whole number of hops",
             ));

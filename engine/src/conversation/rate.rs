@@ -167,7 +167,7 @@ impl SpeakingRateTracker {
                 let ms = self.block.iter().map(|v| v * v).sum::<f32>() / FRAME_LEN as f32;
                 self.block.clear();
                 self.on_block(ms);
-                if self.frame % self.hop_frames == 0 {
+                if self.frame.is_multiple_of(self.hop_frames) {
                     out.push(self.estimate());
                 }
             }
@@ -207,7 +207,7 @@ impl SpeakingRateTracker {
         }
         self.marks.push_back(FrameMark::default());
         self.loud_history.push_back(intensity);
-        if f % LOUD_REFRESH == 0 {
+        if f.is_multiple_of(LOUD_REFRESH) {
             self.refresh_threshold();
         }
         self.track_speech(intensity);
