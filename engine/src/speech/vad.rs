@@ -146,6 +146,12 @@ impl Vad {
         out
     }
 
+    /// Whether one frame is voice-like (loud enough, harmonic, in the voice band, not hiss):
+    /// the per-frame decision windows are built from, exposed for finer-grained trackers.
+    pub fn is_voice_frame(&self, f: &FrameFeatures) -> bool {
+        self.voiced(f)
+    }
+
     fn voiced(&self, f: &FrameFeatures) -> bool {
         f.energy_db >= self.cfg.min_energy_db
             && f.flatness <= self.cfg.max_flatness
