@@ -49,7 +49,7 @@ enum ReportCommand {
     },
 }
 
-// glibc's malloc was a fifth of the gateway's CPU under load (arena locks, consolidation)
+// glibc's malloc contends on arena locks under many small short-lived messages
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -187,7 +187,7 @@ fn run_embed(model_dir: Option<PathBuf>, files: &[PathBuf], compare: bool) -> an
     }
 }
 
-// glibc's malloc was a fifth of the gateway's CPU under load (arena locks, consolidation)
+// glibc's malloc contends on arena locks under many small short-lived messages
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

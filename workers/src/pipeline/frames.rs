@@ -120,8 +120,7 @@ impl FrameConsumer {
                     });
                     // the new task sits in this thread's LIFO slot, which no other thread may
                     // steal: without a yield it would wait for this loop to exhaust its
-                    // budget (up to 128 frames, ~400 µs at 20,000 frames/s) before even
-                    // asking Redis
+                    // coop budget before even asking Redis
                     tokio::task::yield_now().await;
                 }
                 None
