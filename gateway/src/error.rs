@@ -146,3 +146,47 @@ impl From<QueryRejection> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Why the gateway could not start, or an operator's command (`gateway report rerun`) could
+/// not finish: which step, and the error underneath.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Settings(#[from] inside_settings::SettingsError),
+    #[error("{step}: {source}")]
+    Store {
+        step: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{step}: {source}")]
+    Bus {
+        step: &'static str,
+        #[source]
+        source: inside_bus::BusError,
+    },
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no session {0}")]
+    NoSession(uuid::Uuid),
+    #[error("session {0}: {1}")]
+    NotRerunnable(uuid::Uuid, String),
+    #[error("password hashing: {0}")]
+    Hasher(ApiError),
+    #[error(transparent)]
+    Mail(#[from] crate::mail::MailError),
+}
+
+impl StartupError {
+    pub(crate) fn store(step: &'static str) -> impl FnOnce(StoreError) -> Self {
+        move |source| StartupError::Store { step, source }
+    }
+
+    pub(crate) fn bus(step: &'static str) -> impl FnOnce(inside_bus::BusError) -> Self {
+        move |source| StartupError::Bus { step, source }
+    }
+}

@@ -28,7 +28,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, StartupError};
 pub use crate::state::{AppState, Connections};
 
 /// JSON bodies are small; audio routes set their own limit.
@@ -74,8 +74,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
     companions: impl std::future::Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
+) -> Result<(), StartupError> {
+    let addr = listener.local_addr().map_err(|source| StartupError::Io {
+        step: "reading the listener's address".into(),
+        source,
+    })?;
     tracing::info!(%addr, database = ?state.store.backend(), nats = state.bus.nats().is_some(), redis = state.settings.redis_url.is_some(), "Inside gateway listening");
     let hub = state.hub.clone();
     let limits = server::ConnectionLimits {

@@ -68,9 +68,21 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// Why an invitation email did not go out.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("building the SendGrid client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("reaching SendGrid: {0}")]
+    Transport(#[source] reqwest::Error),
+    // SendGrid's error body may quote the request (addresses, names): the status only
+    #[error("SendGrid answered {0}")]
+    Refused(reqwest::StatusCode),
+}
+
 #[async_trait::async_trait]
 pub trait Mailer: Send + Sync {
-    async fn send_invitation(&self, invitation: &Invitation) -> anyhow::Result<()>;
+    async fn send_invitation(&self, invitation: &Invitation) -> Result<(), MailError>;
 }
 
 /// Writes the email to the log instead of sending it.
@@ -78,7 +90,7 @@ pub struct LogMailer;
 
 #[async_trait::async_trait]
 impl Mailer for LogMailer {
-    async fn send_invitation(&self, inv: &Invitation) -> anyhow::Result<()> {
+    async fn send_invitation(&self, inv: &Invitation) -> Result<(), MailError> {
         // Neither the address nor the inviter's name: the relationship id finds them.
         tracing::info!(relationship = %inv.relationship_id, "invitation email (SENDGRID_API_KEY not set, not sent)");
         Ok(())
@@ -94,11 +106,12 @@ pub struct SendGridMailer {
 }
 
 impl SendGridMailer {
-    pub fn new(settings: &Settings, key: SecretString) -> anyhow::Result<Self> {
+    pub fn new(settings: &Settings, key: SecretString) -> Result<Self, MailError> {
         Ok(Self {
             client: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
-                .build()?,
+                .build()
+                .map_err(MailError::Client)?,
             url: settings.sendgrid_api_url.clone(),
             key,
             from_address: settings.email_from_address.clone(),
@@ -109,7 +122,7 @@ impl SendGridMailer {
 
 #[async_trait::async_trait]
 impl Mailer for SendGridMailer {
-    async fn send_invitation(&self, inv: &Invitation) -> anyhow::Result<()> {
+    async fn send_invitation(&self, inv: &Invitation) -> Result<(), MailError> {
         let body = json!({
             "personalizations": [{"to": [{"email": inv.to}]}],
             "from": {"email": self.from_address, "name": self.from_name},
@@ -125,11 +138,11 @@ impl Mailer for SendGridMailer {
             .bearer_auth(self.key.expose_secret())
             .json(&body)
             .send()
-            .await?;
+            .await
+            .map_err(MailError::Transport)?;
         let status = res.status();
         if !status.is_success() {
-            // SendGrid's error body may quote the request (addresses, names): status only.
-            anyhow::bail!("SendGrid answered {status}");
+            return Err(MailError::Refused(status));
         }
         tracing::info!(relationship = %inv.relationship_id, "invitation email sent");
         Ok(())
@@ -137,7 +150,7 @@ impl Mailer for SendGridMailer {
 }
 
 /// The mailer the settings ask for.
-pub fn from_settings(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn Mailer>> {
+pub fn from_settings(settings: &Settings) -> Result<std::sync::Arc<dyn Mailer>, MailError> {
     Ok(match &settings.sendgrid_api_key {
         Some(key) => std::sync::Arc::new(SendGridMailer::new(settings, key.clone())?),
         None => std::sync::Arc::new(LogMailer),

@@ -3,11 +3,12 @@
 //! job goes on the queue the deployment uses: JetStream with `NATS_URL`, the database queue
 //! otherwise (a running gateway or worker picks it up on its next poll).
 
-use anyhow::Context;
 use inside_schemas::Session;
 use inside_settings::{ExposeSecret, Settings};
 use inside_store::{Store, StoreError};
 use uuid::Uuid;
+
+use crate::error::StartupError;
 
 /// What a re-run did.
 #[derive(Debug)]
@@ -19,28 +20,33 @@ pub struct Rerun {
     pub queue: &'static str,
 }
 
-pub async fn rerun_report(settings: &Settings, sid: Uuid) -> anyhow::Result<Rerun> {
+pub async fn rerun_report(settings: &Settings, sid: Uuid) -> Result<Rerun, StartupError> {
     let store = Store::connect(
         settings.database_url.expose_secret(),
         2,
         settings.database_echo,
     )
     .await
-    .context("connecting to the database (DATABASE_URL)")?;
-    store.migrate().await.context("applying migrations")?;
+    .map_err(StartupError::store(
+        "connecting to the database (DATABASE_URL)",
+    ))?;
+    store
+        .migrate()
+        .await
+        .map_err(StartupError::store("applying migrations"))?;
     let outcome = rerun_on(&store, settings, sid).await;
     store.close().await;
     outcome
 }
 
-async fn rerun_on(store: &Store, settings: &Settings, sid: Uuid) -> anyhow::Result<Rerun> {
+async fn rerun_on(store: &Store, settings: &Settings, sid: Uuid) -> Result<Rerun, StartupError> {
     let previous_failure = store.session_failure(sid).await.map_err(|e| match e {
-        StoreError::NotFound => anyhow::anyhow!("no session {sid}"),
-        other => other.into(),
+        StoreError::NotFound => StartupError::NoSession(sid),
+        other => StartupError::store("reading the session")(other),
     })?;
     let session = store.reopen_finalize(sid).await.map_err(|e| match e {
-        StoreError::Conflict(m) => anyhow::anyhow!("session {sid}: {m}"),
-        other => other.into(),
+        StoreError::Conflict(m) => StartupError::NotRerunnable(sid, m),
+        other => StartupError::store("reopening the session")(other),
     })?;
     let queue = match &settings.nats_url {
         Some(url) => {
@@ -52,14 +58,16 @@ async fn rerun_on(store: &Store, settings: &Settings, sid: Uuid) -> anyhow::Resu
                 subjects,
             )
             .await
-            .context("connecting to NATS (NATS_URL)")?;
-            let client = bus.nats().context("a NATS client")?;
-            inside_bus::jobs::ensure_stream(client, bus.subjects())
-                .await
-                .context("the JetStream report job stream")?;
-            inside_bus::jobs::publish_report_rerun(client, bus.subjects(), sid)
-                .await
-                .context("publishing the report job")?;
+            .map_err(StartupError::bus("connecting to NATS (NATS_URL)"))?;
+            // a bus made by connect_nats_with always has its client
+            if let Some(client) = bus.nats() {
+                inside_bus::jobs::ensure_stream(client, bus.subjects())
+                    .await
+                    .map_err(StartupError::bus("the JetStream report job stream"))?;
+                inside_bus::jobs::publish_report_rerun(client, bus.subjects(), sid)
+                    .await
+                    .map_err(StartupError::bus("publishing the report job"))?;
+            }
             bus.flush().await.ok();
             "jetstream"
         }
@@ -67,7 +75,7 @@ async fn rerun_on(store: &Store, settings: &Settings, sid: Uuid) -> anyhow::Resu
             store
                 .requeue_job(inside_store::jobs::REPORT, sid)
                 .await
-                .context("enqueueing the report job")?;
+                .map_err(StartupError::store("enqueueing the report job"))?;
             "database"
         }
     };

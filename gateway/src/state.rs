@@ -4,7 +4,6 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use inside_settings::{ExposeSecret, Settings};
 use inside_store::event_log::{EventLog, Window};
 use inside_store::limiter::Limiter;
@@ -13,6 +12,7 @@ use rand::RngCore;
 
 use crate::auth::{HasherPool, LiveAccounts, PasswordHasher, TokenKeys};
 use crate::capabilities::{BusHealth, Capabilities, Enroller, ReportQueue, SpeakerAvailability};
+use crate::error::StartupError;
 use crate::mail::{self, Mailer};
 
 #[derive(Clone)]
@@ -65,7 +65,7 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+    pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         settings.require_shared_limits()?;
         let store = Store::connect(
             settings.database_url.expose_secret(),
@@ -73,12 +73,17 @@ impl Connections {
             settings.database_echo,
         )
         .await
-        .context("connecting to the database (DATABASE_URL)")?;
-        store.migrate().await.context("applying migrations")?;
+        .map_err(StartupError::store(
+            "connecting to the database (DATABASE_URL)",
+        ))?;
+        store
+            .migrate()
+            .await
+            .map_err(StartupError::store("applying migrations"))?;
         let limiter = match &settings.redis_url {
             Some(url) => Limiter::redis(url.expose_secret(), &settings.nats_subject_prefix)
                 .await
-                .context("connecting to Redis (REDIS_URL)")?,
+                .map_err(StartupError::store("connecting to Redis (REDIS_URL)"))?,
             None => Limiter::memory(),
         };
         let subjects = inside_bus::Subjects::new(settings.nats_subject_prefix.clone());
@@ -91,11 +96,13 @@ impl Connections {
                     subjects,
                 )
                 .await
-                .context("connecting to NATS (NATS_URL)")?;
+                .map_err(StartupError::bus("connecting to NATS (NATS_URL)"))?;
                 if let Some(client) = bus.nats() {
                     inside_bus::jobs::ensure_stream(client, bus.subjects())
                         .await
-                        .context("creating the JetStream report job stream")?;
+                        .map_err(StartupError::bus(
+                            "creating the JetStream report job stream",
+                        ))?;
                 }
                 bus
             }
@@ -115,7 +122,7 @@ impl AppState {
         settings: Settings,
         connections: Connections,
         capabilities: Capabilities,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartupError> {
         let Connections {
             store,
             limiter,
@@ -153,7 +160,8 @@ impl AppState {
         let hasher = PasswordHasher::new(
             settings.bcrypt_cost,
             HasherPool::for_cores(cores, settings.bcrypt_queue),
-        )?;
+        )
+        .map_err(StartupError::Hasher)?;
         let mailer = mail::from_settings(&settings)?;
         let metrics = inside_process::Recorder::install(&settings.app_version);
         crate::telemetry::describe_metrics();
@@ -186,7 +194,7 @@ impl AppState {
 }
 
 /// `SECRET_KEY`, or a random key generated once and kept in the data directory.
-fn secret_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+fn secret_key(settings: &Settings) -> Result<Vec<u8>, StartupError> {
     if let Some(k) = &settings.secret_key {
         return Ok(k.expose_secret().as_bytes().to_vec());
     }
@@ -196,12 +204,17 @@ fn secret_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
             return Ok(k.trim().as_bytes().to_vec());
         }
     }
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartupError::Io {
+        step: format!("creating {}", settings.data_dir.display()),
+        source,
+    })?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let key = hex::encode(bytes);
-    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, &key).map_err(|source| StartupError::Io {
+        step: format!("writing {}", path.display()),
+        source,
+    })?;
     tracing::warn!(path = %path.display(), "SECRET_KEY not set: generated a development key (set SECRET_KEY in production)");
     Ok(key.into_bytes())
 }

@@ -76,10 +76,11 @@ impl Server {
                     .start(&self.state, shutdown.child_token())
                     .await
                     .context("starting the embedded pipeline")?;
-                inside_gateway::serve(self.state, listener, shutdown, running.stopped()).await
+                inside_gateway::serve(self.state, listener, shutdown, running.stopped()).await?
             }
-            None => inside_gateway::serve(self.state, listener, shutdown, async {}).await,
+            None => inside_gateway::serve(self.state, listener, shutdown, async {}).await?,
         }
+        Ok(())
     }
 }
 
