@@ -7,7 +7,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use inside_engine::speech::{cosine, decode, AudioLimits, Codec, SpeakerModel, SpeechError};
 
 use crate::WorkerError;
@@ -29,20 +28,20 @@ pub fn model_dir(
 }
 
 /// Loads the model from `dir`; no weights there is [`WorkerError::ModelMissing`].
-pub fn load_model(dir: &Path) -> anyhow::Result<SpeakerModel> {
+pub fn load_model(dir: &Path) -> Result<SpeakerModel, WorkerError> {
     match SpeakerModel::load(dir) {
         Ok(model) => Ok(model),
-        Err(SpeechError::ModelMissing(_)) => {
-            Err(WorkerError::ModelMissing(dir.to_path_buf()).into())
-        }
-        Err(e) => Err(anyhow::Error::new(e)
-            .context(format!("loading the speaker model from {}", dir.display()))),
+        Err(SpeechError::ModelMissing(_)) => Err(WorkerError::ModelMissing(dir.to_path_buf())),
+        Err(source) => Err(WorkerError::ModelLoad {
+            dir: dir.to_path_buf(),
+            source: Box::new(source),
+        }),
     }
 }
 
 /// Prints to stdout: `{"file": …, "embedding": [..]}` per file, or with `compare` and exactly
 /// two files `{"a": …, "b": …, "cosine": …}`.
-pub fn run_embed(model_dir: &Path, files: &[PathBuf], compare: bool) -> anyhow::Result<()> {
+pub fn run_embed(model_dir: &Path, files: &[PathBuf], compare: bool) -> Result<(), WorkerError> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     run_embed_to(model_dir, files, compare, &mut out)
@@ -54,12 +53,15 @@ pub fn run_embed_to(
     files: &[PathBuf],
     compare: bool,
     out: &mut impl Write,
-) -> anyhow::Result<()> {
+) -> Result<(), WorkerError> {
     if compare && files.len() != 2 {
-        bail!("--compare takes exactly two files, got {}", files.len());
+        return Err(WorkerError::Usage(format!(
+            "--compare takes exactly two files, got {}",
+            files.len()
+        )));
     }
     if files.is_empty() {
-        bail!("no audio files given");
+        return Err(WorkerError::Usage("no audio files given".into()));
     }
     let model = load_model(model_dir)?;
     let mut embeddings = Vec::with_capacity(files.len());
@@ -67,7 +69,7 @@ pub fn run_embed_to(
         let e = embed_file(&model, file)?;
         if !compare {
             let line = serde_json::json!({ "file": file.display().to_string(), "embedding": e });
-            writeln!(out, "{line}")?;
+            writeln!(out, "{line}").map_err(WorkerError::io("writing the output"))?;
         }
         embeddings.push(e);
     }
@@ -77,25 +79,30 @@ pub fn run_embed_to(
             "b": files[1].display().to_string(),
             "cosine": cosine(&embeddings[0], &embeddings[1]),
         });
-        writeln!(out, "{line}")?;
+        writeln!(out, "{line}").map_err(WorkerError::io("writing the output"))?;
     }
-    out.flush()?;
+    out.flush().map_err(WorkerError::io("writing the output"))?;
     Ok(())
 }
 
 /// Decodes (WAV, FLAC, Ogg Vorbis, MP3; 16 kHz mono after resampling) and embeds one file.
-pub fn embed_file(model: &SpeakerModel, path: &Path) -> anyhow::Result<Vec<f32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn embed_file(model: &SpeakerModel, path: &Path) -> Result<Vec<f32>, WorkerError> {
+    let bytes =
+        std::fs::read(path).map_err(WorkerError::io(format!("reading {}", path.display())))?;
     let hint = path
         .extension()
         .and_then(|e| e.to_str())
         .and_then(|e| e.to_ascii_lowercase().parse::<Codec>().ok())
         .filter(|c| *c != Codec::PcmS16le);
-    let audio =
-        decode(bytes, hint, &CLI_LIMITS).with_context(|| format!("decoding {}", path.display()))?;
-    model
-        .embed(&audio.samples)
-        .with_context(|| format!("embedding {}", path.display()))
+    let failed = |step| {
+        move |source| WorkerError::Audio {
+            step,
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        }
+    };
+    let audio = decode(bytes, hint, &CLI_LIMITS).map_err(failed("decoding"))?;
+    model.embed(&audio.samples).map_err(failed("embedding"))
 }
 
 #[cfg(test)]
@@ -146,8 +153,8 @@ mod tests {
         let wav = fixture().join("input.wav");
         let err = run_embed_to(empty.path(), &[wav], false, &mut Vec::new()).unwrap_err();
         assert!(matches!(
-            err.downcast_ref::<WorkerError>(),
-            Some(WorkerError::ModelMissing(d)) if d == empty.path()
+            &err,
+            WorkerError::ModelMissing(d) if d == empty.path()
         ));
         let message = err.to_string();
         let folder = empty.path().display().to_string();

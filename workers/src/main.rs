@@ -175,15 +175,13 @@ fn run_embed(model_dir: Option<PathBuf>, files: &[PathBuf], compare: bool) -> an
             }
         },
     };
-    let result = dir
-        .map_err(anyhow::Error::from)
-        .and_then(|dir| inside_workers::embed::run_embed(&dir, files, compare));
+    let result = dir.and_then(|dir| inside_workers::embed::run_embed(&dir, files, compare));
     match result {
-        Err(e) if e.downcast_ref::<inside_workers::WorkerError>().is_some() => {
+        Err(e) if e.is_model_missing() => {
             eprintln!("worker embed: {e}");
             std::process::exit(2);
         }
-        other => other,
+        other => Ok(other?),
     }
 }
 

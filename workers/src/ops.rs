@@ -122,7 +122,7 @@ pub async fn serve(
     addr: SocketAddr,
     probes: Probes,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> Result<tokio::task::JoinHandle<()>, crate::WorkerError> {
     let metrics = Recorder::install(env!("CARGO_PKG_VERSION"));
     crate::telemetry::describe_metrics();
     crate::telemetry::register_at_zero();
@@ -135,7 +135,11 @@ pub async fn serve(
             get(|State(o): State<Ops>| async move { o.metrics.render() }),
         )
         .with_state(Ops { probes, metrics });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(crate::WorkerError::io(format!(
+            "binding the ops address {addr} (WORKER_BIND_ADDR)"
+        )))?;
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -14,6 +14,8 @@ use inside_store::{events::SessionEvent, jobs::Job, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use crate::WorkerError;
 use uuid::Uuid;
 
 use crate::barrier::await_recorded;
@@ -65,7 +67,7 @@ impl ReportConfig {
 /// every member whose consent is not granted when the report is written: no frames,
 /// talk time or nudges of theirs, and no line for them. Waits up to `wait` for everything
 /// published for the session to be recorded; past it, the report says it is incomplete.
-pub async fn write_report(store: &Store, sid: Uuid, wait: Duration) -> anyhow::Result<()> {
+pub async fn write_report(store: &Store, sid: Uuid, wait: Duration) -> Result<(), WorkerError> {
     let session = store.session(sid).await?;
     let members: Vec<Uuid> = store
         .relationship(session.relationship_id)

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::reports::{give_up, job_refusal};
-use crate::{write_report, ReportConfig};
+use crate::{write_report, ReportConfig, WorkerError};
 
 /// Durable consumer name shared by the fleet.
 const CONSUMER: &str = "report-writers";
@@ -28,7 +28,7 @@ pub async fn run_report_jobs(
     store: Store,
     config: ReportConfig,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), WorkerError> {
     let ack_wait = config.ack_wait;
     let stream = inside_bus::jobs::ensure_stream(&client, &subjects).await?;
     let consumer = stream
@@ -43,16 +43,19 @@ pub async fn run_report_jobs(
             },
         )
         .await
-        .map_err(|e| anyhow::anyhow!("creating the report consumer: {e}"))?;
+        .map_err(|e| WorkerError::Jobs {
+            step: "creating the report consumer",
+            message: e.to_string(),
+        })?;
     tokio::spawn(crate::telemetry::poll_jobs_pending(
         stream.clone(),
         CONSUMER,
         shutdown.child_token(),
     ));
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| anyhow::anyhow!("pulling report jobs: {e}"))?;
+    let mut messages = consumer.messages().await.map_err(|e| WorkerError::Jobs {
+        step: "pulling report jobs",
+        message: e.to_string(),
+    })?;
     tracing::info!(stream = %subjects.jobs_stream(), "JetStream report jobs started");
     loop {
         let msg = tokio::select! {
