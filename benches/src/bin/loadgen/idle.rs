@@ -28,7 +28,7 @@ pub async fn run(args: &Args, sockets: usize) -> anyhow::Result<()> {
     // of its sockets, so fewer, fuller sessions would measure that fan-out instead of idling;
     // `--session-sockets 2` gives every member one socket and every two sockets a session
     let per_session = args.session_sockets;
-    if per_session < 2 || per_session % 2 != 0 {
+    if per_session < 2 || !per_session.is_multiple_of(2) {
         anyhow::bail!("--session-sockets must be an even number >= 2, not {per_session}");
     }
     // one client per member; socket i goes to client i mod clients, so each member holds
