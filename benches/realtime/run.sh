@@ -2,11 +2,12 @@
 # Realtime benchmarks (figures in docs/REALTIME.md). Release builds; everything on loopback.
 #   benches/realtime/run.sh frames RATE [nats]      frame -> nudge latency, open loop, 20 clients, 10 s
 #   benches/realtime/run.sh audio STREAMS [nats]    segment end -> server.speaker latency, real-time speech streams, 30 s
-#   benches/realtime/run.sh idle SOCKETS            gateway resident memory holding SOCKETS idle WebSockets
+#   benches/realtime/run.sh idle SOCKETS [nats]     gateway resident memory holding SOCKETS idle WebSockets
 # Embedded default unless `nats`: then NATS (4222), Redis (6379) and PostgreSQL (5432) with one
 # gateway and one worker process. Audio needs a model: ECAPA_MODEL_DIR, else a full-size
 # random-weight one is written to /var/tmp/ecapa_full by `random_model`.
-# Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT, LIMIT=S (the production nudge limit,
+# Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT, SESSION_SOCKETS (idle: sockets per session, 20;
+# 2 is one per member, 5,000 sessions for 10,000 sockets), LIMIT=S (the production nudge limit,
 # NUDGE_RATE_LIMIT_SECONDS; default 0 so every probe comes back; with it on, loss is frames the
 # worker did not process and latencies are those of the nudges the limit let out), FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
 # latency; GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
@@ -106,16 +107,26 @@ case "$what" in
     ;;
   idle)
     rss() { awk '/VmRSS/ {print $2}' "/proc/$gw/status"; }
+    worker_rss() { [ "${#pids[@]}" -gt 1 ] && awk '/VmRSS/ {printf " worker_rss_kib=%s", $2}' "/proc/${pids[1]}/status"; true; }
     before=$(rss)
-    "$load" --url "$base" --idle-sockets "$n" --duration "${DURATION:-20}" 2>"$data/idle.err" &
+    worker_before=$(worker_rss)
+    "$load" --url "$base" --idle-sockets "$n" --session-sockets "${SESSION_SOCKETS:-20}" --duration "${DURATION:-20}" 2>"$data/idle.err" &
     lg=$!
+    # after the sign-ups and sessions, before the first socket: what the sockets add
+    until grep -q SET-UP "$data/idle.err" 2>/dev/null; do
+      kill -0 "$lg" 2>/dev/null || { cat "$data/idle.err" >&2; exit 1; }
+      sleep 0.2
+    done
+    set_up=$(rss)
     until grep -q READY "$data/idle.err" 2>/dev/null; do
       kill -0 "$lg" 2>/dev/null || { cat "$data/idle.err" >&2; exit 1; }
       sleep 0.5
     done
-    sleep 3
+    # past one presence heartbeat (5 s) on NATS, whose per-session work is part of the cost
+    sleep "${SETTLE:-6}"
     after=$(rss)
-    echo "gateway_rss_before_kib=$before gateway_rss_holding_kib=$after holding_mb=$(( after * 1024 / 1000000 )) per_socket_bytes=$(( (after - before) * 1024 / n ))"
+    echo "gateway_rss_before_kib=$before gateway_rss_set_up_kib=$set_up gateway_rss_holding_kib=$after holding_mb=$(( after * 1024 / 1000000 )) added_mb=$(( (after - before) * 1024 / 1000000 )) per_socket_bytes=$(( (after - before) * 1024 / n )) sockets_added_mb=$(( (after - set_up) * 1024 / 1000000 )) per_socket_after_set_up_bytes=$(( (after - set_up) * 1024 / n ))"
+    [ -n "$worker_before" ] && echo "worker before:$worker_before holding:$(worker_rss)"
     grep -m1 "open-files" "$data/gateway.log" || true
     wait "$lg"
     ;;

@@ -61,6 +61,11 @@ impl Subjects {
         format!("{}.v1.nudges.{sid}.*", self.prefix)
     }
 
+    /// Every session's nudges (a gateway reads them all and keeps its own sockets').
+    pub fn all_nudges(&self) -> String {
+        format!("{}.v1.nudges.*.*", self.prefix)
+    }
+
     pub fn speakers(&self, sid: Uuid) -> String {
         format!("{}.v1.speakers.{sid}", self.prefix)
     }
@@ -69,13 +74,24 @@ impl Subjects {
         format!("{}.v1.state.{sid}", self.prefix)
     }
 
-    /// Every session's state (workers warm their session cache on a join).
+    /// Every session's speaker events (a gateway reads them all and keeps its own sockets').
+    pub fn all_speakers(&self) -> String {
+        format!("{}.v1.speakers.*", self.prefix)
+    }
+
+    /// Every session's state (workers warm their session cache on a join; a gateway keeps the
+    /// sessions it holds sockets of).
     pub fn all_state(&self) -> String {
         format!("{}.v1.state.*", self.prefix)
     }
 
     pub fn pokes(&self, uid: Uuid) -> String {
         format!("{}.v1.pokes.{uid}", self.prefix)
+    }
+
+    /// Every user's pokes (a gateway reads them all and keeps its own sockets').
+    pub fn all_pokes(&self) -> String {
+        format!("{}.v1.pokes.*", self.prefix)
     }
 
     /// A copy of `frames(sid, uid)` for researchers, published only while every member of

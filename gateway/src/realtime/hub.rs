@@ -1,10 +1,21 @@
 //! `SessionHub`: the sockets this gateway holds, indexed by session then user and by
 //! user then session (so a join, a leave or a delivery costs the sockets concerned, not
-//! every socket held), and the bus subscriptions that feed them. A route (the session's
-//! state and speaker subjects, a user's nudge subject, a user's poke subject) is
-//! subscribed when the first socket needing it joins and unsubscribed when the last one
-//! leaves. Nudges, speaker events and pokes arrive with their id in the session's history
-//! (a bus header set by their producer) and go out with it as `event_id`.
+//! every socket held), and the bus subscriptions that feed them.
+//!
+//! The feeds are four wildcard subscriptions per gateway, one per subject kind (every
+//! session's state, speaker events and nudges, every user's pokes), made at the first join
+//! and kept: a message is routed by its subject to the sockets held here, and one for a session
+//! or user this gateway holds no socket of is dropped after a subject parse and a map lookup,
+//! before its payload is read. A subscription per session and user cost an async-nats channel
+//! and a task each, about 4.6 kB, which was most of an idle socket's memory when every socket
+//! was its own session (issue 21, `docs/benchmarks/2026-12-05-idle-memory.md`); it also made
+//! every join and leave change the server's interest. The price: every gateway receives every
+//! gateway's events, so the fan-out grows with the fleet (the same doc reasons it out).
+//!
+//! Nudges, speaker events and pokes arrive with their id in the session's history (a bus
+//! header set by their producer) and go out with it as `event_id`. A socket is registered
+//! here before its history is read, and the feeds are live before any socket is
+//! registered, so a resuming socket misses nothing between the two.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -14,9 +25,10 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
-use inside_bus::{Bus, BusError, BusMessage};
+use inside_bus::inbound::reject;
+use inside_bus::{Bus, BusError, BusMessage, Subscription};
 use inside_schemas::{ServerMessageType, SessionState};
-use tokio::sync::watch;
+use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -28,7 +40,7 @@ use super::protocol;
 
 /// Messages queued per socket before it counts as a slow reader and is dropped.
 pub const SEND_QUEUE: usize = 256;
-/// How long a join waits for its subscriptions to be live.
+/// How long a join waits for the feeds to be live.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use super::send_queue::{send_queue, Outbound, SendQueue};
@@ -53,6 +65,19 @@ pub(super) struct HubInner {
     /// Fired at shutdown: every socket closes with 1001.
     pub(super) closing: CancellationToken,
     caps: SocketCaps,
+    /// The four wildcard subscriptions, made at the first join.
+    feeds: OnceCell<Feeds>,
+}
+
+/// The feed tasks; stopped (and so unsubscribed) when the hub goes.
+struct Feeds(Vec<JoinHandle<()>>);
+
+impl Drop for Feeds {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -63,7 +88,6 @@ pub(super) struct HubState {
     users: HashMap<Uuid, HashSet<Uuid>>,
     /// Sockets held, all sessions together.
     count: usize,
-    routes: HashMap<Route, RouteEntry>,
     /// Participants other gateways announced, per session and gateway.
     pub(super) remote: HashMap<Uuid, HashMap<Uuid, presence::Remote>>,
 }
@@ -75,6 +99,7 @@ pub(super) struct Socket {
     revoked: CancellationToken,
 }
 
+/// Where a message from the bus goes, read off its subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Route {
     State(Uuid),
@@ -83,10 +108,49 @@ enum Route {
     Pokes(Uuid),
 }
 
-struct RouteEntry {
-    refs: usize,
-    ready: watch::Receiver<bool>,
-    task: JoinHandle<()>,
+/// The subject kinds the hub subscribes to, one wildcard subscription each.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    State,
+    Speakers,
+    Nudges,
+    Pokes,
+}
+
+impl Feed {
+    const ALL: [Feed; 4] = [Feed::State, Feed::Speakers, Feed::Nudges, Feed::Pokes];
+
+    fn subject(self, subjects: &inside_bus::Subjects) -> String {
+        match self {
+            Feed::State => subjects.all_state(),
+            Feed::Speakers => subjects.all_speakers(),
+            Feed::Nudges => subjects.all_nudges(),
+            Feed::Pokes => subjects.all_pokes(),
+        }
+    }
+
+    /// The route a message's subject names; `None` when its ids do not parse (the
+    /// wildcard matches any token, so anyone allowed to publish there could send one).
+    fn route(self, subject: &str) -> Option<Route> {
+        Some(match self {
+            Feed::State => Route::State(inside_bus::last_uuid(subject)?),
+            Feed::Speakers => Route::Speakers(inside_bus::last_uuid(subject)?),
+            Feed::Nudges => {
+                let (sid, uid) = inside_bus::sid_uid(subject)?;
+                Route::Nudges(sid, uid)
+            }
+            Feed::Pokes => Route::Pokes(inside_bus::last_uuid(subject)?),
+        })
+    }
+
+    fn kind(self) -> inbound::Kind {
+        match self {
+            Feed::State => inbound::Kind::State,
+            Feed::Speakers => inbound::Kind::Speakers,
+            Feed::Nudges => inbound::Kind::Nudges,
+            Feed::Pokes => inbound::Kind::Pokes,
+        }
+    }
 }
 
 /// One socket's place in the hub; dropping it leaves (and announces it).
@@ -113,6 +177,7 @@ impl SessionHub {
             state: Mutex::new(HubState::default()),
             closing: CancellationToken::new(),
             caps: SocketCaps::new(limits),
+            feeds: OnceCell::new(),
         }))
     }
 
@@ -155,15 +220,16 @@ impl SessionHub {
         revoke_member(&self.0, sid, uid);
     }
 
-    /// Registers a socket, subscribes what it needs, announces the join when it is the
-    /// user's first socket in the session here (a second socket of the same user changes
-    /// nobody's participant list, so it only gets the current one).
+    /// Registers a socket (the feeds are live once this returns: what is published for it
+    /// from now on reaches its queue), announces the join when it is the user's first socket
+    /// in the session here (a second socket of the same user changes nobody's participant
+    /// list, so it only gets the current one).
     pub async fn join(&self, sid: Uuid, uid: Uuid) -> Result<Membership, HubError> {
         let queue = send_queue(SEND_QUEUE);
         let kill = self.0.closing.child_token();
         let revoked = CancellationToken::new();
         let id = self.0.next_socket.fetch_add(1, Ordering::Relaxed);
-        let (first, readies) = {
+        let first = {
             let mut st = lock(&self.0);
             let sockets = st.sessions.entry(sid).or_default().entry(uid).or_default();
             let first = sockets.is_empty();
@@ -175,16 +241,7 @@ impl SessionHub {
             });
             st.users.entry(uid).or_default().insert(sid);
             st.count += 1;
-            let readies = [
-                Route::State(sid),
-                Route::Speakers(sid),
-                Route::Nudges(sid, uid),
-                Route::Pokes(uid),
-            ]
-            .into_iter()
-            .map(|r| self.acquire(&mut st, r))
-            .collect::<Vec<_>>();
-            (first, readies)
+            first
         };
         let membership = Membership {
             sid,
@@ -195,12 +252,8 @@ impl SessionHub {
             revoked,
             hub: self.clone(),
         };
-        for mut ready in readies {
-            let live = tokio::time::timeout(SUBSCRIBE_TIMEOUT, ready.wait_for(|r| *r)).await;
-            if !matches!(live, Ok(Ok(_))) {
-                return Err(HubError::Subscribe);
-            }
-        }
+        // boxed: a one-time future, kept out of the socket task's state
+        Box::pin(self.subscribed()).await?;
         metrics::gauge!("inside_ws_connections").increment(1.0);
         if first {
             presence::announce(&self.0, sid, true).await?;
@@ -210,38 +263,43 @@ impl SessionHub {
         Ok(membership)
     }
 
-    fn acquire(&self, st: &mut HubState, route: Route) -> watch::Receiver<bool> {
-        if let Some(entry) = st.routes.get_mut(&route) {
-            entry.refs += 1;
-            return entry.ready.clone();
-        }
-        let (ready_tx, ready) = watch::channel(false);
-        let task = tokio::spawn(route_task(Arc::downgrade(&self.0), route, ready_tx));
-        st.routes.insert(
-            route,
-            RouteEntry {
-                refs: 1,
-                ready: ready.clone(),
-                task,
-            },
-        );
-        ready
+    /// Makes the four feeds once (the first join, and any join after a failed try) and
+    /// waits until the server has their interest.
+    async fn subscribed(&self) -> Result<(), HubError> {
+        let make = async {
+            let bus = &self.0.bus;
+            let mut subs = Vec::with_capacity(Feed::ALL.len());
+            for feed in Feed::ALL {
+                subs.push((feed, bus.subscribe(feed.subject(bus.subjects())).await?));
+            }
+            // NATS: the server has the interest before any join proceeds
+            bus.flush().await?;
+            let hub = Arc::downgrade(&self.0);
+            Ok::<_, BusError>(Feeds(
+                subs.into_iter()
+                    .map(|(feed, sub)| tokio::spawn(feed_task(hub.clone(), feed, sub)))
+                    .collect(),
+            ))
+        };
+        let made = self
+            .0
+            .feeds
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(SUBSCRIBE_TIMEOUT, make).await {
+                    Ok(Ok(feeds)) => Ok(feeds),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "subscribing the hub's feeds failed");
+                        Err(HubError::Subscribe)
+                    }
+                    Err(_) => Err(HubError::Subscribe),
+                }
+            })
+            .await;
+        made.map(|_| ())
     }
 
     fn leave(&self, sid: Uuid, uid: Uuid, id: u64) {
-        let last = {
-            let mut st = lock(&self.0);
-            let last = remove_socket(&mut st, sid, uid, id);
-            for route in [
-                Route::State(sid),
-                Route::Speakers(sid),
-                Route::Nudges(sid, uid),
-                Route::Pokes(uid),
-            ] {
-                release(&mut st, route);
-            }
-            last
-        };
+        let last = remove_socket(&mut lock(&self.0), sid, uid, id);
         metrics::gauge!("inside_ws_connections").decrement(1.0);
         if !last {
             // the user is still here through another socket: nobody's list changed
@@ -291,51 +349,35 @@ fn remove_socket(st: &mut HubState, sid: Uuid, uid: Uuid, id: u64) -> bool {
     true
 }
 
-fn release(st: &mut HubState, route: Route) {
-    if let Some(entry) = st.routes.get_mut(&route) {
-        entry.refs -= 1;
-        if entry.refs == 0 {
-            if let Some(entry) = st.routes.remove(&route) {
-                // Dropping the subscription inside the task unsubscribes.
-                entry.task.abort();
-            }
-        }
-    }
-}
-
 pub(super) fn lock(hub: &HubInner) -> MutexGuard<'_, HubState> {
     hub.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn route_task(hub: Weak<HubInner>, route: Route, ready: watch::Sender<bool>) {
-    let Some(bus) = hub.upgrade().map(|h| h.bus.clone()) else {
-        return;
-    };
-    let subjects = bus.subjects();
-    let subject = match route {
-        Route::State(sid) => subjects.state(sid),
-        Route::Speakers(sid) => subjects.speakers(sid),
-        Route::Nudges(sid, uid) => subjects.nudges(sid, uid),
-        Route::Pokes(uid) => subjects.pokes(uid),
-    };
-    // one-time futures boxed: a route task lives as long as its sockets, and its state
-    // machine is as large as its largest await (3,000 routes for 10,000 idle sockets)
-    let mut sub = match Box::pin(bus.subscribe(subject)).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "subscribing a socket route failed");
-            return;
-        }
-    };
-    // NATS: make sure the server has the interest before the join proceeds.
-    if let Err(e) = Box::pin(bus.flush()).await {
-        tracing::warn!(error = %e, "flushing after subscribe failed");
-        return;
-    }
-    let _ = ready.send(true);
+/// Routes one feed's messages to the sockets held here until the hub goes.
+async fn feed_task(hub: Weak<HubInner>, feed: Feed, mut sub: Subscription) {
     while let Some(msg) = sub.next().await {
         let Some(hub) = hub.upgrade() else { return };
+        let Some(route) = feed.route(&msg.subject) else {
+            reject(feed.kind().label(), "subject", None);
+            continue;
+        };
+        // another gateway's session or user: dropped before its payload is read
+        if !holds(&lock(&hub), route) {
+            continue;
+        }
         dispatch(&hub, route, msg).await;
+    }
+}
+
+/// Whether any socket held here is concerned by `route`.
+fn holds(st: &HubState, route: Route) -> bool {
+    match route {
+        Route::State(sid) | Route::Speakers(sid) => st.sessions.contains_key(&sid),
+        Route::Nudges(sid, uid) => st
+            .sessions
+            .get(&sid)
+            .is_some_and(|users| users.contains_key(&uid)),
+        Route::Pokes(uid) => st.users.contains_key(&uid),
     }
 }
 

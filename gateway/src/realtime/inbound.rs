@@ -28,7 +28,7 @@ pub(super) enum Kind {
 }
 
 impl Kind {
-    fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Kind::Nudges => "nudges",
             Kind::Speakers => "speakers",

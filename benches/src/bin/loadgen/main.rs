@@ -12,7 +12,8 @@
 //! host stole during the floor and the frames.
 //!
 //! With `--idle-sockets N` it holds N quiet connections for `--duration` s
-//! (the gateway's memory per idle socket is read meanwhile).
+//! (the gateway's memory per idle socket is read meanwhile), `--session-sockets` of them in
+//! each session (20 by default; 2 is one socket per member, the most sessions for the count).
 //!
 //! With `--audio-streams N` it measures the live speaker path instead: N
 //! sessions, one phone each streaming `pcm_s16le` speech in real time (100 ms
@@ -85,6 +86,11 @@ struct Args {
     /// Idle mode: hold this many authenticated, quiet WebSocket connections for `--duration`.
     #[arg(long)]
     idle_sockets: Option<usize>,
+    /// Idle mode: sockets per session, spread evenly over its two members (an even number
+    /// ≥ 2). 20 measures the sockets; 2 (one per member) the most sessions, what each session
+    /// costs the gateway and the worker (subscriptions, presence, session caches).
+    #[arg(long, default_value_t = 20)]
+    session_sockets: usize,
     /// Speech to stream (looped), any format the server decodes.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/tests/fixtures/audio/speech.flac"))]
     audio_file: std::path::PathBuf,
@@ -215,9 +221,30 @@ async fn setup(args: &Args) -> anyhow::Result<Vec<Client>> {
     setup_clients(args, args.clients).await
 }
 
+/// Sessions set up at once (sign-ups, relationship, consents, session: six requests each).
+const SETUP_CONCURRENCY: usize = 16;
+
 async fn setup_clients(args: &Args, count: usize) -> anyhow::Result<Vec<Client>> {
     let http = reqwest::Client::new();
-    let base = args.url.trim_end_matches('/');
+    let base = args.url.trim_end_matches('/').to_string();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let sessions: Vec<[Client; 2]> = futures::stream::iter(0..count.div_ceil(2))
+        .map(|s| setup_session(&http, &base, &run, s))
+        .buffered(SETUP_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(sessions.into_iter().flatten().take(count).collect())
+}
+
+/// Two users who relate and consent, and the session they start: one client each.
+async fn setup_session(
+    http: &reqwest::Client,
+    base: &str,
+    run: &str,
+    s: usize,
+) -> anyhow::Result<[Client; 2]> {
     let post = |path: String, token: Option<String>, body: Value| {
         let mut req = http.post(format!("{base}{path}")).json(&body);
         if let Some(t) = token {
@@ -233,62 +260,53 @@ async fn setup_clients(args: &Args, count: usize) -> anyhow::Result<Vec<Client>>
             anyhow::Ok(body)
         }
     };
-    let mut clients = Vec::new();
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    for s in 0..count.div_ceil(2) {
-        let mut pair = Vec::new();
-        for who in ["a", "b"] {
-            let email = format!("load-{run}-{s}-{who}@example.com");
-            let tp = post(
-                "/v1/auth/signup".into(),
-                None,
-                json!({"email": email, "password": "load test password", "name": who}),
-            )
+    let mut pair = Vec::new();
+    for who in ["a", "b"] {
+        let email = format!("load-{run}-{s}-{who}@example.com");
+        let tp = post(
+            "/v1/auth/signup".into(),
+            None,
+            json!({"email": email, "password": "load test password", "name": who}),
+        )
+        .await?;
+        pair.push(tp);
+    }
+    let tok = |i: usize| {
+        pair[i]["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let rel = post(
+        "/v1/relationships".into(),
+        Some(tok(0)),
+        json!({"partner_email": pair[1]["user"]["email"], "kind": "friends"}),
+    )
+    .await?;
+    let rid = rel["id"].as_str().unwrap_or_default().to_string();
+    for (i, member) in pair.iter().enumerate() {
+        let uid = member["user"]["id"].as_str().unwrap_or_default();
+        let res = http
+            .put(format!("{base}/v1/relationships/{rid}/consent/{uid}"))
+            .bearer_auth(tok(i))
+            .json(&json!({"status": "granted"}))
+            .send()
             .await?;
-            pair.push(tp);
-        }
-        let tok = |i: usize| {
-            pair[i]["access_token"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        };
-        let rel = post(
-            "/v1/relationships".into(),
-            Some(tok(0)),
-            json!({"partner_email": pair[1]["user"]["email"], "kind": "friends"}),
-        )
-        .await?;
-        let rid = rel["id"].as_str().unwrap_or_default().to_string();
-        for (i, member) in pair.iter().enumerate() {
-            let uid = member["user"]["id"].as_str().unwrap_or_default();
-            let res = http
-                .put(format!("{base}/v1/relationships/{rid}/consent/{uid}"))
-                .bearer_auth(tok(i))
-                .json(&json!({"status": "granted"}))
-                .send()
-                .await?;
-            if !res.status().is_success() {
-                bail!("consent: {}", res.status());
-            }
-        }
-        let session = post(
-            "/v1/sessions".into(),
-            Some(tok(0)),
-            json!({"relationship_id": rid}),
-        )
-        .await?;
-        let sid = session["id"].as_str().unwrap_or_default().to_string();
-        for i in 0..2 {
-            if clients.len() < count {
-                clients.push(Client {
-                    sid: sid.clone(),
-                    token: tok(i),
-                });
-            }
+        if !res.status().is_success() {
+            bail!("consent: {}", res.status());
         }
     }
-    Ok(clients)
+    let session = post(
+        "/v1/sessions".into(),
+        Some(tok(0)),
+        json!({"relationship_id": rid}),
+    )
+    .await?;
+    let sid = session["id"].as_str().unwrap_or_default().to_string();
+    Ok([0, 1].map(|i| Client {
+        sid: sid.clone(),
+        token: tok(i),
+    }))
 }
 
 /// A histogram of latencies in µs, 1 µs to 60 s, three significant digits (every mode's).
