@@ -29,6 +29,8 @@ use inside_store::Store;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::derived::SegmentAudio;
+use super::derived_consumer::DerivedAnalysis;
 use super::{EventWriter, NudgeDelivery};
 use inside_store::SessionDirectory;
 
@@ -50,6 +52,8 @@ struct Pending {
     uid: Uuid,
     meta: AudioSegmentMeta,
     samples: Vec<f32>,
+    /// Members of the session with an account: the derived analysis's streams.
+    members: usize,
 }
 
 /// Everything the attribution needs besides the bus.
@@ -88,6 +92,8 @@ pub struct SpeakerConsumer {
     attribution: Arc<SpeakerAttribution>,
     directory: SessionDirectory,
     prints: HashMap<Uuid, (Instant, Voiceprints)>,
+    /// Conversation features from the same audio; `None` with `DERIVED_FEATURES=off`.
+    derived: Option<DerivedAnalysis>,
 }
 
 impl SpeakerConsumer {
@@ -100,8 +106,10 @@ impl SpeakerConsumer {
         policy: NudgePolicy,
         attribution: Arc<SpeakerAttribution>,
         directory: SessionDirectory,
+        derived: Option<DerivedAnalysis>,
     ) -> Self {
         Self {
+            derived,
             bus,
             store: directory.store().clone(),
             limiter,
@@ -137,7 +145,10 @@ impl SpeakerConsumer {
         for seg in batch.into_iter().filter_map(parse) {
             // a finalizing session still takes what reached the bus: the report waits for it
             match self.directory.get(seg.sid).await {
-                Some(access) if access.records_from(seg.uid) => pending.push(seg),
+                Some(access) if access.records_from(seg.uid) => {
+                    let members = access.members.iter().filter(|m| m.user_id.is_some()).count();
+                    pending.push(Pending { members, ..seg })
+                }
                 Some(access) if !access.is_recording() => {
                     reject("audio", "session_not_active", Some(seg.sid))
                 }
@@ -151,7 +162,10 @@ impl SpeakerConsumer {
         metrics::counter!("inside_audio_segments_received_total").increment(pending.len() as u64);
         let attribution = self.attribution.clone();
         let min_samples = attribution.model.min_samples();
-        let (pending, embeddings) = match tokio::task::spawn_blocking(move || {
+        let derived = self.derived.clone();
+        let (pending, derived, embeddings) = match tokio::task::spawn_blocking(move || {
+            // first: it is cheap, and its nudges should not wait behind the embeddings
+            let derived = derived.map(|d| d.feed(pending.iter().map(|p| p.audio())));
             let vad = Vad::new(VadConfig::default());
             let result = attribution.pool.install(|| {
                 let speech: Vec<usize> = (0..pending.len())
@@ -172,12 +186,12 @@ impl SpeakerConsumer {
                     out
                 })
             });
-            (pending, result)
+            (pending, derived, result)
         })
         .await
         {
-            Ok((p, Ok(e))) => (p, e),
-            Ok((_, Err(e))) => {
+            Ok((p, d, Ok(e))) => (p, d, e),
+            Ok((_, _, Err(e))) => {
                 tracing::warn!(error = %e, "embedding a batch of audio segments failed");
                 return;
             }
@@ -186,6 +200,12 @@ impl SpeakerConsumer {
                 return;
             }
         };
+        if let (Some(analysis), Some(out)) = (&self.derived, derived) {
+            // before the segment marks: the report counts on what they precede
+            analysis
+                .publish(out, &self.bus, &self.directory, &self.delivery, &self.policy, &self.writer)
+                .await;
+        }
         for (seg, embedding) in pending.into_iter().zip(embeddings) {
             match embedding {
                 Some(e) => self.attribute(&seg, &e).await,
@@ -385,5 +405,21 @@ fn parse(msg: BusMessage) -> Option<Pending> {
         uid,
         meta,
         samples,
+        members: 0,
     })
+}
+
+impl Pending {
+    /// The segment on the server clock, for the derived analysis; `None` from a gateway that
+    /// does not say where the stream started.
+    fn audio(&self) -> Option<SegmentAudio<'_>> {
+        let started = i64::try_from(self.meta.stream_started_ms?).ok()?;
+        Some(SegmentAudio {
+            sid: self.sid,
+            uid: self.uid,
+            start_ms: started.checked_add(i64::try_from(self.meta.start_ms).ok()?)?,
+            samples: &self.samples,
+            members: self.members,
+        })
+    }
 }
