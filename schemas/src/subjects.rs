@@ -312,7 +312,10 @@ mod tests {
         assert_eq!(s.frames(sid, uid), format!("inside.v1.frames.{sid}.{uid}"));
         assert_eq!(s.nudges(sid, uid), format!("inside.v1.nudges.{sid}.{uid}"));
         assert_eq!(s.speakers(sid), format!("inside.v1.speakers.{sid}"));
-        assert_eq!(s.derived(sid, uid), format!("inside.v1.derived.{sid}.{uid}"));
+        assert_eq!(
+            s.derived(sid, uid),
+            format!("inside.v1.derived.{sid}.{uid}")
+        );
         assert_eq!(s.pokes(uid), format!("inside.v1.pokes.{uid}"));
         assert_eq!(s.embed(), "inside.v1.embed");
         assert_eq!(s.capabilities(), "inside.v1.capabilities");

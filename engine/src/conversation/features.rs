@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::activity::{ActivityConfig, HopActivity, StreamActivity, VoiceActivityTracker};
 use super::overlap::{member_overlapped_frames, OverlapTracker};
-use super::FRAME_MS;
 use super::rate::{RateConfig, RateEstimate, SpeakingRateTracker};
 use super::turns::{TurnConfig, TurnTracker};
+use super::FRAME_MS;
 use super::{ConversationError, Hop};
 
 /// Everything derived for one member at the end of one hop.

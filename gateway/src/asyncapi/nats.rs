@@ -4,7 +4,8 @@
 use inside_bus::{StateEvent, EVENT_ID_HEADER, FRAME_RECEIVED_US_HEADER, SESSION_EVENT_IDS_HEADER};
 use inside_schemas::audio::headers;
 use inside_schemas::{
-    Capabilities, DerivedFrame, EmbedReply, FeatureFrame, NoPayload, Nudge, Poke, SpeakerSegment, SubjectKind,
+    Capabilities, DerivedFrame, EmbedReply, FeatureFrame, NoPayload, Nudge, Poke, SpeakerSegment,
+    SubjectKind,
 };
 use serde_json::{json, Map, Value};
 use utoipa::openapi::schema::ObjectBuilder;

@@ -4,7 +4,7 @@
 //! the gateway started the stream, plus the segment's place in it). Gaps are padded with
 //! silence; a member who is not streaming (or has gone quiet on the bus) is padded up to the
 //! member furthest ahead so the others' hops keep coming; a member who streams but lags is
-//! waited for up to [`MAX_LAG_MS`]. Pure and synchronous: the consumer runs it off the async
+//! waited for, up to [`MAX_LAG_MS`] of audio. Pure and synchronous: the consumer runs it off the async
 //! runtime, on the blocking pool.
 //!
 //! Bounds, since every segment is untrusted: at most [`MAX_STREAMS`] streams per session (the
@@ -25,9 +25,12 @@ pub const MAX_STREAMS: usize = 8;
 pub const MAX_SESSIONS: usize = 10_000;
 /// A session's analysis is dropped after this long without a segment.
 pub const IDLE: Duration = Duration::from_secs(60);
-/// A streaming member may lag the one furthest ahead by this much audio before the gap is
-/// padded with silence (their late audio for it is then dropped).
-pub const MAX_LAG_MS: u64 = 3_000;
+/// A member who keeps streaming may lag the one furthest ahead by this much audio before the
+/// gap is padded with silence (their late audio for it is then dropped). Phones stream in real
+/// time, so the lag is the network's jitter; it is generous because a phone catching up after a
+/// stall (or a client sending faster than real time) must not lose its audio, and bounded
+/// because the hops waiting for it are held in memory.
+pub const MAX_LAG_MS: u64 = 30_000;
 /// A member whose last segment reached this process longer ago than this (or who has not
 /// streamed this long after the analysis began) counts as not streaming: their slot is padded
 /// with silence up to the member furthest ahead.
@@ -168,6 +171,23 @@ impl DerivedSessions {
         }
     }
 
+    /// What time alone completes: the hops held for members who have since stopped streaming
+    /// (a lone phone's last hops, or the tail of a stream that ended). Call it every second or so.
+    pub fn tick(&mut self, now: Instant) -> Derived {
+        self.sweep(now);
+        let mut out = Derived::default();
+        for (sid, session) in &mut self.sessions {
+            let mut hops = Vec::new();
+            session.catch_up(now, &mut hops);
+            if !hops.is_empty() {
+                let d = session.outputs(*sid, &hops);
+                out.frames.extend(d.frames);
+                out.records.extend(d.records);
+            }
+        }
+        out
+    }
+
     /// Drops the sessions idle for [`IDLE`] (at most every few seconds).
     fn sweep(&mut self, now: Instant) {
         if self
@@ -238,8 +258,13 @@ impl SessionStreams {
         if !samples.is_empty() {
             self.push(slot, samples, &mut hops);
         }
-        // the others, up to the member furthest ahead: at once for a member who is not
-        // streaming, with up to MAX_LAG_MS of patience for one who is
+        self.catch_up(now, &mut hops);
+        Fed::Done(Ok(self.outputs(seg.sid, &hops)))
+    }
+
+    /// Pads the others up to the member furthest ahead: at once for a member who is not
+    /// streaming, with up to MAX_LAG_MS of patience for one who is.
+    fn catch_up(&mut self, now: Instant, hops: &mut Vec<Vec<DerivedFeatures>>) {
         let leader = self.slots.iter().map(|s| s.fed).max().unwrap_or(0);
         for k in 0..self.slots.len() {
             let since = self.slots[k].last_segment.unwrap_or(self.created);
@@ -251,10 +276,9 @@ impl SessionStreams {
             };
             let behind = target.saturating_sub(self.slots[k].fed);
             if behind > 0 {
-                self.pad(k, behind, &mut hops);
+                self.pad(k, behind, hops);
             }
         }
-        Fed::Done(Ok(self.outputs(seg.sid, &hops)))
     }
 
     fn pad(&mut self, slot: usize, samples: u64, hops: &mut Vec<Vec<DerivedFeatures>>) {

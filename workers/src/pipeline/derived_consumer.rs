@@ -66,6 +66,16 @@ impl DerivedAnalysis {
         out
     }
 
+    /// The hops that waited on members who have stopped streaming (CPU work: call it off the
+    /// async runtime).
+    pub fn tick(&self) -> Derived {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sessions.tick(Instant::now())
+    }
+
     /// Publishes the hops' frames, delivers the nudges they call for and records the report's
     /// sums, in that order (the phone is waiting for the nudge; the record may let the report
     /// be written).

@@ -73,7 +73,14 @@ fn a_member_joining_later_is_lined_up_on_the_server_clock() {
     let out_a = stream(&mut s, sid, a, T0, &audio[..72_000], now);
     // B, on another phone, starts 6 s later on the server clock with speech at once
     let speech_b = &audio[8_000..8_000 + 48_000];
-    let mut out_b = stream(&mut s, sid, b, T0 + 6_000, speech_b, now + Duration::from_secs(6));
+    let mut out_b = stream(
+        &mut s,
+        sid,
+        b,
+        T0 + 6_000,
+        speech_b,
+        now + Duration::from_secs(6),
+    );
     // A has stopped: once A no longer counts as streaming, B's hops are no longer held for A
     let tail = s
         .feed(
@@ -89,7 +96,10 @@ fn a_member_joining_later_is_lined_up_on_the_server_clock() {
         .unwrap();
     out_b.frames.extend(tail.frames);
 
-    let a_starts = first_speaking(&out_a, a).expect("A speaks");
+    // A's hops may wait for B's slot (B has 4 s to show up), so they come out with B's calls
+    let mut all = out_a;
+    all.frames.extend(out_b.frames.iter().copied());
+    let a_starts = first_speaking(&all, a).expect("A speaks");
     assert!(
         (T0 + 500..=T0 + 1_000).contains(&a_starts),
         "A's speech starts 500 ms into its stream: hop ending at {}",
@@ -113,7 +123,7 @@ fn a_member_joining_later_is_lined_up_on_the_server_clock() {
     assert_eq!(at.len(), n, "one frame per hop");
     assert!(at.windows(2).all(|w| w[1] - w[0] == 250), "{at:?}");
     // the silence padded into A's slot is not A's speech
-    assert!(out_b
+    assert!(all
         .frames
         .iter()
         .filter(|h| h.uid == a && h.derived.at_ms > T0 + 5_000)
@@ -129,7 +139,10 @@ fn a_new_analysis_carries_nothing_of_the_old_one() {
     let first = stream(&mut s, sid, a, T0, &audio[..160_000], now);
     let turns: u32 = first.records.iter().map(|(_, _, r)| r.turns).sum();
     let speech_ms: u64 = first.records.iter().map(|(_, _, r)| r.speech_ms).sum();
-    assert!(turns >= 1 && speech_ms > 5_000, "{turns} turns, {speech_ms} ms");
+    assert!(
+        turns >= 1 && speech_ms > 5_000,
+        "{turns} turns, {speech_ms} ms"
+    );
 
     // 61 s after its last segment the session's analysis is gone; the member streams again
     let later = now + Duration::from_secs(9) + IDLE + Duration::from_secs(1);
@@ -197,4 +210,69 @@ fn the_same_audio_twice_counts_once_and_streams_past_the_cap_are_ignored() {
         ..seg
     };
     assert_eq!(s.feed(&ninth, now).unwrap_err(), Skipped::TooManyStreams);
+}
+
+fn side(name: &str) -> Vec<f32> {
+    let path = format!(
+        "{}/../engine/tests/fixtures/dialogues/{name}.flac",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    decode(std::fs::read(path).unwrap(), None, &Default::default())
+        .unwrap()
+        .samples
+}
+
+#[test]
+fn two_phones_of_the_turns_dialogue_overlap_where_the_script_does() {
+    let (a, b) = (side("turns.a"), side("turns.b"));
+    let (sid, ua, ub) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut s = DerivedSessions::new(ConversationConfig::default());
+    let now = Instant::now();
+    let mut frames = Vec::new();
+    // B's phone started 40 ms after A's; segments arrive interleaved
+    for (i, (ca, cb)) in a.chunks(24_000).zip(b.chunks(24_000)).enumerate() {
+        let at = now + Duration::from_millis(i as u64 * 1500);
+        for (uid, chunk, start) in [(ua, ca, T0), (ub, cb, T0 + 40)] {
+            let seg = SegmentAudio {
+                sid,
+                uid,
+                start_ms: start + i as i64 * 1500,
+                samples: chunk,
+                members: 2,
+            };
+            frames.extend(s.feed(&seg, at).unwrap().frames);
+        }
+    }
+    let peak = |u: Uuid| {
+        frames
+            .iter()
+            .filter(|h| h.uid == u)
+            .map(|h| (h.rules.overlap_ratio, h.derived.at_ms - T0))
+            .fold((0.0, 0), |m, x| if x.0 > m.0 { x } else { m })
+    };
+    let (pa, pb) = (peak(ua), peak(ub));
+    println!(
+        "peak overlap (ratio, ms): a {pa:?}, b {pb:?}; {} frames",
+        frames.len()
+    );
+    // 10.0–11.2 s scripted: 1.18 s of a 3 s window
+    assert!(pa.0 > 0.3 && pb.0 > 0.3);
+    assert!((10_000..=12_500).contains(&pa.1), "{pa:?}");
+}
+
+#[test]
+fn a_lone_phones_last_hops_come_out_on_the_clock() {
+    let audio = speech();
+    let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut s = DerivedSessions::new(ConversationConfig::default());
+    let now = Instant::now();
+    // the whole stream arrives at once: the partner's slot is still waited for
+    let held = stream(&mut s, sid, a, T0, &audio[..48_000], now);
+    assert!(s.tick(now + Duration::from_secs(1)).frames.is_empty());
+    // once the partner has had LIVE to show up, the clock lets A's hops out
+    let later = s.tick(now + LIVE + Duration::from_secs(1));
+    let n = held.frames.len() + later.frames.len();
+    assert!(later.frames.iter().any(|h| h.derived.speaking));
+    // 1 s of slack and 3 s of audio in 250 ms hops (the last one may still wait for its end)
+    assert!((15..=16).contains(&n), "{n}");
 }

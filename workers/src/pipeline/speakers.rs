@@ -124,9 +124,17 @@ impl SpeakerConsumer {
 
     /// Attributes segments until `shutdown`, then what the subscription still holds.
     pub async fn run(mut self, mut sub: Subscription, shutdown: CancellationToken) {
+        // the derived analysis's clock: hops held for a member who stopped streaming come out
+        // without waiting for another segment
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let first = tokio::select! {
                 m = sub.next() => m,
+                _ = tick.tick(), if self.derived.is_some() => {
+                    self.derived_tick().await;
+                    continue;
+                }
                 _ = shutdown.cancelled() => break,
             };
             let Some(first) = first else { return };
@@ -146,7 +154,11 @@ impl SpeakerConsumer {
             // a finalizing session still takes what reached the bus: the report waits for it
             match self.directory.get(seg.sid).await {
                 Some(access) if access.records_from(seg.uid) => {
-                    let members = access.members.iter().filter(|m| m.user_id.is_some()).count();
+                    let members = access
+                        .members
+                        .iter()
+                        .filter(|m| m.user_id.is_some())
+                        .count();
                     pending.push(Pending { members, ..seg })
                 }
                 Some(access) if !access.is_recording() => {
@@ -203,7 +215,14 @@ impl SpeakerConsumer {
         if let (Some(analysis), Some(out)) = (&self.derived, derived) {
             // before the segment marks: the report counts on what they precede
             analysis
-                .publish(out, &self.bus, &self.directory, &self.delivery, &self.policy, &self.writer)
+                .publish(
+                    out,
+                    &self.bus,
+                    &self.directory,
+                    &self.delivery,
+                    &self.policy,
+                    &self.writer,
+                )
                 .await;
         }
         for (seg, embedding) in pending.into_iter().zip(embeddings) {
@@ -214,6 +233,34 @@ impl SpeakerConsumer {
             // last, after the speaker event and any nudge: once every segment's mark is
             // recorded the report may be written
             self.mark(&seg).await;
+        }
+    }
+
+    async fn derived_tick(&self) {
+        let Some(analysis) = self.derived.clone() else {
+            return;
+        };
+        let out = match tokio::task::spawn_blocking(move || analysis.tick()).await {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::error!(error = %e, "derived features task failed");
+                return;
+            }
+        };
+        if out.frames.is_empty() && out.records.is_empty() {
+            return;
+        }
+        if let Some(analysis) = &self.derived {
+            analysis
+                .publish(
+                    out,
+                    &self.bus,
+                    &self.directory,
+                    &self.delivery,
+                    &self.policy,
+                    &self.writer,
+                )
+                .await;
         }
     }
 
