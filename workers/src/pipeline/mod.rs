@@ -179,8 +179,8 @@ impl Pipeline {
                 config.policy,
                 attribution.clone(),
                 directory.clone(),
-                config.derived_features.then(DerivedAnalysis::default),
-            );
+            )
+            .with_derived(config.derived_features.then(DerivedAnalysis::default));
             consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
             if !bus.is_local() {
                 let sub = bus.queue_subscribe(bus.subjects().embed(), WORKERS).await?;

@@ -106,10 +106,9 @@ impl SpeakerConsumer {
         policy: NudgePolicy,
         attribution: Arc<SpeakerAttribution>,
         directory: SessionDirectory,
-        derived: Option<DerivedAnalysis>,
     ) -> Self {
         Self {
-            derived,
+            derived: None,
             bus,
             store: directory.store().clone(),
             limiter,
@@ -120,6 +119,12 @@ impl SpeakerConsumer {
             directory,
             prints: HashMap::new(),
         }
+    }
+
+    /// Also derives conversation features from the same audio (`DERIVED_FEATURES`).
+    pub fn with_derived(mut self, derived: Option<DerivedAnalysis>) -> Self {
+        self.derived = derived;
+        self
     }
 
     /// Attributes segments until `shutdown`, then what the subscription still holds.
