@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use inside_schemas::{EventBody, NudgeSummary, Report, SpeakerStats};
+use inside_schemas::{AudioStats, DerivedRecord, EventBody, NudgeSummary, Report, SpeakerStats};
 use uuid::Uuid;
 
 use crate::activities::suggest_activities;
@@ -39,6 +39,38 @@ struct Tally {
     overlap_n: u64,
     segment_ms: u64,
     nudges: u64,
+    /// The sums of the member's derived-feature records; `None` when there are none.
+    derived: Option<DerivedRecord>,
+}
+
+/// Adds one record's sums and counts to the member's.
+fn add_derived(into: &mut DerivedRecord, d: &DerivedRecord) {
+    into.speech_ms = into.speech_ms.saturating_add(d.speech_ms);
+    into.overlapped_ms = into.overlapped_ms.saturating_add(d.overlapped_ms);
+    if d.rate_sum.is_finite() && d.rate_sum >= 0.0 {
+        into.rate_sum += d.rate_sum;
+        into.rate_hops = into.rate_hops.saturating_add(d.rate_hops);
+    }
+    into.turns = into.turns.saturating_add(d.turns);
+    into.interruptions = into.interruptions.saturating_add(d.interruptions);
+    into.interrupted = into.interrupted.saturating_add(d.interrupted);
+    into.monologues = into.monologues.saturating_add(d.monologues);
+}
+
+fn audio_stats(d: &DerivedRecord) -> AudioStats {
+    AudioStats {
+        speaking_s: round3(d.speech_ms as f64 / 1000.0),
+        speaking_rate: round3(ratio(d.rate_sum, u64::from(d.rate_hops))),
+        overlap_share: if d.speech_ms > 0 {
+            round3((d.overlapped_ms.min(d.speech_ms)) as f64 / d.speech_ms as f64)
+        } else {
+            0.0
+        },
+        turns: d.turns,
+        interruptions: d.interruptions,
+        interrupted: d.interrupted,
+        monologues: d.monologues,
+    }
 }
 
 /// Builds the report from the session's recorded events (any order: each member's frames are
@@ -96,6 +128,12 @@ pub fn build_report<'a>(
             }
             // proof of receipt for the completeness check; the speaker event carries the time
             EventBody::Segment(_) => {}
+            EventBody::Derived(d) => {
+                if let Some(u) = user {
+                    let t = tallies.entry(u).or_default();
+                    add_derived(t.derived.get_or_insert_with(Default::default), d);
+                }
+            }
         }
     }
     let duration_s = span.duration_ms() as f64 / 1000.0;
@@ -126,6 +164,7 @@ pub fn build_report<'a>(
                 avg_speaking_rate: round3(ratio(t.rate_sum, t.rate_n)),
                 overlap_ratio: round3(ratio(t.overlap_sum, t.overlap_n)),
                 nudges: t.nudges,
+                from_audio: t.derived.as_ref().map(audio_stats),
             }
         })
         .collect();

@@ -306,6 +306,8 @@ pub enum EventBody {
     Nudge(Nudge),
     Speaker(SpeakerRecord),
     Segment(SegmentMark),
+    /// What the workers derived from a member's audio over a run of hops.
+    Derived(crate::DerivedRecord),
 }
 
 impl EventBody {
@@ -315,6 +317,7 @@ impl EventBody {
             EventBody::Nudge(_) => "nudge",
             EventBody::Speaker(_) => "speaker",
             EventBody::Segment(_) => "segment",
+            EventBody::Derived(_) => "derived",
         }
     }
 
@@ -330,6 +333,7 @@ impl EventBody {
             EventBody::Segment(m) => m
                 .stream_started_ms
                 .map_or(m.start_ms, |base| base.saturating_add(m.start_ms)),
+            EventBody::Derived(d) => d.start_ms,
         }
     }
 }

@@ -52,6 +52,29 @@ pub struct SpeakerStats {
     pub avg_speaking_rate: f64,
     pub overlap_ratio: f64,
     pub nudges: u64,
+    /// What the workers derived from this member's own audio stream (docs/DERIVED.md); null
+    /// when the member streamed no audio or `DERIVED_FEATURES` is off.
+    #[serde(default)]
+    pub from_audio: Option<AudioStats>,
+}
+
+/// One member's conversation figures derived from their audio stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AudioStats {
+    /// Seconds of the member's speech (voice activity, 10 ms resolution).
+    pub speaking_s: f64,
+    /// Mean syllables per second over the member's speech (the live 3 s estimates, averaged
+    /// over the hops in which they spoke).
+    pub speaking_rate: f64,
+    /// Share, 0..=1, of the member's speech during which someone else spoke too.
+    pub overlap_share: f64,
+    pub turns: u32,
+    /// Interruptions this member made, and suffered.
+    pub interruptions: u32,
+    pub interrupted: u32,
+    /// Turns that ran past the monologue length (60 s).
+    pub monologues: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

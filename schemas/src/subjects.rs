@@ -70,6 +70,12 @@ impl Subjects {
         format!("{}.v1.speakers.{sid}", self.prefix)
     }
 
+    /// The conversation features the workers derive from a member's audio
+    /// ([`crate::DerivedFrame`], one per hop), published by the worker that computed them.
+    pub fn derived(&self, sid: Uuid, uid: Uuid) -> String {
+        format!("{}.v1.derived.{sid}.{uid}", self.prefix)
+    }
+
     pub fn state(&self, sid: Uuid) -> String {
         format!("{}.v1.state.{sid}", self.prefix)
     }
@@ -112,6 +118,11 @@ impl Subjects {
         format!("{}.v1.research.speakers.{sid}", self.prefix)
     }
 
+    /// A copy of `derived(sid, uid)` for researchers (same rule as [`Self::research_frames`]).
+    pub fn research_derived(&self, sid: Uuid, uid: Uuid) -> String {
+        format!("{}.v1.research.derived.{sid}.{uid}", self.prefix)
+    }
+
     /// The end of a session for researchers: `{"event":"finalized"}` once it is finalized,
     /// published only while every member has granted research use (same rule as
     /// [`Self::research_frames`]). `worker tap` stops on it.
@@ -127,6 +138,11 @@ impl Subjects {
     /// Every member's research audio segments of one session (researchers' tap).
     pub fn research_session_audio(&self, sid: Uuid) -> String {
         format!("{}.v1.research.audio.{sid}.*", self.prefix)
+    }
+
+    /// Every member's research derived features of one session (researchers' tap).
+    pub fn research_session_derived(&self, sid: Uuid) -> String {
+        format!("{}.v1.research.derived.{sid}.*", self.prefix)
     }
 
     /// Everything published for researchers, every session.
@@ -174,6 +190,7 @@ pub enum SubjectKind {
     Audio,
     Nudges,
     Speakers,
+    Derived,
     State,
     Pokes,
     Embed,
@@ -182,6 +199,7 @@ pub enum SubjectKind {
     ResearchFrames,
     ResearchAudio,
     ResearchSpeakers,
+    ResearchDerived,
     ResearchState,
 }
 
@@ -191,6 +209,7 @@ impl SubjectKind {
         SubjectKind::Audio,
         SubjectKind::Nudges,
         SubjectKind::Speakers,
+        SubjectKind::Derived,
         SubjectKind::State,
         SubjectKind::Pokes,
         SubjectKind::Embed,
@@ -199,6 +218,7 @@ impl SubjectKind {
         SubjectKind::ResearchFrames,
         SubjectKind::ResearchAudio,
         SubjectKind::ResearchSpeakers,
+        SubjectKind::ResearchDerived,
         SubjectKind::ResearchState,
     ];
 
@@ -209,6 +229,7 @@ impl SubjectKind {
             SubjectKind::Audio => "audio",
             SubjectKind::Nudges => "nudges",
             SubjectKind::Speakers => "speakers",
+            SubjectKind::Derived => "derived",
             SubjectKind::State => "state",
             SubjectKind::Pokes => "pokes",
             SubjectKind::Embed => "embed",
@@ -217,6 +238,7 @@ impl SubjectKind {
             SubjectKind::ResearchFrames => "research.frames",
             SubjectKind::ResearchAudio => "research.audio",
             SubjectKind::ResearchSpeakers => "research.speakers",
+            SubjectKind::ResearchDerived => "research.derived",
             SubjectKind::ResearchState => "research.state",
         }
     }
@@ -228,6 +250,7 @@ impl SubjectKind {
             SubjectKind::Audio => "{prefix}.v1.audio.{sid}.{uid}",
             SubjectKind::Nudges => "{prefix}.v1.nudges.{sid}.{uid}",
             SubjectKind::Speakers => "{prefix}.v1.speakers.{sid}",
+            SubjectKind::Derived => "{prefix}.v1.derived.{sid}.{uid}",
             SubjectKind::State => "{prefix}.v1.state.{sid}",
             SubjectKind::Pokes => "{prefix}.v1.pokes.{uid}",
             SubjectKind::Embed => "{prefix}.v1.embed",
@@ -236,6 +259,7 @@ impl SubjectKind {
             SubjectKind::ResearchFrames => "{prefix}.v1.research.frames.{sid}.{uid}",
             SubjectKind::ResearchAudio => "{prefix}.v1.research.audio.{sid}.{uid}",
             SubjectKind::ResearchSpeakers => "{prefix}.v1.research.speakers.{sid}",
+            SubjectKind::ResearchDerived => "{prefix}.v1.research.derived.{sid}.{uid}",
             SubjectKind::ResearchState => "{prefix}.v1.research.state.{sid}",
         }
     }
@@ -252,6 +276,7 @@ impl SubjectKind {
             SubjectKind::Audio => s.audio(sid, uid),
             SubjectKind::Nudges => s.nudges(sid, uid),
             SubjectKind::Speakers => s.speakers(sid),
+            SubjectKind::Derived => s.derived(sid, uid),
             SubjectKind::State => s.state(sid),
             SubjectKind::Pokes => s.pokes(uid),
             SubjectKind::Embed => s.embed(),
@@ -260,6 +285,7 @@ impl SubjectKind {
             SubjectKind::ResearchFrames => s.research_frames(sid, uid),
             SubjectKind::ResearchAudio => s.research_audio(sid, uid),
             SubjectKind::ResearchSpeakers => s.research_speakers(sid),
+            SubjectKind::ResearchDerived => s.research_derived(sid, uid),
             SubjectKind::ResearchState => s.research_state(sid),
         }
     }
@@ -271,6 +297,7 @@ impl SubjectKind {
             SubjectKind::ResearchFrames
                 | SubjectKind::ResearchAudio
                 | SubjectKind::ResearchSpeakers
+                | SubjectKind::ResearchDerived
                 | SubjectKind::ResearchState
         )
     }
@@ -301,6 +328,10 @@ mod tests {
         assert_eq!(s.frames(sid, uid), format!("inside.v1.frames.{sid}.{uid}"));
         assert_eq!(s.nudges(sid, uid), format!("inside.v1.nudges.{sid}.{uid}"));
         assert_eq!(s.speakers(sid), format!("inside.v1.speakers.{sid}"));
+        assert_eq!(
+            s.derived(sid, uid),
+            format!("inside.v1.derived.{sid}.{uid}")
+        );
         assert_eq!(s.pokes(uid), format!("inside.v1.pokes.{uid}"));
         assert_eq!(s.embed(), "inside.v1.embed");
         assert_eq!(s.capabilities(), "inside.v1.capabilities");

@@ -115,6 +115,9 @@ pub struct Settings {
     pub balance_share: f64,
     /// Seconds of talk, all members together, before the balance rule judges at all.
     pub balance_min_seconds: f64,
+    /// Whether the workers derive speaking rate, overlap and turns from live audio and nudge
+    /// on them (`DERIVED_FEATURES`, on by default; `off` disables).
+    pub derived_features: bool,
     /// Failed (or in-flight) logins per (email, client address) in a window.
     pub login_max_failures: u32,
     pub login_window_seconds: u64,
@@ -252,6 +255,7 @@ impl Settings {
             overlap_ratio_threshold: r.float("OVERLAP_RATIO_THRESHOLD", 0.3, 0.001, 1.0)?,
             balance_share: r.float("BALANCE_SHARE", 0.7, 0.5, 0.99)?,
             balance_min_seconds: r.float("BALANCE_MIN_SECONDS", 30.0, 0.0, 86_400.0)?,
+            derived_features: r.boolean("DERIVED_FEATURES", true)?,
             login_max_failures: r.ranged("LOGIN_MAX_FAILURES", 10, 1, 10_000)?,
             login_window_seconds: r.ranged("LOGIN_WINDOW_SECONDS", 300, 1, 86400)?,
             login_address_max_failures: r.ranged(

@@ -32,6 +32,7 @@ pub async fn subscribe(bus: &Bus, sid: Uuid) -> Result<SessionTap, inside_bus::B
     for subject in [
         s.research_session_frames(sid),
         s.research_speakers(sid),
+        s.research_session_derived(sid),
         s.research_session_audio(sid),
         s.research_state(sid),
     ] {
@@ -124,6 +125,7 @@ pub fn render(bus: &Bus, msg: &BusMessage) -> Value {
     let (kind, user_id) = match kind {
         "frames" => ("frame", sid_uid(&msg.subject).map(|(_, u)| u)),
         "audio" => ("audio", sid_uid(&msg.subject).map(|(_, u)| u)),
+        "derived" => ("derived", sid_uid(&msg.subject).map(|(_, u)| u)),
         "speakers" => ("speaker", None),
         "state" => (state_kind(&msg.payload), None),
         _ => ("unknown", last_uuid(&msg.subject)),

@@ -9,9 +9,10 @@ use inside_schemas::FeatureFrame;
 use serde::{Deserialize, Serialize};
 
 use super::activity::{ActivityConfig, HopActivity, StreamActivity, VoiceActivityTracker};
-use super::overlap::OverlapTracker;
+use super::overlap::{member_overlapped_frames, OverlapTracker};
 use super::rate::{RateConfig, RateEstimate, SpeakingRateTracker};
 use super::turns::{TurnConfig, TurnTracker};
+use super::FRAME_MS;
 use super::{ConversationError, Hop};
 
 /// Everything derived for one member at the end of one hop.
@@ -24,6 +25,12 @@ pub struct DerivedFeatures {
     pub end_ms: u64,
     /// Speaking for at least half the hop.
     pub speaking: bool,
+    /// This member's speech in this hop, and the part of it in which someone else spoke too
+    /// (10 ms resolution): what a report sums, where the window shares below are for rules.
+    #[serde(default)]
+    pub speech_ms: u32,
+    #[serde(default)]
+    pub overlapped_ms: u32,
     /// Syllables per second over the member's last few seconds of speech; `None` until there
     /// is enough of it.
     pub speaking_rate: Option<f64>,
@@ -196,6 +203,8 @@ impl ConversationAnalyzer {
                     hop: index,
                     end_ms: hop.start_ms + u64::from(hop.hop_ms),
                     speaking: act.speaking(),
+                    speech_ms: act.speech_ms(),
+                    overlapped_ms: member_overlapped_frames(&hop, m) * FRAME_MS,
                     speaking_rate: rates.get(m).copied().flatten(),
                     overlap_ratio: per_member.get(m).copied().unwrap_or(0.0),
                     conversation_overlap_ratio: conversation_overlap,

@@ -271,6 +271,8 @@ fn derived_features_become_frames_the_policy_reads() {
         hop: 9,
         end_ms: 1000,
         speaking: true,
+        speech_ms: 250,
+        overlapped_ms: 0,
         speaking_rate: Some(5.0),
         overlap_ratio: 0.1,
         conversation_overlap_ratio: 0.1,

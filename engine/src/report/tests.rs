@@ -233,3 +233,44 @@ fn segment_marks_count_nothing_themselves() {
     assert_eq!((r.frames, r.duration_s), (0, 0.0));
     assert_eq!(r.speakers[0].talk_time_s, 0.0);
 }
+
+#[test]
+fn derived_records_add_up_to_from_audio_and_only_for_who_streamed() {
+    use inside_schemas::DerivedRecord;
+    let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let rec = |speech, overlapped, rate_sum, rate_hops, turns, interruptions| {
+        EventBody::Derived(DerivedRecord {
+            start_ms: 0,
+            end_ms: 1500,
+            speech_ms: speech,
+            overlapped_ms: overlapped,
+            rate_sum,
+            rate_hops,
+            turns,
+            interruptions,
+            interrupted: 0,
+            monologues: 0,
+        })
+    };
+    let events = vec![
+        (Some(a), rec(1000, 250, 16.0, 4, 1, 0)),
+        (Some(a), rec(1500, 250, 24.0, 6, 0, 1)),
+        // a forged negative rate sum is left out rather than pulling the mean down
+        (Some(a), rec(0, 0, -50.0, 1, 0, 0)),
+    ];
+    let r = build(&[a, b], &events);
+    let stats = |u: Uuid| {
+        r.speakers
+            .iter()
+            .find(|s| s.user_id == u)
+            .unwrap()
+            .from_audio
+            .clone()
+    };
+    let fa = stats(a).expect("a streamed");
+    assert_eq!(fa.speaking_s, 2.5);
+    assert_eq!(fa.speaking_rate, 4.0);
+    assert_eq!(fa.overlap_share, 0.2);
+    assert_eq!((fa.turns, fa.interruptions), (1, 1));
+    assert_eq!(stats(b), None);
+}

@@ -4,7 +4,8 @@
 use inside_bus::{StateEvent, EVENT_ID_HEADER, FRAME_RECEIVED_US_HEADER, SESSION_EVENT_IDS_HEADER};
 use inside_schemas::audio::headers;
 use inside_schemas::{
-    Capabilities, EmbedReply, FeatureFrame, NoPayload, Nudge, Poke, SpeakerSegment, SubjectKind,
+    Capabilities, DerivedFrame, EmbedReply, FeatureFrame, NoPayload, Nudge, Poke, SpeakerSegment,
+    SubjectKind,
 };
 use serde_json::{json, Map, Value};
 use utoipa::openapi::schema::ObjectBuilder;
@@ -85,6 +86,11 @@ fn describe(b: &mut Builder, kind: SubjectKind) -> Subject {
             "Speaker attributions, delivered to the session's sockets as `server.speaker`.",
             vec![EVENT_ID],
         ),
+        SubjectKind::Derived => json(
+            b.schema_ref::<DerivedFrame>(),
+            "Conversation features a worker derived from a member's audio, one per 250 ms hop on the server clock (docs/DERIVED.md): speaking rate, overlap, turns, interruptions, loudness. Judged by the same nudge rules and limit as feature frames.",
+            vec![],
+        ),
         SubjectKind::State => json(
             b.schema_ref::<StateEvent>(),
             "Presence between gateways (so `server.session_state` lists everyone), the finalize signal and revoked members.",
@@ -132,6 +138,11 @@ fn describe(b: &mut Builder, kind: SubjectKind) -> Subject {
         SubjectKind::ResearchSpeakers => json(
             b.schema_ref::<SpeakerSegment>(),
             "For researchers: a copy of `speakers`, only while every member granted research use.",
+            vec![],
+        ),
+        SubjectKind::ResearchDerived => json(
+            b.schema_ref::<DerivedFrame>(),
+            "For researchers: a copy of `derived`, only while every member granted research use.",
             vec![],
         ),
         SubjectKind::ResearchState => json(

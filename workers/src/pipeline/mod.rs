@@ -4,11 +4,14 @@
 //! With a speaker model it also attributes live audio segments
 //! (`inside.v1.audio.*` → `inside.v1.speakers.<sid>`) and, on NATS, answers
 //! voiceprint enrolment on `inside.v1.embed` and the gateways' capability probe on
-//! `inside.v1.capabilities`. The same code runs in `worker`
+//! `inside.v1.capabilities`; from the same audio it derives speaking rate, overlap and turns
+//! (`inside.v1.derived.<sid>.<uid>`), judged by the same rules and nudge limit as frames. The same code runs in `worker`
 //! processes on NATS and inside the gateway on the in-process bus.
 
 mod capabilities;
 mod delivery;
+pub mod derived;
+mod derived_consumer;
 mod enrol;
 mod frames;
 pub mod jobs;
@@ -18,6 +21,7 @@ mod writer;
 
 pub use capabilities::run_capabilities;
 pub use delivery::NudgeDelivery;
+pub use derived_consumer::DerivedAnalysis;
 pub use frames::FrameConsumer;
 pub use speakers::{SpeakerAttribution, SpeakerConsumer};
 pub use writer::EventWriter;
@@ -57,6 +61,8 @@ pub struct PipelineConfig {
     /// The history, shared with the gateway in the embedded default; `None`: the pipeline
     /// keeps it next to its limiter (Redis) or not at all (NATS without Redis).
     pub event_log: Option<EventLog>,
+    /// Derive conversation features from the live audio it attributes (`DERIVED_FEATURES`).
+    pub derived_features: bool,
 }
 
 impl PipelineConfig {
@@ -76,6 +82,7 @@ impl PipelineConfig {
                 .resume_window()
                 .map(|(events, max_age)| Window { events, max_age }),
             event_log: None,
+            derived_features: settings.derived_features,
         }
     }
 
@@ -172,7 +179,8 @@ impl Pipeline {
                 config.policy,
                 attribution.clone(),
                 directory.clone(),
-            );
+            )
+            .with_derived(config.derived_features.then(DerivedAnalysis::default));
             consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
             if !bus.is_local() {
                 let sub = bus.queue_subscribe(bus.subjects().embed(), WORKERS).await?;
@@ -200,6 +208,7 @@ impl Pipeline {
         tracing::info!(
             consumers = config.consumers,
             speakers = config.speakers.is_some(),
+            derived_features = config.speakers.is_some() && config.derived_features,
             nudge_window_s = config.nudge_window.map(|w| w.as_secs_f64()),
             event_history = events.is_on(),
             "analysis pipeline started"

@@ -29,6 +29,8 @@ use inside_store::Store;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::derived::SegmentAudio;
+use super::derived_consumer::DerivedAnalysis;
 use super::{EventWriter, NudgeDelivery};
 use inside_store::SessionDirectory;
 
@@ -50,6 +52,8 @@ struct Pending {
     uid: Uuid,
     meta: AudioSegmentMeta,
     samples: Vec<f32>,
+    /// Members of the session with an account: the derived analysis's streams.
+    members: usize,
 }
 
 /// Everything the attribution needs besides the bus.
@@ -88,6 +92,8 @@ pub struct SpeakerConsumer {
     attribution: Arc<SpeakerAttribution>,
     directory: SessionDirectory,
     prints: HashMap<Uuid, (Instant, Voiceprints)>,
+    /// Conversation features from the same audio; `None` with `DERIVED_FEATURES=off`.
+    derived: Option<DerivedAnalysis>,
 }
 
 impl SpeakerConsumer {
@@ -102,6 +108,7 @@ impl SpeakerConsumer {
         directory: SessionDirectory,
     ) -> Self {
         Self {
+            derived: None,
             bus,
             store: directory.store().clone(),
             limiter,
@@ -114,11 +121,25 @@ impl SpeakerConsumer {
         }
     }
 
+    /// Also derives conversation features from the same audio (`DERIVED_FEATURES`).
+    pub fn with_derived(mut self, derived: Option<DerivedAnalysis>) -> Self {
+        self.derived = derived;
+        self
+    }
+
     /// Attributes segments until `shutdown`, then what the subscription still holds.
     pub async fn run(mut self, mut sub: Subscription, shutdown: CancellationToken) {
+        // the derived analysis's clock: hops held for a member who stopped streaming come out
+        // without waiting for another segment
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let first = tokio::select! {
                 m = sub.next() => m,
+                _ = tick.tick(), if self.derived.is_some() => {
+                    self.derived_tick().await;
+                    continue;
+                }
                 _ = shutdown.cancelled() => break,
             };
             let Some(first) = first else { return };
@@ -137,7 +158,14 @@ impl SpeakerConsumer {
         for seg in batch.into_iter().filter_map(parse) {
             // a finalizing session still takes what reached the bus: the report waits for it
             match self.directory.get(seg.sid).await {
-                Some(access) if access.records_from(seg.uid) => pending.push(seg),
+                Some(access) if access.records_from(seg.uid) => {
+                    let members = access
+                        .members
+                        .iter()
+                        .filter(|m| m.user_id.is_some())
+                        .count();
+                    pending.push(Pending { members, ..seg })
+                }
                 Some(access) if !access.is_recording() => {
                     reject("audio", "session_not_active", Some(seg.sid))
                 }
@@ -151,7 +179,10 @@ impl SpeakerConsumer {
         metrics::counter!("inside_audio_segments_received_total").increment(pending.len() as u64);
         let attribution = self.attribution.clone();
         let min_samples = attribution.model.min_samples();
-        let (pending, embeddings) = match tokio::task::spawn_blocking(move || {
+        let derived = self.derived.clone();
+        let (pending, derived, embeddings) = match tokio::task::spawn_blocking(move || {
+            // first: it is cheap, and its nudges should not wait behind the embeddings
+            let derived = derived.map(|d| d.feed(pending.iter().map(|p| p.audio())));
             let vad = Vad::new(VadConfig::default());
             let result = attribution.pool.install(|| {
                 let speech: Vec<usize> = (0..pending.len())
@@ -172,12 +203,12 @@ impl SpeakerConsumer {
                     out
                 })
             });
-            (pending, result)
+            (pending, derived, result)
         })
         .await
         {
-            Ok((p, Ok(e))) => (p, e),
-            Ok((_, Err(e))) => {
+            Ok((p, d, Ok(e))) => (p, d, e),
+            Ok((_, _, Err(e))) => {
                 tracing::warn!(error = %e, "embedding a batch of audio segments failed");
                 return;
             }
@@ -186,6 +217,19 @@ impl SpeakerConsumer {
                 return;
             }
         };
+        if let (Some(analysis), Some(out)) = (&self.derived, derived) {
+            // before the segment marks: the report counts on what they precede
+            analysis
+                .publish(
+                    out,
+                    &self.bus,
+                    &self.directory,
+                    &self.delivery,
+                    &self.policy,
+                    &self.writer,
+                )
+                .await;
+        }
         for (seg, embedding) in pending.into_iter().zip(embeddings) {
             match embedding {
                 Some(e) => self.attribute(&seg, &e).await,
@@ -194,6 +238,34 @@ impl SpeakerConsumer {
             // last, after the speaker event and any nudge: once every segment's mark is
             // recorded the report may be written
             self.mark(&seg).await;
+        }
+    }
+
+    async fn derived_tick(&self) {
+        let Some(analysis) = self.derived.clone() else {
+            return;
+        };
+        let out = match tokio::task::spawn_blocking(move || analysis.tick()).await {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::error!(error = %e, "derived features task failed");
+                return;
+            }
+        };
+        if out.frames.is_empty() && out.records.is_empty() {
+            return;
+        }
+        if let Some(analysis) = &self.derived {
+            analysis
+                .publish(
+                    out,
+                    &self.bus,
+                    &self.directory,
+                    &self.delivery,
+                    &self.policy,
+                    &self.writer,
+                )
+                .await;
         }
     }
 
@@ -385,5 +457,21 @@ fn parse(msg: BusMessage) -> Option<Pending> {
         uid,
         meta,
         samples,
+        members: 0,
     })
+}
+
+impl Pending {
+    /// The segment on the server clock, for the derived analysis; `None` from a gateway that
+    /// does not say where the stream started.
+    fn audio(&self) -> Option<SegmentAudio<'_>> {
+        let started = i64::try_from(self.meta.stream_started_ms?).ok()?;
+        Some(SegmentAudio {
+            sid: self.sid,
+            uid: self.uid,
+            start_ms: started.checked_add(i64::try_from(self.meta.start_ms).ok()?)?,
+            samples: &self.samples,
+            members: self.members,
+        })
+    }
 }

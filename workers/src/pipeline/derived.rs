@@ -1,0 +1,382 @@
+//! Conversation features derived from live audio (docs/DERIVED.md, **In the workers**): per
+//! session, one `ConversationAnalyzer` in this process, fed the audio segments this process
+//! receives, each member's stream placed on the session's time base (the server clock: where
+//! the gateway started the stream, plus the segment's place in it). Gaps are padded with
+//! silence; a member who is not streaming (or has gone quiet on the bus) is padded up to the
+//! member furthest ahead so the others' hops keep coming; a member who streams but lags is
+//! waited for, up to [`MAX_LAG_MS`] of audio. Pure and synchronous: the consumer runs it off the async
+//! runtime, on the blocking pool.
+//!
+//! Bounds, since every segment is untrusted: at most [`MAX_STREAMS`] streams per session (the
+//! analyzer's limit; later ones are ignored), at most [`MAX_SESSIONS`] sessions per process, a
+//! gap of more than [`MAX_GAP_MS`] starts the session's analysis afresh instead of padding it,
+//! and a session idle for [`IDLE`] is dropped.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use inside_engine::conversation::{ConversationAnalyzer, ConversationConfig, DerivedFeatures};
+use inside_schemas::{DerivedFrame, DerivedRecord, FeatureFrame};
+use uuid::Uuid;
+
+/// Streams one session's analysis takes (the engine's limit on members).
+pub const MAX_STREAMS: usize = 8;
+/// Sessions analysed at once by one process; new ones past it are not analysed.
+pub const MAX_SESSIONS: usize = 10_000;
+/// A session's analysis is dropped after this long without a segment.
+pub const IDLE: Duration = Duration::from_secs(60);
+/// A member who keeps streaming may lag the one furthest ahead by this much audio before the
+/// gap is padded with silence (their late audio for it is then dropped). Phones stream in real
+/// time, so the lag is the network's jitter; it is generous because a phone catching up after a
+/// stall (or a client sending faster than real time) must not lose its audio, and bounded
+/// because the hops waiting for it are held in memory.
+pub const MAX_LAG_MS: u64 = 30_000;
+/// A member whose last segment reached this process longer ago than this (or who has not
+/// streamed this long after the analysis began) counts as not streaming: their slot is padded
+/// with silence up to the member furthest ahead.
+pub const LIVE: Duration = Duration::from_secs(4);
+/// A gap in a stream longer than this restarts the session's analysis rather than being padded.
+pub const MAX_GAP_MS: u64 = 60_000;
+/// Session time starts this long before the first segment seen, so a member whose stream began
+/// a little earlier, but whose segment arrived later, is not cut.
+const ORIGIN_SLACK_MS: i64 = 1_000;
+/// Samples per ms at 16 kHz.
+const PER_MS: u64 = 16;
+/// Silence is fed in pieces of this many samples (1 s), not in one allocation.
+const PAD_CHUNK: usize = 16_000;
+
+/// One segment's audio, placed on the server clock.
+pub struct SegmentAudio<'a> {
+    pub sid: Uuid,
+    pub uid: Uuid,
+    /// Server clock (ms since the Unix epoch) of the segment's first sample.
+    pub start_ms: i64,
+    pub samples: &'a [f32],
+    /// Members of the session (the analyzer's slots, at most [`MAX_STREAMS`]).
+    pub members: usize,
+}
+
+/// One member's hop: the frame published on the derived subject, and the feature frame the
+/// nudge rules read (`DerivedFeatures::to_frame`: no rate while the member is silent).
+#[derive(Debug, Clone, Copy)]
+pub struct HopFrame {
+    pub sid: Uuid,
+    pub uid: Uuid,
+    pub derived: DerivedFrame,
+    pub rules: FeatureFrame,
+}
+
+/// What feeding a segment produced: per-hop frames to publish and judge, and one record per
+/// member whose hops advanced, for the report.
+#[derive(Debug, Default)]
+pub struct Derived {
+    pub frames: Vec<HopFrame>,
+    pub records: Vec<(Uuid, Uuid, DerivedRecord)>,
+}
+
+/// Why a segment was not analysed (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    TooManySessions,
+    TooManyStreams,
+}
+
+impl Skipped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skipped::TooManySessions => "too_many_sessions",
+            Skipped::TooManyStreams => "too_many_streams",
+        }
+    }
+}
+
+/// The analyses of every session this process hears audio for.
+pub struct DerivedSessions {
+    config: ConversationConfig,
+    sessions: HashMap<Uuid, SessionStreams>,
+    last_sweep: Option<Instant>,
+}
+
+/// One member's place in a session's analysis.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// `None` until a member's first segment takes the slot.
+    uid: Option<Uuid>,
+    /// Samples fed so far, on the session's time base.
+    fed: u64,
+    last_segment: Option<Instant>,
+    /// The counters of the last hop seen, so records carry what changed since.
+    seen: Counters,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    turns: u32,
+    interruptions: u32,
+    interrupted: u32,
+    monologues: u32,
+}
+
+struct SessionStreams {
+    analyzer: ConversationAnalyzer,
+    /// Server clock (ms) of session sample 0.
+    origin_ms: i64,
+    slots: Vec<Slot>,
+    /// When this analysis began: members who have not streamed yet get [`LIVE`] from it to
+    /// show up before they are padded (phones that start together may reach it in any order).
+    created: Instant,
+    last_seen: Instant,
+}
+
+impl DerivedSessions {
+    pub fn new(config: ConversationConfig) -> Self {
+        Self {
+            config,
+            sessions: HashMap::new(),
+            last_sweep: None,
+        }
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Feeds one segment, received at `now`; what it completed comes back.
+    pub fn feed(&mut self, seg: &SegmentAudio<'_>, now: Instant) -> Result<Derived, Skipped> {
+        self.sweep(now);
+        if !self.sessions.contains_key(&seg.sid) && self.sessions.len() >= MAX_SESSIONS {
+            return Err(Skipped::TooManySessions);
+        }
+        let mut restarted = false;
+        loop {
+            let session = match self.sessions.entry(seg.sid) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    match SessionStreams::new(self.config, seg, now) {
+                        Some(s) => e.insert(s),
+                        // the engine refused the configuration: nothing to analyse with
+                        None => return Ok(Derived::default()),
+                    }
+                }
+            };
+            match session.feed(seg, now) {
+                Fed::Done(out) => return out,
+                // a gap too long to pad: the conversation starts over from this segment
+                Fed::Restart if !restarted => {
+                    self.sessions.remove(&seg.sid);
+                    restarted = true;
+                }
+                Fed::Restart => return Ok(Derived::default()),
+            }
+        }
+    }
+
+    /// What time alone completes: the hops held for members who have since stopped streaming
+    /// (a lone phone's last hops, or the tail of a stream that ended). Call it every second or so.
+    pub fn tick(&mut self, now: Instant) -> Derived {
+        self.sweep(now);
+        let mut out = Derived::default();
+        for (sid, session) in &mut self.sessions {
+            let mut hops = Vec::new();
+            session.catch_up(now, &mut hops);
+            if !hops.is_empty() {
+                let d = session.outputs(*sid, &hops);
+                out.frames.extend(d.frames);
+                out.records.extend(d.records);
+            }
+        }
+        out
+    }
+
+    /// Drops the sessions idle for [`IDLE`] (at most every few seconds).
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .last_sweep
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        self.sessions
+            .retain(|_, s| now.saturating_duration_since(s.last_seen) < IDLE);
+    }
+}
+
+enum Fed {
+    Done(Result<Derived, Skipped>),
+    Restart,
+}
+
+impl SessionStreams {
+    fn new(config: ConversationConfig, seg: &SegmentAudio<'_>, now: Instant) -> Option<Self> {
+        let members = seg.members.clamp(1, MAX_STREAMS);
+        let analyzer = ConversationAnalyzer::new(members, config).ok()?;
+        Some(Self {
+            analyzer,
+            origin_ms: seg.start_ms.saturating_sub(ORIGIN_SLACK_MS),
+            slots: vec![Slot::default(); members],
+            created: now,
+            last_seen: now,
+        })
+    }
+
+    fn feed(&mut self, seg: &SegmentAudio<'_>, now: Instant) -> Fed {
+        let slot = match self.slots.iter().position(|s| s.uid == Some(seg.uid)) {
+            Some(i) => i,
+            None => match self.slots.iter().position(|s| s.uid.is_none()) {
+                Some(i) => {
+                    self.slots[i].uid = Some(seg.uid);
+                    i
+                }
+                None => return Fed::Done(Err(Skipped::TooManyStreams)),
+            },
+        };
+        self.last_seen = now;
+        self.slots[slot].last_segment = Some(now);
+        let offset_ms = seg.start_ms.saturating_sub(self.origin_ms);
+        let mut samples = seg.samples;
+        // before session time 0: the part before it is dropped
+        let start = if offset_ms < 0 {
+            let cut = (offset_ms.unsigned_abs().saturating_mul(PER_MS)) as usize;
+            samples = samples.get(cut..).unwrap_or(&[]);
+            0
+        } else {
+            offset_ms.unsigned_abs().saturating_mul(PER_MS)
+        };
+        let fed = self.slots[slot].fed;
+        if start > fed && start - fed > MAX_GAP_MS * PER_MS {
+            return Fed::Restart;
+        }
+        let mut hops = Vec::new();
+        if start > fed {
+            self.pad(slot, start - fed, &mut hops);
+        } else if start < fed {
+            // already covered (padded while the member lagged, or sent twice): the rest only
+            let skip = usize::try_from(fed - start).unwrap_or(usize::MAX);
+            samples = samples.get(skip..).unwrap_or(&[]);
+        }
+        if !samples.is_empty() {
+            self.push(slot, samples, &mut hops);
+        }
+        self.catch_up(now, &mut hops);
+        Fed::Done(Ok(self.outputs(seg.sid, &hops)))
+    }
+
+    /// Pads the others up to the member furthest ahead: at once for a member who is not
+    /// streaming, with up to MAX_LAG_MS of patience for one who is.
+    fn catch_up(&mut self, now: Instant, hops: &mut Vec<Vec<DerivedFeatures>>) {
+        let leader = self.slots.iter().map(|s| s.fed).max().unwrap_or(0);
+        for k in 0..self.slots.len() {
+            let since = self.slots[k].last_segment.unwrap_or(self.created);
+            let streaming = now.saturating_duration_since(since) < LIVE;
+            let target = if streaming {
+                leader.saturating_sub(MAX_LAG_MS * PER_MS)
+            } else {
+                leader
+            };
+            let behind = target.saturating_sub(self.slots[k].fed);
+            if behind > 0 {
+                self.pad(k, behind, hops);
+            }
+        }
+    }
+
+    fn pad(&mut self, slot: usize, samples: u64, hops: &mut Vec<Vec<DerivedFeatures>>) {
+        let zeros = [0f32; PAD_CHUNK];
+        let mut left = samples;
+        while left > 0 {
+            let n = usize::try_from(left.min(PAD_CHUNK as u64)).unwrap_or(PAD_CHUNK);
+            self.push(slot, &zeros[..n], hops);
+            left -= n as u64;
+        }
+    }
+
+    fn push(&mut self, slot: usize, samples: &[f32], hops: &mut Vec<Vec<DerivedFeatures>>) {
+        // the slot exists (it indexes `slots`, sized as the analyzer): no error to handle
+        if let Ok(done) = self.analyzer.push(slot, samples) {
+            hops.extend(done);
+        }
+        self.slots[slot].fed += samples.len() as u64;
+    }
+
+    /// The frames of the members who streamed, and each one's record over these hops.
+    fn outputs(&mut self, sid: Uuid, hops: &[Vec<DerivedFeatures>]) -> Derived {
+        let mut out = Derived::default();
+        let hop_ms = self.analyzer.hop().ms();
+        let mut records: Vec<Option<DerivedRecord>> = vec![None; self.slots.len()];
+        for row in hops {
+            for f in row {
+                let Some(slot) = self.slots.get_mut(f.member) else {
+                    continue;
+                };
+                let Some(uid) = slot.uid else { continue };
+                let end_ms = self
+                    .origin_ms
+                    .saturating_add(i64::try_from(f.end_ms).unwrap_or(i64::MAX));
+                let mut rules = f.to_frame(end_ms);
+                rules.received_ms = Some(end_ms);
+                out.frames.push(HopFrame {
+                    sid,
+                    uid,
+                    derived: frame(f, end_ms, hop_ms),
+                    rules,
+                });
+                let r = records[f.member].get_or_insert_with(|| DerivedRecord {
+                    start_ms: end_ms.saturating_sub(i64::from(hop_ms)),
+                    ..Default::default()
+                });
+                r.end_ms = end_ms;
+                r.speech_ms += u64::from(f.speech_ms);
+                r.overlapped_ms += u64::from(f.overlapped_ms);
+                if let (true, Some(rate)) = (f.speaking, f.speaking_rate) {
+                    if rate.is_finite() {
+                        r.rate_sum += rate;
+                        r.rate_hops += 1;
+                    }
+                }
+                // counters only grow within one analyzer; a new analyzer starts a new `seen`
+                r.turns += f.turns.saturating_sub(slot.seen.turns);
+                r.interruptions += f.interruptions.saturating_sub(slot.seen.interruptions);
+                r.interrupted += f.interrupted.saturating_sub(slot.seen.interrupted);
+                r.monologues += f.monologues.saturating_sub(slot.seen.monologues);
+                slot.seen = Counters {
+                    turns: f.turns,
+                    interruptions: f.interruptions,
+                    interrupted: f.interrupted,
+                    monologues: f.monologues,
+                };
+            }
+        }
+        for (slot, record) in self.slots.iter().zip(records) {
+            if let (Some(uid), Some(r)) = (slot.uid, record) {
+                out.records.push((sid, uid, r));
+            }
+        }
+        out
+    }
+}
+
+fn frame(f: &DerivedFeatures, at_ms: i64, hop_ms: u32) -> DerivedFrame {
+    DerivedFrame {
+        at_ms,
+        hop_ms,
+        speaking: f.speaking,
+        speaking_rate: f.speaking_rate.filter(|r| r.is_finite()),
+        overlap_ratio: f.overlap_ratio,
+        conversation_overlap_ratio: f.conversation_overlap_ratio,
+        loudness_db: f.loudness_db.filter(|l| l.is_finite()),
+        loudness_over_baseline_db: f.loudness_over_baseline_db.filter(|l| l.is_finite()),
+        turns: f.turns,
+        interruptions: f.interruptions,
+        interrupted: f.interrupted,
+        monologues: f.monologues,
+        raised_voice_episodes: f.raised_voice_episodes,
+        turn_ms: f.turn_ms,
+        silences: f.silences,
+        silence_ms: f.silence_ms,
+    }
+}
+
+#[cfg(test)]
+#[path = "derived_tests.rs"]
+mod tests;
