@@ -9,7 +9,7 @@
 # Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT, SESSION_SOCKETS (idle: sockets per session, 20;
 # 2 is one per member, 5,000 sessions for 10,000 sockets), LIMIT=S (the production nudge limit,
 # NUDGE_RATE_LIMIT_SECONDS; default 0 so every probe comes back; with it on, loss is frames the
-# worker did not process and latencies are those of the nudges the limit let out), FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
+# worker did not process and latencies are those of the nudges the limit let out; the clients' windows are staggered), FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
 # latency; GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
 # Every frames run ends with a `machine:` line (loopback round trip on one CPU and across two, CPU
 # stolen by the host while sending): read the figures beside it (docs/REALTIME.md, "slow hour").

@@ -35,6 +35,11 @@ pub struct Plan {
     pub probe_every: u64,
     /// Keep each probe's (send µs from the start, latency µs) for `--latency-log`.
     pub latency_log: bool,
+    /// The server's nudge limit window, when on: client `c` of `n` sends only calm frames for
+    /// its first `window × (c + 1) / n`, so the clients' windows open and close spread over
+    /// the window (phones do not start in lockstep) and the first frames that reach the worker
+    /// are calm ones (its session cache is warm when the first probe comes).
+    pub stagger: Option<Duration>,
 }
 
 /// (scheduled send µs from the start of sending, latency µs) of each probe.
@@ -101,7 +106,12 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
     });
     // each client's own frames take turns at being a probe, staggered across clients
     let every = plan.probe_every.max(1);
-    let probe = move |k: u64| (k / n + k % n).is_multiple_of(every);
+    let period_ns = schedule.period_ns;
+    let stagger_ns = plan.stagger.map_or(0.0, |w| w.as_nanos() as f64);
+    let probe = move |k: u64| {
+        let calm_until_ns = stagger_ns * ((k % n) + 1) as f64 / n as f64;
+        (k / n + k % n).is_multiple_of(every) && k as f64 * period_ns >= calm_until_ns
+    };
     // per client: how many probes it is sent, known before sending starts
     let expected: Vec<u64> = (0..n)
         .map(|c| (c..total).step_by(n as usize).filter(|k| probe(*k)).count() as u64)

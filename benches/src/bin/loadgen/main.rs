@@ -62,7 +62,8 @@ struct Args {
     /// The server's `NUDGE_RATE_LIMIT_SECONDS` when it is not 0: a probe then gets a nudge only
     /// once per window per client, so loss is counted as frames the worker did not process
     /// (`worker_processed`, needs `--worker-metrics` on NATS) and the latency figures are of
-    /// the nudges that went out.
+    /// the nudges that went out. Each client's first probe waits for its turn in the window
+    /// (client `c` of `n` after `window × (c + 1) / n`), so the windows do not all end at once.
     #[arg(long, default_value_t = 0.0)]
     nudge_window: f64,
     /// Also write each probe's `send_ms latency_us` (send time from the start of sending) to
@@ -143,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         drain: args.drain,
         probe_every: args.probe_every,
         latency_log: args.latency_log.is_some(),
+        stagger: (args.nudge_window > 0.0).then(|| Duration::from_secs_f64(args.nudge_window)),
     };
     let http = reqwest::Client::new();
     let metrics_urls: Vec<String> = std::iter::once(format!("{}/metrics", args.url))
