@@ -50,6 +50,7 @@ enum ReportCommand {
 }
 
 // glibc's malloc contends on arena locks under many small short-lived messages
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

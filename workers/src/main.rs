@@ -186,6 +186,7 @@ fn run_embed(model_dir: Option<PathBuf>, files: &[PathBuf], compare: bool) -> an
 }
 
 // glibc's malloc contends on arena locks under many small short-lived messages
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
