@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use inside_bus::inbound::reject;
 use inside_bus::{sid_uid, Bus, BusError, BusMessage, Subscription};
 use inside_schemas::audio::headers::FORWARDED_AUDIO_SUBJECT;
@@ -19,8 +20,6 @@ use inside_store::ownership::Claims;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-use futures::StreamExt;
 
 /// How long a claim lasts without its owner handling the session's audio; also how long a
 /// dead owner's sessions wait to be noticed when no segment arrives to notice it.
