@@ -27,6 +27,9 @@ pub mod headers {
     pub const STREAM_STARTED_MS: &str = "Inside-Stream-Started-Ms";
     /// On `inside.v1.embed` requests: the MIME type of the uploaded file.
     pub const CONTENT_TYPE: &str = "Content-Type";
+    /// On a segment one worker forwards to another (`{prefix}.v1.workers.<worker>.audio`): the
+    /// `audio` subject it came on, which names its session and member.
+    pub const FORWARDED_AUDIO_SUBJECT: &str = "Inside-Audio-Subject";
 }
 
 /// The metadata of one audio segment (stream-relative times in ms).

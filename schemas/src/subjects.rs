@@ -160,6 +160,14 @@ impl Subjects {
         format!("{}.v1.capabilities", self.prefix)
     }
 
+    /// One worker process's own inbox for live audio (internal, workers only): a worker that
+    /// takes a segment from the queue group for a session another worker owns forwards it here
+    /// unchanged, as a request, with the subject it came on in `Inside-Audio-Subject`.
+    /// `worker` is the process's id, new at each start.
+    pub fn worker_audio(&self, worker: Uuid) -> String {
+        format!("{}.v1.workers.{worker}.audio", self.prefix)
+    }
+
     pub fn report_jobs(&self) -> String {
         format!("{}.v1.jobs.report", self.prefix)
     }
@@ -195,6 +203,7 @@ pub enum SubjectKind {
     Pokes,
     Embed,
     Capabilities,
+    WorkerAudio,
     ReportJobs,
     ResearchFrames,
     ResearchAudio,
@@ -214,6 +223,7 @@ impl SubjectKind {
         SubjectKind::Pokes,
         SubjectKind::Embed,
         SubjectKind::Capabilities,
+        SubjectKind::WorkerAudio,
         SubjectKind::ReportJobs,
         SubjectKind::ResearchFrames,
         SubjectKind::ResearchAudio,
@@ -234,6 +244,7 @@ impl SubjectKind {
             SubjectKind::Pokes => "pokes",
             SubjectKind::Embed => "embed",
             SubjectKind::Capabilities => "capabilities",
+            SubjectKind::WorkerAudio => "workers.audio",
             SubjectKind::ReportJobs => "jobs.report",
             SubjectKind::ResearchFrames => "research.frames",
             SubjectKind::ResearchAudio => "research.audio",
@@ -255,6 +266,7 @@ impl SubjectKind {
             SubjectKind::Pokes => "{prefix}.v1.pokes.{uid}",
             SubjectKind::Embed => "{prefix}.v1.embed",
             SubjectKind::Capabilities => "{prefix}.v1.capabilities",
+            SubjectKind::WorkerAudio => "{prefix}.v1.workers.{worker}.audio",
             SubjectKind::ReportJobs => "{prefix}.v1.jobs.report",
             SubjectKind::ResearchFrames => "{prefix}.v1.research.frames.{sid}.{uid}",
             SubjectKind::ResearchAudio => "{prefix}.v1.research.audio.{sid}.{uid}",
@@ -269,7 +281,8 @@ impl SubjectKind {
         self.pattern().replace("{prefix}", prefix)
     }
 
-    /// The concrete subject, as [`Subjects`] makes it (ids a family does not use are ignored).
+    /// The concrete subject, as [`Subjects`] makes it (ids a family does not use are ignored;
+    /// [`SubjectKind::WorkerAudio`] takes `uid` as the worker's id).
     pub fn subject(self, s: &Subjects, sid: Uuid, uid: Uuid) -> String {
         match self {
             SubjectKind::Frames => s.frames(sid, uid),
@@ -281,6 +294,7 @@ impl SubjectKind {
             SubjectKind::Pokes => s.pokes(uid),
             SubjectKind::Embed => s.embed(),
             SubjectKind::Capabilities => s.capabilities(),
+            SubjectKind::WorkerAudio => s.worker_audio(uid),
             SubjectKind::ReportJobs => s.report_jobs(),
             SubjectKind::ResearchFrames => s.research_frames(sid, uid),
             SubjectKind::ResearchAudio => s.research_audio(sid, uid),
@@ -315,7 +329,8 @@ mod tests {
             let filled = kind
                 .address("pfx")
                 .replace("{sid}", &sid.to_string())
-                .replace("{uid}", &uid.to_string());
+                .replace("{uid}", &uid.to_string())
+                .replace("{worker}", &uid.to_string());
             assert_eq!(filled, kind.subject(&s, sid, uid), "{kind:?}");
             assert_eq!(kind.is_research(), filled.starts_with("pfx.v1.research."));
         }
@@ -335,6 +350,10 @@ mod tests {
         assert_eq!(s.pokes(uid), format!("inside.v1.pokes.{uid}"));
         assert_eq!(s.embed(), "inside.v1.embed");
         assert_eq!(s.capabilities(), "inside.v1.capabilities");
+        assert_eq!(
+            s.worker_audio(uid),
+            format!("inside.v1.workers.{uid}.audio")
+        );
         assert_eq!(s.report_jobs(), "inside.v1.jobs.report");
         assert_eq!(s.jobs_stream(), "INSIDE_JOBS");
     }
@@ -365,7 +384,7 @@ mod tests {
         );
         assert_eq!(s.all_research(), "inside.v1.research.>");
         // the internal wildcards the pipeline subscribes to do not see research copies
-        for internal in [s.all_frames(), s.all_audio()] {
+        for internal in [s.all_frames(), s.all_audio(), s.worker_audio(uid)] {
             assert!(!internal.starts_with("inside.v1.research"));
         }
     }

@@ -2,7 +2,8 @@
 //! phones that send no feature frames stream the committed espeak-ng dialogues
 //! (`engine/tests/fixtures/dialogues/`, scripted rates, overlaps and interruptions in
 //! `*.truth.json`), and the workers' derived features nudge them and fill the report's
-//! `speakers[].from_audio`. Embedded, and on NATS + Redis + PostgreSQL with a worker.
+//! `speakers[].from_audio`. Embedded, and on NATS + Redis + PostgreSQL with one worker, and
+//! with two (each session's audio then goes to one of them: `pipeline/affinity.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -189,18 +190,44 @@ fn runs(truth: &Value, who: &str, bridge: i64) -> Vec<(i64, i64)> {
     out
 }
 
+/// Every scripted utterance is over 3 syllables/s: with the default threshold SLOW_DOWN would
+/// take the shared nudge window first; the two-phone tests are about overlap.
+const NO_SLOW_DOWN: (&str, &str) = ("SPEAKING_RATE_THRESHOLD", "20");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_phones_get_let_partner_finish_on_overlap_and_a_report_from_audio() {
     let app = spawn_app_with(
         Db::Sqlite,
-        &[
-            ("ECAPA_MODEL_DIR", model_dir().as_str()),
-            // every scripted utterance is over 3 syllables/s: with the default threshold
-            // SLOW_DOWN would take the shared nudge window first; this test is about overlap
-            ("SPEAKING_RATE_THRESHOLD", "20"),
-        ],
+        &[("ECAPA_MODEL_DIR", model_dir().as_str()), NO_SLOW_DOWN],
     )
     .await;
+    let_partner_finish_from_two_phones(&app).await;
+}
+
+/// Two workers share the queue group, so the two phones' segments are spread over them; the
+/// overlap between the phones is only seen whole because each session's audio goes to one
+/// worker (its owner in Redis), which the other forwards its share to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phones_get_let_partner_finish_with_two_workers_on_nats() {
+    let app = spawn_app_with(
+        Db::Postgres,
+        &[("NATS_URL", NATS), ("REDIS_URL", REDIS), NO_SLOW_DOWN],
+    )
+    .await;
+    let model = std::sync::Arc::new(load_model());
+    let stop = CancellationToken::new();
+    let first = start_worker(&app.env, 1, Some(model.clone()), stop.clone()).await;
+    let second = start_worker(&app.env, 1, Some(model), stop.clone()).await;
+    let_partner_finish_from_two_phones(&app).await;
+    stop.cancel();
+    first.stopped().await;
+    second.stopped().await;
+}
+
+/// Both phones of a couple stream their side of `turns` together: both get
+/// `LET_PARTNER_FINISH` at the scripted overlap, and the report's `from_audio` matches the
+/// script.
+async fn let_partner_finish_from_two_phones(app: &TestApp) {
     let (a, b, rid) = app.couple().await;
     let sid = app.start_session(&a, &rid).await;
     let mut ws_a = Ws::connect(app.addr, &sid, token(&a)).await;

@@ -11,6 +11,7 @@ pub mod event_log;
 pub mod events;
 pub mod jobs;
 pub mod limiter;
+pub mod ownership;
 pub mod pokes;
 pub mod relationships;
 pub mod reports;

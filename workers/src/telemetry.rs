@@ -41,6 +41,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "Live audio segments with no speech",
     ),
     (
+        "inside_audio_forwarded_total",
+        "Live audio segments handed to the worker owning their session (NATS with Redis)",
+    ),
+    (
+        "inside_audio_owner_takeovers_total",
+        "Sessions' live audio taken over from a worker that did not answer a forwarded segment",
+    ),
+    (
         "inside_speakers_total",
         "Speaker events published, by whether a member was recognised",
     ),

@@ -116,6 +116,16 @@ fn describe(b: &mut Builder, kind: SubjectKind) -> Subject {
             headers: vec![],
             reply: Some(b.schema_ref::<Capabilities>()),
         },
+        SubjectKind::WorkerAudio => Subject {
+            summary: "Internal, between workers (with Redis): a segment taken from `audio` by a worker that does not own its session, forwarded unchanged as a request to the worker that does, which answers (an empty body) once it holds it. No answer: the owner is gone and the sender takes the session over.",
+            payload: AUDIO,
+            headers: {
+                let mut h = audio_headers();
+                h.push((headers::FORWARDED_AUDIO_SUBJECT, "The `audio` subject the segment came on: its session and member, checked like any bus message."));
+                h
+            },
+            reply: Some(b.schema_ref::<NoPayload>()),
+        },
         SubjectKind::ReportJobs => Subject {
             summary: "JetStream stream `INSIDE_JOBS`: durable report jobs, acked once the report is stored.",
             payload: Payload::Text(
@@ -190,6 +200,10 @@ pub(super) fn add(b: &mut Builder) {
         for (name, meaning) in [
             ("sid", "A coaching session's id (a UUID)."),
             ("uid", "A user's id (a UUID)."),
+            (
+                "worker",
+                "A worker process's id (a UUID, new at each start).",
+            ),
         ] {
             if address.contains(&format!("{{{name}}}")) {
                 parameters.insert(name.into(), json!({ "description": meaning }));

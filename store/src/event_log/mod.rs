@@ -21,6 +21,7 @@ use inside_schemas::HistoryKind;
 use uuid::Uuid;
 
 pub use memory::MemoryLog;
+pub(crate) use remote::Script;
 pub use remote::{AppendOutcome, RedisLog};
 
 use crate::limiter::Limiter;

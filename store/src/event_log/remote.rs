@@ -44,13 +44,13 @@ return 1
 ";
 
 /// A Lua script run by its SHA1 (`EVALSHA`), sent whole only when Redis lacks it.
-struct Script {
+pub(crate) struct Script {
     body: &'static str,
     sha: String,
 }
 
 impl Script {
-    fn new(body: &'static str) -> Self {
+    pub(crate) fn new(body: &'static str) -> Self {
         let sha = Sha1::digest(body.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -58,7 +58,7 @@ impl Script {
         Self { body, sha }
     }
 
-    async fn run<T: FromRedisValue>(
+    pub(crate) async fn run<T: FromRedisValue>(
         &self,
         conn: &ConnectionManager,
         keys: &[&str],

@@ -4,7 +4,9 @@
 //! the gateway started the stream, plus the segment's place in it). Gaps are padded with
 //! silence; a member who is not streaming (or has gone quiet on the bus) is padded up to the
 //! member furthest ahead so the others' hops keep coming; a member who streams but lags is
-//! waited for, up to [`MAX_LAG_MS`] of audio. Pure and synchronous: the consumer runs it off the async
+//! waited for, up to [`MAX_LAG_MS`] of audio. A segment that arrives ahead of one still missing
+//! from its stream (a forwarded segment overtaken by the next one, sent straight) is held for up
+//! to [`HOLD`] for the gap to fill. Pure and synchronous: the consumer runs it off the async
 //! runtime, on the blocking pool.
 //!
 //! Bounds, since every segment is untrusted: at most [`MAX_STREAMS`] streams per session (the
@@ -40,6 +42,10 @@ pub const MAX_GAP_MS: u64 = 60_000;
 /// Session time starts this long before the first segment seen, so a member whose stream began
 /// a little earlier, but whose segment arrived later, is not cut.
 const ORIGIN_SLACK_MS: i64 = 1_000;
+/// How long a segment ahead of a missing one of its stream waits for it before the gap is padded.
+pub const HOLD: Duration = Duration::from_secs(2);
+/// Segments held per member at most; past it the gap is padded at once.
+const MAX_HELD: usize = 8;
 /// Samples per ms at 16 kHz.
 const PER_MS: u64 = 16;
 /// Silence is fed in pieces of this many samples (1 s), not in one allocation.
@@ -54,6 +60,9 @@ pub struct SegmentAudio<'a> {
     pub samples: &'a [f32],
     /// Members of the session (the analyzer's slots, at most [`MAX_STREAMS`]).
     pub members: usize,
+    /// Its stream (where the stream started on the server clock) and its number in it, when
+    /// known: a segment ahead of a missing one of its stream is held for it.
+    pub place: Option<(i64, u64)>,
 }
 
 /// One member's hop: the frame published on the derived subject, and the feature frame the
@@ -107,6 +116,20 @@ struct Slot {
     last_segment: Option<Instant>,
     /// The counters of the last hop seen, so records carry what changed since.
     seen: Counters,
+    /// The stream of the last segment fed and the number its next segment has.
+    next: Option<(i64, u64)>,
+    /// Segments that came ahead of a missing one of their stream, waiting for it.
+    held: Vec<Held>,
+}
+
+/// A segment held for a missing one before it.
+#[derive(Debug, Clone)]
+struct Held {
+    place: (i64, u64),
+    /// Where it starts, in samples on the session's time base.
+    start: u64,
+    samples: Vec<f32>,
+    since: Instant,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -248,23 +271,85 @@ impl SessionStreams {
             return Fed::Restart;
         }
         let mut hops = Vec::new();
-        if start > fed {
-            self.pad(slot, start - fed, &mut hops);
-        } else if start < fed {
-            // already covered (padded while the member lagged, or sent twice): the rest only
-            let skip = usize::try_from(fed - start).unwrap_or(usize::MAX);
-            samples = samples.get(skip..).unwrap_or(&[]);
-        }
-        if !samples.is_empty() {
-            self.push(slot, samples, &mut hops);
+        let held = &self.slots[slot].held;
+        match seg.place {
+            Some(place) if start > fed && self.ahead(slot, place) && held.len() < MAX_HELD => {
+                self.slots[slot].held.push(Held {
+                    place,
+                    start,
+                    samples: samples.to_vec(),
+                    since: now,
+                });
+            }
+            place => {
+                self.place(slot, start, samples, &mut hops);
+                if let Some((stream, seq)) = place {
+                    self.slots[slot].next = Some((stream, seq.saturating_add(1)));
+                }
+            }
         }
         self.catch_up(now, &mut hops);
         Fed::Done(Ok(self.outputs(seg.sid, &hops)))
     }
 
-    /// Pads the others up to the member furthest ahead: at once for a member who is not
-    /// streaming, with up to MAX_LAG_MS of patience for one who is.
+    /// True when a segment at `place` comes after one of its stream not fed yet (a stream this
+    /// member has not fed from yet starts at 0).
+    fn ahead(&self, slot: usize, (stream, seq): (i64, u64)) -> bool {
+        let expected = match self.slots[slot].next {
+            Some((s, n)) if s == stream => n,
+            _ => 0,
+        };
+        seq > expected
+    }
+
+    /// Feeds `samples` starting at `start`: a gap before them padded with silence, a part
+    /// already covered (padded while the member lagged, or sent twice) dropped.
+    fn place(
+        &mut self,
+        slot: usize,
+        start: u64,
+        mut samples: &[f32],
+        hops: &mut Vec<Vec<DerivedFeatures>>,
+    ) {
+        let fed = self.slots[slot].fed;
+        if start > fed {
+            self.pad(slot, start - fed, hops);
+        } else if start < fed {
+            let skip = usize::try_from(fed - start).unwrap_or(usize::MAX);
+            samples = samples.get(skip..).unwrap_or(&[]);
+        }
+        if !samples.is_empty() {
+            self.push(slot, samples, hops);
+        }
+    }
+
+    /// Feeds the member's held segments that may go now, in their stream's order: the next one
+    /// expected, and any that waited [`HOLD`] (the gap before it is then padded).
+    fn release(&mut self, slot: usize, now: Instant, hops: &mut Vec<Vec<DerivedFeatures>>) {
+        loop {
+            let held = &self.slots[slot].held;
+            let Some(i) = (0..held.len()).min_by_key(|&i| held[i].place) else {
+                return;
+            };
+            let due = now.saturating_duration_since(held[i].since) >= HOLD;
+            if !due && self.ahead(slot, held[i].place) {
+                return;
+            }
+            let seg = self.slots[slot].held.swap_remove(i);
+            self.place(slot, seg.start, &seg.samples, hops);
+            self.slots[slot].next = Some((seg.place.0, seg.place.1.saturating_add(1)));
+        }
+    }
+
+    /// Feeds what held segments may go, then pads the others up to the member furthest ahead:
+    /// at once for a member who is not streaming, with up to MAX_LAG_MS of patience for one who
+    /// is.
     fn catch_up(&mut self, now: Instant, hops: &mut Vec<Vec<DerivedFeatures>>) {
+        for k in 0..self.slots.len() {
+            if !self.slots[k].held.is_empty() {
+                self.release(k, now, hops);
+            }
+        }
         let leader = self.slots.iter().map(|s| s.fed).max().unwrap_or(0);
         for k in 0..self.slots.len() {
             let since = self.slots[k].last_segment.unwrap_or(self.created);

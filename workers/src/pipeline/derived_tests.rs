@@ -45,6 +45,7 @@ fn stream(
                     start_ms: start_ms + i as i64 * 1500,
                     samples: seg,
                     members: 2,
+                    place: None,
                 },
                 now + Duration::from_millis(i as u64 * 1500),
             )
@@ -90,6 +91,7 @@ fn a_member_joining_later_is_lined_up_on_the_server_clock() {
                 start_ms: T0 + 9_000,
                 samples: &[0.0; 16_000],
                 members: 2,
+                place: None,
             },
             now + Duration::from_secs(20),
         )
@@ -181,6 +183,7 @@ fn the_same_audio_twice_counts_once_and_streams_past_the_cap_are_ignored() {
         start_ms: T0,
         samples: &audio[8_000..32_000],
         members: 20,
+        place: None,
     };
     // the second copy arrives once the members who have not streamed are no longer waited
     // for, so every hop of the first comes out
@@ -239,6 +242,7 @@ fn two_phones_of_the_turns_dialogue_overlap_where_the_script_does() {
                 start_ms: start + i as i64 * 1500,
                 samples: chunk,
                 members: 2,
+                place: None,
             };
             frames.extend(s.feed(&seg, at).unwrap().frames);
         }
@@ -275,4 +279,41 @@ fn a_lone_phones_last_hops_come_out_on_the_clock() {
     assert!(later.frames.iter().any(|h| h.derived.speaking));
     // 1 s of slack and 3 s of audio in 250 ms hops (the last one may still wait for its end)
     assert!((15..=16).contains(&n), "{n}");
+}
+
+/// Speech (ms) in the records of feeding `order` of `audio`'s 1.5 s segments (one stream, one
+/// member, all at `now`), then of the clock `later`.
+fn speech_fed_in(audio: &[f32], order: &[usize], later: Duration) -> u64 {
+    let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut s = DerivedSessions::new(ConversationConfig::default());
+    let now = Instant::now();
+    let mut records = Vec::new();
+    for &i in order {
+        let seg = SegmentAudio {
+            sid,
+            uid: a,
+            start_ms: T0 + i as i64 * 1500,
+            samples: &audio[i * 24_000..(i + 1) * 24_000],
+            members: 1,
+            place: Some((T0, i as u64)),
+        };
+        records.extend(s.feed(&seg, now).unwrap().records);
+    }
+    records.extend(s.tick(now + later).records);
+    records.iter().map(|(_, _, r)| r.speech_ms).sum()
+}
+
+#[test]
+fn a_segment_overtaken_by_the_next_of_its_stream_is_not_lost() {
+    let audio = speech();
+    let in_order = speech_fed_in(&audio, &[0, 1, 2, 3], Duration::ZERO);
+    assert!(in_order > 3_000, "{in_order} ms");
+    // forwarded ones overtaken by the next sent straight: held until the gap fills
+    let overtaken = speech_fed_in(&audio, &[0, 2, 1, 3], Duration::ZERO);
+    assert_eq!(overtaken, in_order);
+    // one that never comes: what was held goes once it has waited HOLD, the gap padded
+    let without_2 = speech_fed_in(&audio, &[0, 1, 3], Duration::ZERO);
+    let gap_padded = speech_fed_in(&audio, &[0, 1, 3], HOLD);
+    assert!(gap_padded > without_2, "{gap_padded} vs {without_2} ms");
+    assert!(gap_padded < in_order, "{gap_padded} vs {in_order} ms");
 }

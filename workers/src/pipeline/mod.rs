@@ -6,8 +6,10 @@
 //! voiceprint enrolment on `inside.v1.embed` and the gateways' capability probe on
 //! `inside.v1.capabilities`; from the same audio it derives speaking rate, overlap and turns
 //! (`inside.v1.derived.<sid>.<uid>`), judged by the same rules and nudge limit as frames. The same code runs in `worker`
-//! processes on NATS and inside the gateway on the in-process bus.
+//! processes on NATS and inside the gateway on the in-process bus. On NATS with Redis each
+//! session's audio is handled by one worker (`affinity`).
 
+pub mod affinity;
 mod capabilities;
 mod delivery;
 pub mod derived;
@@ -15,6 +17,7 @@ mod derived_consumer;
 mod enrol;
 mod frames;
 pub mod jobs;
+mod segments;
 mod speakers;
 mod warmup;
 mod writer;
@@ -37,6 +40,7 @@ use inside_settings::Settings;
 use inside_store::event_log::{EventLog, Window};
 use inside_store::limiter::Limiter;
 use inside_store::Store;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -171,7 +175,7 @@ impl Pipeline {
             let sub = bus
                 .queue_subscribe(bus.subjects().all_audio(), WORKERS)
                 .await?;
-            let consumer = SpeakerConsumer::new(
+            let mut consumer = SpeakerConsumer::new(
                 bus.clone(),
                 limiter.clone(),
                 writer.clone(),
@@ -181,6 +185,20 @@ impl Pipeline {
                 directory.clone(),
             )
             .with_derived(config.derived_features.then(DerivedAnalysis::default));
+            let ownership =
+                affinity::AudioOwnership::new(bus.clone(), &limiter, uuid::Uuid::new_v4());
+            if let Some(ownership) = ownership {
+                let own = ownership.subscribe().await?;
+                let (queue, inbox) = mpsc::channel(affinity::INBOX_CAPACITY);
+                tracing::info!(worker = %ownership.worker(), "live audio: one worker per session (Redis)");
+                consumers.push(tokio::spawn(affinity::run_inbox(
+                    bus.clone(),
+                    own,
+                    queue,
+                    shutdown.clone(),
+                )));
+                consumer = consumer.with_ownership(ownership, inbox);
+            }
             consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
             if !bus.is_local() {
                 let sub = bus.queue_subscribe(bus.subjects().embed(), WORKERS).await?;

@@ -7,30 +7,33 @@
 //! is well formed and comes from a consenting member of an active (or finalizing) session; the
 //! speaker event is copied to `inside.v1.research.speakers.<sid>` only while every member
 //! granted research use. Every segment handled, silent ones too, leaves a [`SegmentMark`] under
-//! its member, which the report's completeness check counts.
+//! its member, which the report's completeness check counts. With session affinity (NATS
+//! with Redis, `affinity.rs`) a segment of a session another worker owns is forwarded there,
+//! and the segments forwarded here join the queue group's in the same batches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use inside_bus::inbound::{reject, MAX_AUDIO_PAYLOAD};
-use inside_bus::{sid_uid, Bus, BusMessage, Subscription};
+use inside_bus::inbound::reject;
+use inside_bus::{Bus, BusMessage, Subscription};
 use inside_engine::speech::{best_match, SpeakerModel, Vad, VadConfig};
 use inside_engine::NudgePolicy;
 use inside_schemas::audio::now_us;
-use inside_schemas::{
-    AudioSegmentMeta, EventBody, HistoryKind, SegmentMark, SpeakerRecord, SpeakerSegment,
-};
+use inside_schemas::{EventBody, HistoryKind, SegmentMark, SpeakerRecord, SpeakerSegment};
 use inside_store::events::SessionEvent;
 use inside_store::limiter::Limiter;
 use inside_store::Store;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::derived::SegmentAudio;
+use super::affinity::{Arrival, AudioOwnership};
 use super::derived_consumer::DerivedAnalysis;
+use super::segments::{ms, parse, stream_started, Pending};
 use super::{EventWriter, NudgeDelivery};
 use inside_store::SessionDirectory;
 
@@ -40,21 +43,8 @@ const MAX_BATCH: usize = 16;
 /// shows up within this).
 const PRINTS_TTL: Duration = Duration::from_secs(5);
 
-/// Longest segment accepted (stream times in its headers); segments are cut at about 1.5 s.
-const MAX_SEGMENT_MS: u64 = 10_000;
-
 /// A session's members and their voiceprint embeddings.
 type Voiceprints = Arc<Vec<(Uuid, Vec<f32>)>>;
-
-/// One segment on its way through.
-struct Pending {
-    sid: Uuid,
-    uid: Uuid,
-    meta: AudioSegmentMeta,
-    samples: Vec<f32>,
-    /// Members of the session with an account: the derived analysis's streams.
-    members: usize,
-}
 
 /// Everything the attribution needs besides the bus.
 pub struct SpeakerAttribution {
@@ -94,6 +84,10 @@ pub struct SpeakerConsumer {
     prints: HashMap<Uuid, (Instant, Voiceprints)>,
     /// Conversation features from the same audio; `None` with `DERIVED_FEATURES=off`.
     derived: Option<DerivedAnalysis>,
+    /// Which worker handles each session's audio; `None` without affinity.
+    ownership: Option<AudioOwnership>,
+    /// Segments other workers forwarded here (`affinity::run_inbox`).
+    inbox: Option<mpsc::Receiver<BusMessage>>,
 }
 
 impl SpeakerConsumer {
@@ -109,6 +103,8 @@ impl SpeakerConsumer {
     ) -> Self {
         Self {
             derived: None,
+            ownership: None,
+            inbox: None,
             bus,
             store: directory.store().clone(),
             limiter,
@@ -127,15 +123,36 @@ impl SpeakerConsumer {
         self
     }
 
-    /// Attributes segments until `shutdown`, then what the subscription still holds.
-    pub async fn run(mut self, mut sub: Subscription, shutdown: CancellationToken) {
+    /// Sends each session's segments to the worker that owns it, and takes those forwarded
+    /// here from `inbox` (fed by `affinity::run_inbox`).
+    pub fn with_ownership(
+        mut self,
+        ownership: AudioOwnership,
+        inbox: mpsc::Receiver<BusMessage>,
+    ) -> Self {
+        self.ownership = Some(ownership);
+        self.inbox = Some(inbox);
+        self
+    }
+
+    /// Attributes segments until `shutdown`, then what the subscription (and the inbox, which
+    /// drains on the same signal) still holds.
+    pub async fn run(mut self, sub: Subscription, shutdown: CancellationToken) {
+        let mut inbox = self.inbox.take();
+        let forwarded = futures::stream::poll_fn(move |cx| match inbox.as_mut() {
+            Some(rx) => rx.poll_recv(cx),
+            None => Poll::Ready(None),
+        });
+        // one stream, so forwarded segments share the batches (and the embeddings' GEMMs)
+        let mut arrivals =
+            futures::stream::select(sub.map(Arrival::Bus), forwarded.map(Arrival::Forwarded));
         // the derived analysis's clock: hops held for a member who stopped streaming come out
         // without waiting for another segment
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let first = tokio::select! {
-                m = sub.next() => m,
+                m = arrivals.next() => m,
                 _ = tick.tick(), if self.derived.is_some() => {
                     self.derived_tick().await;
                     continue;
@@ -143,17 +160,31 @@ impl SpeakerConsumer {
                 _ = shutdown.cancelled() => break,
             };
             let Some(first) = first else { return };
-            let batch = take_ready(&mut sub, first);
+            let batch = take_ready(&mut arrivals, first);
             self.handle(batch).await;
         }
-        sub.drain().await;
-        while let Some(first) = sub.next().await {
-            let batch = take_ready(&mut sub, first);
+        arrivals.get_mut().0.get_mut().drain().await;
+        while let Some(first) = arrivals.next().await {
+            let batch = take_ready(&mut arrivals, first);
             self.handle(batch).await;
         }
     }
 
-    async fn handle(&mut self, batch: Vec<BusMessage>) {
+    /// The batch's segments this worker handles: all of them without affinity; with it, those
+    /// forwarded here and those of sessions it owns (the rest go to their owners).
+    async fn here(&mut self, batch: Vec<Arrival>) -> Vec<BusMessage> {
+        let mut here = Vec::with_capacity(batch.len());
+        for arrival in batch {
+            match (arrival, self.ownership.as_mut()) {
+                (Arrival::Bus(msg), Some(ownership)) => here.extend(ownership.route(msg).await),
+                (Arrival::Bus(msg) | Arrival::Forwarded(msg), _) => here.push(msg),
+            }
+        }
+        here
+    }
+
+    async fn handle(&mut self, batch: Vec<Arrival>) {
+        let batch = self.here(batch).await;
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
         for seg in batch.into_iter().filter_map(parse) {
             // a finalizing session still takes what reached the bus: the report waits for it
@@ -176,6 +207,24 @@ impl SpeakerConsumer {
         if pending.is_empty() {
             return;
         }
+        if let Some(ownership) = self.ownership.as_mut() {
+            let sessions: HashSet<Uuid> = pending.iter().map(|p| p.sid).collect();
+            for sid in sessions {
+                ownership.keep(sid).await;
+            }
+        }
+        // a forwarded segment may come after the next one of its stream, sent straight: in one
+        // batch they are put back in order here; across batches the derived analysis holds one
+        // that is ahead of a missing one
+        pending.sort_by_key(|p| {
+            (
+                p.meta
+                    .stream_started_ms
+                    .unwrap_or(0)
+                    .saturating_add(p.meta.start_ms),
+                p.meta.seq,
+            )
+        });
         metrics::counter!("inside_audio_segments_received_total").increment(pending.len() as u64);
         let attribution = self.attribution.clone();
         let min_samples = attribution.model.min_samples();
@@ -399,18 +448,8 @@ impl SpeakerConsumer {
     }
 }
 
-/// A stream time from the headers as the events hold it.
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Where the segment's stream started on the server clock, when the gateway said.
-fn stream_started(meta: &AudioSegmentMeta) -> Option<i64> {
-    meta.stream_started_ms.and_then(|v| i64::try_from(v).ok())
-}
-
 /// `first` and whatever else is already waiting, up to a batch.
-fn take_ready(sub: &mut Subscription, first: BusMessage) -> Vec<BusMessage> {
+fn take_ready<S: futures::Stream + Unpin>(sub: &mut S, first: S::Item) -> Vec<S::Item> {
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
         match sub.next().now_or_never() {
@@ -419,59 +458,4 @@ fn take_ready(sub: &mut Subscription, first: BusMessage) -> Vec<BusMessage> {
         }
     }
     batch
-}
-
-fn parse(msg: BusMessage) -> Option<Pending> {
-    let Some((sid, uid)) = sid_uid(&msg.subject) else {
-        reject("audio", "subject", None);
-        return None;
-    };
-    let invalid = |reason| {
-        metrics::counter!("inside_audio_segments_invalid_total").increment(1);
-        reject("audio", reason, Some(sid));
-        None
-    };
-    if msg.payload.len() > MAX_AUDIO_PAYLOAD {
-        return invalid("too_large");
-    }
-    let Some(meta) = AudioSegmentMeta::from_headers(|h| msg.header(h)) else {
-        return invalid("headers");
-    };
-    if meta.end_ms < meta.start_ms || meta.end_ms - meta.start_ms > MAX_SEGMENT_MS {
-        return invalid("out_of_range");
-    }
-    if !msg.payload.len().is_multiple_of(4) {
-        return invalid("malformed");
-    }
-    let samples: Vec<f32> = msg
-        .payload
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    // NaN or inf would poison the whole batch's GEMMs
-    if samples.iter().any(|s| !s.is_finite()) {
-        return invalid("out_of_range");
-    }
-    Some(Pending {
-        sid,
-        uid,
-        meta,
-        samples,
-        members: 0,
-    })
-}
-
-impl Pending {
-    /// The segment on the server clock, for the derived analysis; `None` from a gateway that
-    /// does not say where the stream started.
-    fn audio(&self) -> Option<SegmentAudio<'_>> {
-        let started = i64::try_from(self.meta.stream_started_ms?).ok()?;
-        Some(SegmentAudio {
-            sid: self.sid,
-            uid: self.uid,
-            start_ms: started.checked_add(i64::try_from(self.meta.start_ms).ok()?)?,
-            samples: &self.samples,
-            members: self.members,
-        })
-    }
 }
