@@ -30,6 +30,11 @@ pub const WORKERS: &str = "workers";
 /// Messages a subscription buffers before the bus drops (and counts) more.
 pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
 
+/// How long an in-process publish waits for a full queue group (the worker pool) before it
+/// drops the message: long enough for any burst the pool will work off, short enough that a
+/// stuck consumer shows up in the logs instead of hanging every socket.
+const LOCAL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("connecting to NATS: {0}")]
@@ -185,7 +190,8 @@ impl Bus {
         match self {
             Bus::Nats { client, .. } => Ok(client.publish(subject, payload).await?),
             Bus::Local { bus, .. } => {
-                bus.publish(&subject, payload);
+                bus.publish_waiting(&subject, None, payload, LOCAL_PATIENCE)
+                    .await;
                 Ok(())
             }
         }
@@ -203,7 +209,8 @@ impl Bus {
                 .publish_with_headers(subject, headers, payload)
                 .await?),
             Bus::Local { bus, .. } => {
-                bus.publish_with_headers(&subject, Some(headers), payload);
+                bus.publish_waiting(&subject, Some(headers), payload, LOCAL_PATIENCE)
+                    .await;
                 Ok(())
             }
         }

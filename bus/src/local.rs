@@ -1,6 +1,7 @@
 //! The in-process bus of the embedded default: NATS subject matching (`*`,
 //! `>`), fan-out to plain subscribers, one member per queue group, bounded
-//! buffers that drop and count like a NATS slow consumer.
+//! buffers that drop and count like a NATS slow consumer, except where a publisher waits for
+//! a queue group's room ([`LocalBus::publish_waiting`]).
 //!
 //! A subscription's buffer is a [`Mailbox`]: the gateway holds a subscription per session and
 //! per user, and a tokio channel each made those the largest part of an idle socket's memory.
@@ -9,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -83,7 +85,7 @@ impl LocalBus {
     }
 
     /// Delivers to every matching plain subscriber and to one member of each
-    /// matching queue group; never waits.
+    /// matching queue group; never waits (a full buffer drops, as a NATS slow consumer).
     pub fn publish(&self, subject: &str, payload: Bytes) {
         self.publish_with_headers(subject, None, payload);
     }
@@ -95,6 +97,35 @@ impl LocalBus {
         headers: Option<async_nats::HeaderMap>,
         payload: Bytes,
     ) {
+        for full in self.offer(subject, &headers, payload) {
+            full.drop_it();
+        }
+    }
+
+    /// As [`publish_with_headers`](Self::publish_with_headers), but a queue group whose every
+    /// member is full is waited on for up to `patience` instead of losing the message: in one
+    /// process the work (frames, audio) a socket handed in is paced back to that socket's
+    /// reader, and so to the phone's TCP window, rather than dropped. Plain subscribers
+    /// (the gateway's feeds, research taps) still drop on a full buffer.
+    pub async fn publish_waiting(
+        &self,
+        subject: &str,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+        patience: Duration,
+    ) {
+        for full in self.offer(subject, &headers, payload) {
+            full.wait(patience).await;
+        }
+    }
+
+    /// Delivers what finds room; hands back each queue group's message that found none.
+    fn offer(
+        &self,
+        subject: &str,
+        headers: &Option<async_nats::HeaderMap>,
+        payload: Bytes,
+    ) -> Vec<Full> {
         let subs = read(&self.inner.subs);
         let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
         let exact = subs.exact.get(subject).into_iter().flatten();
@@ -110,28 +141,83 @@ impl LocalBus {
             .map(|(_, s)| s);
         for sub in exact.chain(wild) {
             match &sub.group {
-                None => deliver(sub, subject, &headers, payload.clone()),
+                None => deliver(sub, subject, headers, payload.clone()),
                 Some(g) => match groups.iter_mut().find(|(name, _)| *name == g.as_str()) {
                     Some((_, members)) => members.push(sub),
                     None => groups.push((g.as_str(), vec![sub])),
                 },
             }
         }
+        let mut full = Vec::new();
         for (_, members) in groups {
             let start = self.inner.turn.fetch_add(1, Ordering::Relaxed) as usize;
-            // The next member in turn with room takes it; a drop counts only when all are full.
-            let mut msg = Some(message(subject, &headers, payload.clone()));
+            // The next member in turn with room takes it.
+            let mut msg = Some(message(subject, headers, payload.clone()));
             for i in 0..members.len() {
                 if let Some(m) = msg.take() {
                     msg = members[(start + i) % members.len()].queue.push(m).err();
                 }
             }
-            if msg.is_some() {
-                dropped(members[start % members.len()]);
+            if let Some(msg) = msg {
+                let turn = (0..members.len()).map(|i| members[(start + i) % members.len()]);
+                full.push(Full {
+                    members: turn.map(|s| (s.id, s.queue.clone())).collect(),
+                    msg,
+                });
             }
         }
+        full
     }
 }
+
+/// A queue group's message that no member had room for.
+struct Full {
+    /// (subscription id, buffer), the member whose turn it was first.
+    members: Vec<(u64, Arc<Mailbox<BusMessage>>)>,
+    msg: BusMessage,
+}
+
+impl Full {
+    /// Each wait on one member is this short, so a member with room is not passed over for
+    /// long while another is waited on.
+    const SLICE: Duration = Duration::from_millis(1);
+
+    async fn wait(self, patience: Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut msg = self.msg;
+        let mut turn = 0;
+        loop {
+            for (_, queue) in &self.members {
+                msg = match queue.push(msg) {
+                    Ok(()) => return,
+                    Err(m) => m,
+                };
+            }
+            let (_, queue) = &self.members[turn % self.members.len()];
+            turn += 1;
+            msg = match queue.push_waiting(msg, Self::SLICE).await {
+                Ok(()) => return,
+                Err(m) => m,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        Full {
+            members: self.members,
+            msg,
+        }
+        .drop_it();
+    }
+
+    fn drop_it(self) {
+        let id = self.members.first().map_or(0, |(id, _)| *id);
+        count_dropped(id, &QUEUE_GROUP_DROPS);
+    }
+}
+
+/// Queue-group messages dropped with every member full, for a log that does not flood.
+static QUEUE_GROUP_DROPS: AtomicU64 = AtomicU64::new(0);
 
 fn message(subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Bytes) -> BusMessage {
     BusMessage {
@@ -144,18 +230,18 @@ fn message(subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Byte
 
 fn deliver(sub: &Sub, subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Bytes) {
     if sub.queue.push(message(subject, headers, payload)).is_err() {
-        dropped(sub);
+        count_dropped(sub.id, &sub.dropped);
     }
 }
 
 /// Counts (and, at powers of two, logs) a message dropped on a full buffer.
-fn dropped(sub: &Sub) {
+fn count_dropped(subscription: u64, count: &AtomicU64) {
     metrics::counter!("inside_bus_slow_consumer_total", "bus" => "local").increment(1);
-    let dropped = sub.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+    let dropped = count.fetch_add(1, Ordering::Relaxed) + 1;
     // Log the 1st, 2nd, 4th, 8th… drop: visible, not one line per message.
     if dropped.is_power_of_two() {
         tracing::warn!(
-            subscription = sub.id,
+            subscription,
             dropped,
             "in-process slow consumer: messages dropped"
         );
@@ -241,6 +327,35 @@ mod tests {
         bus.publish("a.3", Bytes::from_static(b"3"));
         let got: Vec<String> = sub.map(|m| m.subject).collect().await;
         assert_eq!(got, ["a.1", "a.2"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_group_paces_a_waiting_publisher_instead_of_dropping() {
+        use futures::StreamExt;
+        let bus = LocalBus::new();
+        let mut sub = crate::Subscription::Local(bus.subscribe("work.*", Some("pool".into())));
+        for i in 0..SUBSCRIPTION_CAPACITY {
+            bus.publish("work.a", Bytes::from(i.to_string()));
+        }
+        let publisher = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let last = Bytes::from_static(b"last");
+                bus.publish_waiting("work.b", None, last, Duration::from_secs(5))
+                    .await;
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!publisher.is_finished(), "the publisher waits for room");
+        let mut seen = 0;
+        while let Some(m) = sub.next().await {
+            seen += 1;
+            if m.subject == "work.b" {
+                break;
+            }
+        }
+        assert_eq!(seen, SUBSCRIPTION_CAPACITY + 1, "nothing dropped");
+        assert!(publisher.await.is_ok());
     }
 
     #[tokio::test]

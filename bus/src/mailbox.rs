@@ -9,10 +9,12 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::task::AtomicWaker;
+use tokio::sync::Notify;
 
 /// A burst's buffer over this many slots is given back once it has been read.
 const KEEP_SLOTS: usize = 64;
@@ -25,6 +27,9 @@ pub struct Mailbox<T> {
     waker: AtomicWaker,
     /// No more pushes: what is buffered is still taken, then takes yield `None`.
     closed: AtomicBool,
+    /// Producers waiting for room ([`push_waiting`](Self::push_waiting)); made by the first
+    /// one, so the many mailboxes nobody waits on stay small.
+    room: OnceLock<Box<Notify>>,
 }
 
 impl<T> Mailbox<T> {
@@ -34,6 +39,7 @@ impl<T> Mailbox<T> {
             capacity,
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
+            room: OnceLock::new(),
         }
     }
 
@@ -48,6 +54,29 @@ impl<T> Mailbox<T> {
         }
         self.waker.wake();
         Ok(())
+    }
+
+    /// Queues, waiting up to `patience` for room when full; hands the message back if the
+    /// mailbox is still full then, or closed.
+    pub async fn push_waiting(&self, msg: T, patience: Duration) -> Result<(), T> {
+        let room = self.room.get_or_init(|| Box::new(Notify::new()));
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut msg = msg;
+        loop {
+            let notified = room.notified();
+            tokio::pin!(notified);
+            // registered before the look, so a take between the two is not missed
+            notified.as_mut().enable();
+            msg = match self.push(msg) {
+                Ok(()) => return Ok(()),
+                Err(m) => m,
+            };
+            if self.closed.load(Ordering::Acquire)
+                || tokio::time::timeout_at(deadline, notified).await.is_err()
+            {
+                return self.push(msg);
+            }
+        }
     }
 
     pub fn close(&self) {
@@ -108,6 +137,12 @@ impl<T> Mailbox<T> {
         if q.is_empty() && q.capacity() > KEEP_SLOTS {
             q.shrink_to_fit();
         }
+        drop(q);
+        if r.is_some() {
+            if let Some(room) = self.room.get() {
+                room.notify_waiters();
+            }
+        }
         r
     }
 
@@ -134,6 +169,29 @@ mod tests {
         assert!(m.take_all(&mut got).await);
         assert_eq!(got, ["a", "b"]);
         assert_eq!(m.push("d"), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_push_gets_in_once_the_consumer_takes() {
+        let m = Arc::new(Mailbox::new(1));
+        assert_eq!(m.push(1), Ok(()));
+        let producer = {
+            let m = m.clone();
+            tokio::spawn(async move { m.push_waiting(2, Duration::from_secs(5)).await })
+        };
+        tokio::task::yield_now().await;
+        let mut got = Vec::new();
+        assert!(m.take_all(&mut got).await);
+        assert_eq!(producer.await.ok(), Some(Ok(())));
+        assert!(m.take_all(&mut got).await);
+        assert_eq!(got, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_push_gives_up_after_its_patience() {
+        let m = Mailbox::new(1);
+        assert_eq!(m.push(1), Ok(()));
+        assert_eq!(m.push_waiting(2, Duration::from_millis(20)).await, Err(2));
     }
 
     #[tokio::test]
