@@ -6,7 +6,7 @@
 # Embedded default unless `nats`: then NATS (4222), Redis (6379) and PostgreSQL (5432) with one
 # gateway and one worker process. Audio needs a model: ECAPA_MODEL_DIR, else a full-size
 # random-weight one is written to /var/tmp/ecapa_full by `random_model`.
-# Knobs: CLIENTS, PROBE_EVERY, DURATION, PORT, SESSION_SOCKETS (idle: sockets per session, 20;
+# Knobs: CLIENTS, PROBE_EVERY, DURATION, DRAIN (frames: seconds to wait for the last nudges, 2), PORT, SESSION_SOCKETS (idle: sockets per session, 20;
 # 2 is one per member, 5,000 sessions for 10,000 sockets), LIMIT=S (the production nudge limit,
 # NUDGE_RATE_LIMIT_SECONDS; default 0 so every probe comes back; with it on, loss is frames the
 # worker did not process and latencies are those of the nudges the limit let out; the clients' windows are staggered), FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
@@ -98,7 +98,7 @@ cpu() {
 }
 case "$what" in
   frames)
-    "$load" --url "$base" --clients "${CLIENTS:-20}" --rate "$n" --duration "${DURATION:-10}" --probe-every "${PROBE_EVERY:-1}" --nudge-window "${LIMIT:-0}" "${nats_args[@]}" "${worker_args[@]}" \
+    "$load" --url "$base" --clients "${CLIENTS:-20}" --rate "$n" --duration "${DURATION:-10}" --probe-every "${PROBE_EVERY:-1}" --drain "${DRAIN:-2}" --nudge-window "${LIMIT:-0}" "${nats_args[@]}" "${worker_args[@]}" \
       ${LATENCY_LOG:+--latency-log "$LATENCY_LOG"}
     echo "server cpu after run (gateway first): $(cpu)"
     ;;
