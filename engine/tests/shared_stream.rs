@@ -2,7 +2,7 @@
 //! scripted truth of the espeak-ng dialogues: sliding-window embeddings of the mix, scored
 //! against each member's voiceprint, decided per hop by `overlapped_by_scores`.
 //!
-//! Run with `cargo test --release -p inside-engine --test shared_stream -- --nocapture` to see
+//! Run with `cargo test -p inside-engine --test shared_stream -- --nocapture` to see
 //! the figures. The model is `ECAPA_MODEL_DIR` when set, else the committed `ecapa_small`
 //! (random weights: its figures say whether the plumbing runs, not how well a trained model
 //! separates voices).
