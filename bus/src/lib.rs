@@ -317,6 +317,18 @@ impl Bus {
         }
     }
 
+    /// As [`subscribe`](Self::subscribe), for a subscriber that must not lose a message to a
+    /// full buffer in one process: the in-process publishers wait for its room instead (NATS
+    /// has no such thing; there it is a plain subscription).
+    pub async fn subscribe_paced(&self, subject: String) -> Result<Subscription, BusError> {
+        match self {
+            Bus::Nats { .. } => self.subscribe(subject).await,
+            Bus::Local { bus, .. } => Ok(Subscription::Local(
+                bus.subscribe_with(&subject, None, true),
+            )),
+        }
+    }
+
     /// Each message on `subject` goes to one member of `group`.
     pub async fn queue_subscribe(
         &self,

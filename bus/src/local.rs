@@ -43,6 +43,8 @@ struct Subs {
 struct Sub {
     id: u64,
     group: Option<String>,
+    /// Publishers that wait for room wait for this plain subscriber too (the gateway's feeds).
+    paced: bool,
     queue: Arc<Mailbox<BusMessage>>,
     /// Messages dropped on a full buffer, for a log that does not flood.
     dropped: AtomicU64,
@@ -61,11 +63,23 @@ impl LocalBus {
     }
 
     pub(crate) fn subscribe(&self, subject: &str, group: Option<String>) -> LocalSubscription {
+        self.subscribe_with(subject, group, false)
+    }
+
+    /// `paced`: a [`publish_waiting`](Self::publish_waiting) waits for room in this plain
+    /// subscription's buffer too, as it does for every queue group.
+    pub(crate) fn subscribe_with(
+        &self,
+        subject: &str,
+        group: Option<String>,
+        paced: bool,
+    ) -> LocalSubscription {
         let queue = Arc::new(Mailbox::new(SUBSCRIPTION_CAPACITY));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Sub {
             id,
             group,
+            paced,
             queue: queue.clone(),
             dropped: AtomicU64::new(0),
         };
@@ -106,7 +120,7 @@ impl LocalBus {
     /// member is full is waited on for up to `patience` instead of losing the message: in one
     /// process the work (frames, audio) a socket handed in is paced back to that socket's
     /// reader, and so to the phone's TCP window, rather than dropped. Plain subscribers
-    /// (the gateway's feeds, research taps) still drop on a full buffer.
+    /// (research taps) still drop on a full buffer, unless subscribed paced (the gateway's feeds).
     pub async fn publish_waiting(
         &self,
         subject: &str,
@@ -139,8 +153,17 @@ impl LocalBus {
             .iter()
             .filter(|(pattern, _)| matches(pattern, &tokens))
             .map(|(_, s)| s);
+        let mut full = Vec::new();
         for sub in exact.chain(wild) {
             match &sub.group {
+                None if sub.paced => {
+                    if let Err(msg) = sub.queue.push(message(subject, headers, payload.clone())) {
+                        full.push(Full {
+                            members: vec![(sub.id, sub.queue.clone())],
+                            msg,
+                        });
+                    }
+                }
                 None => deliver(sub, subject, headers, payload.clone()),
                 Some(g) => match groups.iter_mut().find(|(name, _)| *name == g.as_str()) {
                     Some((_, members)) => members.push(sub),
@@ -148,7 +171,6 @@ impl LocalBus {
                 },
             }
         }
-        let mut full = Vec::new();
         for (_, members) in groups {
             let start = self.inner.turn.fetch_add(1, Ordering::Relaxed) as usize;
             // The next member in turn with room takes it.
@@ -356,6 +378,27 @@ mod tests {
         }
         assert_eq!(seen, SUBSCRIPTION_CAPACITY + 1, "nothing dropped");
         assert!(publisher.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_paced_plain_subscriber_is_waited_for_and_an_unpaced_one_drops() {
+        let bus = LocalBus::new();
+        let paced = bus.subscribe_with("feed.*", None, true);
+        let tap = bus.subscribe("feed.*", None);
+        for i in 0..SUBSCRIPTION_CAPACITY {
+            bus.publish("feed.a", Bytes::from(i.to_string()));
+        }
+        let waiting = bus.publish_waiting("feed.b", None, Bytes::new(), Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("gives up after its patience");
+        assert_eq!(paced.queue.len(), SUBSCRIPTION_CAPACITY);
+        assert_eq!(tap.queue.len(), SUBSCRIPTION_CAPACITY);
+        let mut got = Vec::new();
+        assert!(paced.queue.take_all(&mut got).await);
+        let waiting = bus.publish_waiting("feed.c", None, Bytes::new(), Duration::from_secs(5));
+        waiting.await;
+        assert_eq!(paced.queue.len(), 1, "the paced subscriber had room again");
     }
 
     #[tokio::test]

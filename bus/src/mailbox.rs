@@ -119,13 +119,21 @@ impl<T> Mailbox<T> {
         cx: &mut Context<'_>,
         mut take: impl FnMut(&mut VecDeque<T>) -> Option<R>,
     ) -> Poll<Option<R>> {
+        // A consumer whose mailbox never runs dry (a saturated worker pool, a feed under load)
+        // must still yield now and then, as it would on a tokio channel: else the tasks that
+        // share its thread (the sockets' send sides) starve and their queues overflow.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         if let Some(r) = self.take_with(&mut take) {
+            coop.made_progress();
             return Poll::Ready(Some(r));
         }
         self.waker.register(cx.waker());
         // a push between the first look and the registration must not be missed
         match self.take_with(&mut take) {
-            Some(r) => Poll::Ready(Some(r)),
+            Some(r) => {
+                coop.made_progress();
+                Poll::Ready(Some(r))
+            }
             None if self.closed.load(Ordering::Acquire) => Poll::Ready(None),
             None => Poll::Pending,
         }

@@ -216,6 +216,7 @@ impl Connection {
                 Err(_) => return Ending::Gone,
             };
             last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let handling = Instant::now();
             let outcome = match &msg {
                 Message::Text(text) => {
                     if !budget.take() {
@@ -315,6 +316,8 @@ impl Connection {
                     return Ending::Close(1013, "send queue full");
                 }
             }
+            // a publish that waited for the worker pool held up reading, not the client
+            budget.excuse(handling.elapsed());
         }
         Ending::Gone
     }

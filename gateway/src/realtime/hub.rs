@@ -270,7 +270,11 @@ impl SessionHub {
             let bus = &self.0.bus;
             let mut subs = Vec::with_capacity(Feed::ALL.len());
             for feed in Feed::ALL {
-                subs.push((feed, bus.subscribe(feed.subject(bus.subjects())).await?));
+                // paced: in one process a nudge waits for the feed's room rather than being lost
+                subs.push((
+                    feed,
+                    bus.subscribe_paced(feed.subject(bus.subjects())).await?,
+                ));
             }
             // NATS: the server has the interest before any join proceeds
             bus.flush().await?;

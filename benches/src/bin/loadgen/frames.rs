@@ -57,6 +57,9 @@ pub struct Outcome {
     pub send_s: f64,
     /// Lateness of each write behind its schedule, µs (the generator's own share of a latency).
     pub pacer_lag: Histogram<u64>,
+    /// Seconds from the start of sending to the last nudge read: `nudged / last_nudge_s` is
+    /// the rate nudges were delivered at, when the server fell behind the frames.
+    pub last_nudge_s: f64,
 }
 
 /// When global message `k` is due: `start + k / rate`, spread over `clients` in turn.
@@ -147,12 +150,14 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
     }
     let mut hist = super::latency_histogram()?;
     let mut timeline = Vec::new();
+    let mut last_nudge_s = 0f64;
     for r in readers {
         match r.join() {
             Ok(h) => {
-                let (h, t) = h?;
+                let (h, t, last) = h?;
                 hist.add(h)?;
                 timeline.extend(t);
+                last_nudge_s = last_nudge_s.max(last);
             }
             Err(_) => bail!("a reader thread panicked"),
         }
@@ -168,6 +173,7 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         timeline,
         send_s,
         pacer_lag,
+        last_nudge_s,
     })
 }
 
@@ -304,10 +310,11 @@ fn read_nudges(
     schedule: &Schedule,
     nudged: &AtomicU64,
     keep_timeline: bool,
-) -> anyhow::Result<(Histogram<u64>, Timeline)> {
+) -> anyhow::Result<(Histogram<u64>, Timeline, f64)> {
     let mut hist = super::latency_histogram()?;
     let mut timeline = Vec::new();
     let mut got = 0u64;
+    let mut last_s = 0f64;
     while !until.reached(got) {
         let msg = match ws.read() {
             Ok(m) => m,
@@ -341,7 +348,9 @@ fn read_nudges(
         };
         let k = (seq.saturating_sub(1)) * schedule.clients + client;
         let due = schedule.due(k);
-        let us = Instant::now().saturating_duration_since(due).as_micros() as u64;
+        let now = Instant::now();
+        last_s = now.saturating_duration_since(schedule.start).as_secs_f64();
+        let us = now.saturating_duration_since(due).as_micros() as u64;
         hist.record(us.max(1))?;
         if keep_timeline {
             timeline.push(((due - schedule.start).as_micros() as u64, us));
@@ -350,5 +359,5 @@ fn read_nudges(
         nudged.fetch_add(1, Ordering::Relaxed);
     }
     let _ = ws.close(None);
-    Ok((hist, timeline))
+    Ok((hist, timeline, last_s))
 }
