@@ -12,6 +12,8 @@ pub mod mailbox;
 mod nats;
 pub mod uploads;
 
+use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -20,6 +22,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 pub use inside_schemas::subjects::Subjects;
 pub use inside_settings::{NatsAuth, NatsOptions, NatsTls};
+use tokio_util::sync::CancellationToken;
 
 pub use crate::events::StateEvent;
 pub use crate::local::LocalBus;
@@ -380,6 +383,32 @@ pub enum Subscription {
 }
 
 impl Subscription {
+    /// Hands each message to `handle` until `shutdown`, then drains: what the subscription
+    /// already holds is still handled, so a graceful stop loses nothing. `handle` answering
+    /// `Break` ends it at once.
+    pub async fn serve<F, Fut>(mut self, shutdown: &CancellationToken, mut handle: F)
+    where
+        F: FnMut(BusMessage) -> Fut,
+        Fut: Future<Output = ControlFlow<()>>,
+    {
+        loop {
+            let msg = tokio::select! {
+                m = self.next() => m,
+                _ = shutdown.cancelled() => break,
+            };
+            let Some(msg) = msg else { return };
+            if handle(msg).await.is_break() {
+                return;
+            }
+        }
+        self.drain().await;
+        while let Some(msg) = self.next().await {
+            if handle(msg).await.is_break() {
+                return;
+            }
+        }
+    }
+
     /// Stops new deliveries; what is already buffered is still yielded, then
     /// the stream ends. Used by a graceful stop so nothing held is lost.
     pub async fn drain(&mut self) {

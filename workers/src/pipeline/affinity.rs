@@ -9,9 +9,9 @@
 //! In-process, or on NATS without Redis, there is no affinity: any worker takes any segment.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use inside_bus::inbound::reject;
 use inside_bus::{sid_uid, Bus, BusError, BusMessage, Subscription};
 use inside_schemas::audio::headers::FORWARDED_AUDIO_SUBJECT;
@@ -201,26 +201,18 @@ fn key(sid: Uuid) -> String {
 /// subject of this deployment is refused and counted. Ends, having drained, at `shutdown`.
 pub async fn run_inbox(
     bus: Bus,
-    mut sub: Subscription,
+    sub: Subscription,
     queue: mpsc::Sender<BusMessage>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => m,
-            _ = shutdown.cancelled() => break,
-        };
-        let Some(msg) = msg else { return };
-        if !accept(&bus, msg, &queue).await {
-            return;
+    sub.serve(&shutdown, |msg| async {
+        if accept(&bus, msg, &queue).await {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
         }
-    }
-    sub.drain().await;
-    while let Some(msg) = sub.next().await {
-        if !accept(&bus, msg, &queue).await {
-            return;
-        }
-    }
+    })
+    .await;
 }
 
 /// Queues one forwarded segment and answers it; false once the consumer is gone.

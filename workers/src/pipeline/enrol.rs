@@ -4,9 +4,9 @@
 //! embedding and quality, or the reason there is none. Only the embedding
 //! leaves the worker, never the audio.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use inside_bus::{Bus, BusMessage, Subscription};
 use inside_engine::speech::{enrol_recording, Codec, SpeechError};
 use inside_schemas::audio::headers;
@@ -18,22 +18,15 @@ use super::speakers::SpeakerAttribution;
 /// Answers enrolment requests until `shutdown`.
 pub async fn run_enrolment(
     bus: Bus,
-    mut sub: Subscription,
+    sub: Subscription,
     attribution: Arc<SpeakerAttribution>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => m,
-            _ = shutdown.cancelled() => break,
-        };
-        let Some(msg) = msg else { return };
+    sub.serve(&shutdown, |msg| async {
         answer(&bus, msg, &attribution).await;
-    }
-    sub.drain().await;
-    while let Some(msg) = sub.next().await {
-        answer(&bus, msg, &attribution).await;
-    }
+        ControlFlow::Continue(())
+    })
+    .await;
 }
 
 async fn answer(bus: &Bus, msg: BusMessage, attribution: &Arc<SpeakerAttribution>) {

@@ -11,12 +11,12 @@
 //! already knows is taken is dropped on the spot, so with the limit on only a frame that
 //! might nudge asks Redis.
 
-use futures::StreamExt;
 use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
 use inside_bus::{sid_uid, BusMessage, Subscription};
 use inside_engine::NudgePolicy;
 use inside_schemas::{EventBody, FeatureFrame};
 use inside_store::events::SessionEvent;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -53,20 +53,12 @@ impl FrameConsumer {
 
     /// Handles frames until `shutdown`, then drains what the subscription
     /// still holds so a graceful stop loses nothing.
-    pub async fn run(self, mut sub: Subscription, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                msg = sub.next() => match msg {
-                    Some(msg) => self.handle(msg).await,
-                    None => return,
-                },
-                _ = shutdown.cancelled() => break,
-            }
-        }
-        sub.drain().await;
-        while let Some(msg) = sub.next().await {
+    pub async fn run(self, sub: Subscription, shutdown: CancellationToken) {
+        sub.serve(&shutdown, |msg| async {
             self.handle(msg).await;
-        }
+            ControlFlow::Continue(())
+        })
+        .await;
         // the deliveries still waiting on the limiter
         let _ = self.in_flight.acquire_many(IN_FLIGHT as u32).await;
     }
