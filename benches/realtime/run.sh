@@ -10,7 +10,8 @@
 # 2 is one per member, 5,000 sessions for 10,000 sockets), LIMIT=S (the production nudge limit,
 # NUDGE_RATE_LIMIT_SECONDS; default 0 so every probe comes back; with it on, loss is frames the
 # worker did not process and latencies are those of the nudges the limit let out; the clients' windows are staggered), FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
-# latency; GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
+# latency; NATS_AUTH=1 (nats: the servers log in to a nats-server of the run's own with the shipped
+# deploy/nats/nats-server.conf, identities and permissions on); GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
 # Every frames run ends with a `machine:` line (loopback round trip on one CPU and across two, CPU
 # stolen by the host while sending): read the figures beside it (docs/REALTIME.md, "slow hour").
 set -euo pipefail
@@ -27,12 +28,14 @@ if curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
 fi
 data=$(mktemp -d)
 pids=()
+nats_pid=""
 db=""
 stream=""
 cleanup() {
   # a GATEWAY_WRAP / WORKER_WRAP that forks (`perf stat --`) is not the server: stop the
   # server under it, so the wrapper reports and ends instead of leaving the server on the port
   for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+  [ -n "$nats_pid" ] && kill "$nats_pid" 2>/dev/null
   wait 2>/dev/null || true
   [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
   # and the run's report-job stream, which JetStream would keep (one per subject prefix)
@@ -69,13 +72,30 @@ if [ "$mode" = nats ]; then
   # once the prefix is this run's own, so the cleanup never deletes a caller's stream
   stream="$(printf '%s' "${NATS_SUBJECT_PREFIX^^}" | tr '.-' '__')_JOBS"
   nats_args=(--nats-url "$NATS_URL")
+  if [ "${NATS_AUTH:-0}" = 1 ]; then
+    # the shipped secured configuration (identities, per-role subject permissions) on a
+    # nats-server of the run's own; the raw-NATS floor and round trip stay on the open one
+    auth_port=$((port + 2))
+    INSIDE_NATS_GATEWAY_PASSWORD=bench-gateway-pw INSIDE_NATS_WORKER_PASSWORD=bench-worker-pw \
+      INSIDE_NATS_RESEARCHER_PASSWORD=bench-researcher-pw INSIDE_NATS_STORE_DIR="$data/jetstream" \
+      nats-server -c deploy/nats/nats-server.conf -a 127.0.0.1 -p "$auth_port" >"$data/nats.log" 2>&1 &
+    nats_pid=$!
+    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$auth_port") 2>/dev/null && break; sleep 0.1; done
+    export NATS_URL="nats://127.0.0.1:$auth_port"
+    stream=""
+  fi
   # the same rate on raw NATS first, as the machine's floor at this hour (FLOOR=0: skip it)
   [ "$what" = frames ] && [ "${FLOOR:-1}" != 0 ] && nats_args+=(--nats-floor)
   worker_args=(--worker-metrics "http://127.0.0.1:$((port + 1))/metrics")
   # the gateway needs no model with NATS: the worker embeds
-  ECAPA_MODEL_DIR= ${GATEWAY_WRAP:-} "$target/release/gateway" >"$data/gateway.log" 2>&1 &
+  gateway_id=() worker_id=()
+  if [ "${NATS_AUTH:-0}" = 1 ]; then
+    gateway_id=(NATS_USER=gateway NATS_PASSWORD=bench-gateway-pw)
+    worker_id=(NATS_USER=worker NATS_PASSWORD=bench-worker-pw)
+  fi
+  env "${gateway_id[@]}" ECAPA_MODEL_DIR= ${GATEWAY_WRAP:-} "$target/release/gateway" >"$data/gateway.log" 2>&1 &
   pids+=($!)
-  WORKER_BIND_ADDR=127.0.0.1:$((port + 1)) ${WORKER_WRAP:-} "$target/release/worker" >"$data/worker.log" 2>&1 &
+  env "${worker_id[@]}" WORKER_BIND_ADDR=127.0.0.1:$((port + 1)) ${WORKER_WRAP:-} "$target/release/worker" >"$data/worker.log" 2>&1 &
   pids+=($!)
 else
   RUST_LOG=${GATEWAY_LOG:-warn,gateway=info} ${GATEWAY_WRAP:-} "$target/release/gateway" >"$data/gateway.log" 2>&1 &

@@ -23,6 +23,7 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
+use super::rx_stamp::RxStamped;
 use super::Client;
 
 /// What to send.
@@ -51,6 +52,9 @@ pub struct Outcome {
     pub probes: u64,
     pub nudged: u64,
     pub hist: Histogram<u64>,
+    /// The same latencies ending when the client's kernel received the nudge, before its
+    /// reader thread woke.
+    pub rx_hist: Histogram<u64>,
     /// Each probe's latency by send time, sorted, when asked for.
     pub timeline: Timeline,
     /// Seconds the pacer took to send everything (> duration: the generator fell behind).
@@ -149,13 +153,15 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         stop.store(true, Ordering::Relaxed);
     }
     let mut hist = super::latency_histogram()?;
+    let mut rx_hist = super::latency_histogram()?;
     let mut timeline = Vec::new();
     let mut last_nudge_s = 0f64;
     for r in readers {
         match r.join() {
             Ok(h) => {
-                let (h, t, last) = h?;
+                let (h, rx, t, last) = h?;
                 hist.add(h)?;
+                rx_hist.add(rx)?;
                 timeline.extend(t);
                 last_nudge_s = last_nudge_s.max(last);
             }
@@ -170,6 +176,7 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         probes: expected.iter().sum(),
         nudged: nudged.load(Ordering::Relaxed),
         hist,
+        rx_hist,
         timeline,
         send_s,
         pacer_lag,
@@ -177,7 +184,7 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
     })
 }
 
-fn connect(url: &str) -> anyhow::Result<(WebSocket<TcpStream>, TcpStream)> {
+fn connect(url: &str) -> anyhow::Result<(WebSocket<RxStamped>, TcpStream)> {
     let addr = url
         .trim_start_matches("ws://")
         .split('/')
@@ -186,13 +193,15 @@ fn connect(url: &str) -> anyhow::Result<(WebSocket<TcpStream>, TcpStream)> {
     let tcp = TcpStream::connect(addr).with_context(|| format!("connecting {addr}"))?;
     tcp.set_nodelay(true)?;
     let config = WebSocketConfig::default();
+    let tcp = RxStamped::new(tcp).context("asking for kernel receive timestamps")?;
     let (ws, _) = tungstenite::client::client_with_config(url, tcp, Some(config))
         .map_err(|e| anyhow::anyhow!("WebSocket handshake: {e}"))?;
     // written by the pacer, frame by frame; the reader owns `ws` (and any bytes it read
     // past the handshake)
-    let writer = ws.get_ref().try_clone()?;
+    let writer = ws.get_ref().get_ref().try_clone()?;
     // lets a reader look at the clock while nothing arrives
     ws.get_ref()
+        .get_ref()
         .set_read_timeout(Some(Duration::from_millis(50)))?;
     Ok((ws, writer))
 }
@@ -304,14 +313,15 @@ impl Until<'_> {
 }
 
 fn read_nudges(
-    mut ws: WebSocket<TcpStream>,
+    mut ws: WebSocket<RxStamped>,
     client: u64,
     until: &Until<'_>,
     schedule: &Schedule,
     nudged: &AtomicU64,
     keep_timeline: bool,
-) -> anyhow::Result<(Histogram<u64>, Timeline, f64)> {
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>, Timeline, f64)> {
     let mut hist = super::latency_histogram()?;
+    let mut rx_hist = super::latency_histogram()?;
     let mut timeline = Vec::new();
     let mut got = 0u64;
     let mut last_s = 0f64;
@@ -352,6 +362,8 @@ fn read_nudges(
         last_s = now.saturating_duration_since(schedule.start).as_secs_f64();
         let us = now.saturating_duration_since(due).as_micros() as u64;
         hist.record(us.max(1))?;
+        let rx = ws.get_ref().last_rx().unwrap_or(now);
+        rx_hist.record((rx.saturating_duration_since(due).as_micros() as u64).max(1))?;
         if keep_timeline {
             timeline.push(((due - schedule.start).as_micros() as u64, us));
         }
@@ -359,5 +371,5 @@ fn read_nudges(
         nudged.fetch_add(1, Ordering::Relaxed);
     }
     let _ = ws.close(None);
-    Ok((hist, timeline, last_s))
+    Ok((hist, rx_hist, timeline, last_s))
 }
