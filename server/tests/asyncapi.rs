@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::asyncapi::{assert_valid, resolve, resolve_schema, standalone, validator};
 use common::*;
 use inside_bus::StateEvent;
 use inside_gateway::realtime::protocol;
@@ -22,13 +23,6 @@ async fn fetch_document() -> Value {
     let (status, doc) = app.get("/asyncapi.json", None).await;
     assert_eq!(status, 200, "{doc}");
     doc
-}
-
-/// `$ref` → the value it points at in `doc`.
-fn resolve<'a>(doc: &'a Value, reference: &Value) -> &'a Value {
-    let r = reference["$ref"].as_str().expect("a $ref");
-    doc.pointer(r.strip_prefix('#').expect("a local $ref"))
-        .unwrap_or_else(|| panic!("{r} does not resolve"))
 }
 
 /// The operations (id, operation) naming `channel`'s message `message`.
@@ -130,15 +124,6 @@ async fn asyncapi_lists_every_websocket_message_and_subject() {
     assert!(doc["components"]["schemas"]["StateEvent"].is_object());
 }
 
-/// A `$ref` resolved, or the schema itself.
-fn resolve_schema<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
-    if schema["$ref"].is_string() {
-        resolve(doc, schema)
-    } else {
-        schema
-    }
-}
-
 /// Every `$ref` anywhere under `value`.
 fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
     match value {
@@ -153,13 +138,6 @@ fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
         Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
         _ => {}
     }
-}
-
-/// `schema` with the document's schemas beside it, so its `#/components/schemas/…` resolve.
-fn standalone(doc: &Value, schema: &Value) -> Value {
-    let mut root = schema.clone();
-    root["components"] = json!({ "schemas": doc["components"]["schemas"] });
-    root
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,21 +237,6 @@ async fn asyncapi_document_is_valid_asyncapi_3() {
         jsonschema::draft202012::meta::validate(&standalone(&doc, schema))
             .unwrap_or_else(|e| panic!("schema {name}: {e}"));
     }
-}
-
-/// The message payload schema of `message` in `doc`, ready to validate against.
-fn validator(doc: &Value, message: &str) -> jsonschema::Validator {
-    let schema = &doc["components"]["messages"][message]["payload"];
-    assert!(!schema.is_null(), "no payload for {message}");
-    jsonschema::draft202012::new(&standalone(doc, schema)).unwrap()
-}
-
-fn assert_valid(doc: &Value, message: &str, sample: &Value) {
-    let errors: Vec<String> = validator(doc, message)
-        .iter_errors(sample)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{message}: {sample} → {errors:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,7 @@
 use inside_bus::{StateEvent, EVENT_ID_HEADER, FRAME_RECEIVED_US_HEADER, SESSION_EVENT_IDS_HEADER};
 use inside_schemas::audio::headers;
 use inside_schemas::{
-    Capabilities, DerivedFrame, EmbedReply, FeatureFrame, NoPayload, Nudge, Poke, SpeakerSegment,
-    SubjectKind,
+    Capabilities, DerivedFrame, EmbedReply, FeatureFrame, Nudge, Poke, SpeakerSegment, SubjectKind,
 };
 use serde_json::{json, Map, Value};
 use utoipa::openapi::schema::ObjectBuilder;
@@ -26,28 +25,58 @@ enum Payload {
     Binary(&'static str, &'static str),
 }
 
+/// No body at all (not even JSON's `{}`): the message itself is what it says. Plain text of
+/// length 0, so a consumer that checks the schema accepts exactly what is sent.
+fn empty(meaning: &str) -> Payload {
+    Payload::Text(to_json(text_schema(meaning).max_length(Some(0))))
+}
+
+/// A header: its name, its meaning, and whether every message of the subject carries it (the
+/// others are sent only when their description says so).
+struct Header {
+    name: &'static str,
+    meaning: &'static str,
+    always: bool,
+}
+
+const fn always(name: &'static str, meaning: &'static str) -> Header {
+    Header {
+        name,
+        meaning,
+        always: true,
+    }
+}
+
+const fn sometimes(name: &'static str, meaning: &'static str) -> Header {
+    Header {
+        name,
+        meaning,
+        always: false,
+    }
+}
+
 /// Who publishes, who subscribes, what it carries.
 struct Subject {
     summary: &'static str,
     payload: Payload,
-    headers: Vec<(&'static str, &'static str)>,
+    headers: Vec<Header>,
     /// The reply of a request/reply subject.
-    reply: Option<Value>,
+    reply: Option<Payload>,
 }
 
-const EVENT_ID: (&str, &str) = (
+const EVENT_ID: Header = sometimes(
     EVENT_ID_HEADER,
-    "The event's id in its session's history: what a phone sees as `event_id`.",
+    "The event's id in its session's history: what a phone sees as `event_id`. Absent when no history is kept.",
 );
 
-fn audio_headers() -> Vec<(&'static str, &'static str)> {
+fn audio_headers() -> Vec<Header> {
     vec![
-        (headers::SEQ, "The segment's number in its stream, from 0."),
-        (headers::START_MS, "Start, ms from the stream's `client.audio_start`."),
-        (headers::END_MS, "End, ms from the stream's `client.audio_start`."),
-        (headers::CODEC, "The codec the phone streamed (`pcm_s16le`, `wav`, …); the payload is always f32le."),
-        (headers::CUT_AT_US, "Wall clock (µs since the Unix epoch) when the gateway cut the segment: the live path's latency is measured from it."),
-        (headers::STREAM_STARTED_MS, "Server clock (ms since the Unix epoch) when the stream started: places the segment on the session's time base."),
+        always(headers::SEQ, "The segment's number in its stream, from 0."),
+        always(headers::START_MS, "Start, ms from the stream's `client.audio_start`."),
+        always(headers::END_MS, "End, ms from the stream's `client.audio_start`."),
+        always(headers::CODEC, "The codec the phone streamed (`pcm_s16le`, `wav`, …); the payload is always f32le."),
+        always(headers::CUT_AT_US, "Wall clock (µs since the Unix epoch) when the gateway cut the segment: the live path's latency is measured from it."),
+        always(headers::STREAM_STARTED_MS, "Server clock (ms since the Unix epoch) when the stream started: places the segment on the session's time base."),
     ]
 }
 
@@ -68,7 +97,7 @@ fn describe(b: &mut Builder, kind: SubjectKind) -> Subject {
         SubjectKind::Frames => json(
             b.schema_ref::<FeatureFrame>(),
             "Feature frames as a gateway accepted them, with `received_ms`; workers (queue group `workers`) apply the nudge rules.",
-            vec![(FRAME_RECEIVED_US_HEADER, "When the gateway accepted the frame (µs since the Unix epoch); copied onto the nudge it causes to time the path.")],
+            vec![always(FRAME_RECEIVED_US_HEADER, "When the gateway accepted the frame (µs since the Unix epoch); copied onto the nudge it causes to time the path.")],
         ),
         SubjectKind::Audio => Subject {
             summary: "Audio segments of a member's stream, cut by the gateway; workers attribute them to speakers.",
@@ -79,7 +108,7 @@ fn describe(b: &mut Builder, kind: SubjectKind) -> Subject {
         SubjectKind::Nudges => json(
             b.schema_ref::<Nudge>(),
             "Nudges for one member, delivered by every gateway holding their sockets as `server.nudge`.",
-            vec![EVENT_ID, (FRAME_RECEIVED_US_HEADER, "Copied from the frame that caused the nudge.")],
+            vec![EVENT_ID, sometimes(FRAME_RECEIVED_US_HEADER, "Copied from the frame that caused the nudge; absent on a nudge no frame caused (one from audio).")],
         ),
         SubjectKind::Speakers => json(
             b.schema_ref::<SpeakerSegment>(),
@@ -99,39 +128,39 @@ fn describe(b: &mut Builder, kind: SubjectKind) -> Subject {
         SubjectKind::Pokes => json(
             b.schema_ref::<Poke>(),
             "Pokes for one user, delivered to their sockets as `server.poke`.",
-            vec![(SESSION_EVENT_IDS_HEADER, "`<sid>:<event_id>` for each session whose history the poke was appended to, comma-separated.")],
+            vec![sometimes(SESSION_EVENT_IDS_HEADER, "`<sid>:<event_id>` for each session whose history the poke was appended to, comma-separated; absent when there is none (no running session, or no history kept).")],
         ),
         SubjectKind::Embed => Subject {
             summary: "Request/reply: a gateway sends an enrolment recording, a worker with a speaker model answers with the voiceprint or why there is none.",
             payload: Payload::Binary("application/octet-stream", "The uploaded audio file (WAV, FLAC, Ogg Vorbis or MP3), or nothing when it travels as an upload."),
             headers: vec![
-                (headers::CONTENT_TYPE, "The MIME type of the uploaded file."),
-                (inside_bus::uploads::UPLOAD_HEADER, "When the file is over NATS's `max_payload`: the name of the object in the uploads bucket (`INSIDE_UPLOADS`) that holds it."),
+                always(headers::CONTENT_TYPE, "The MIME type of the uploaded file."),
+                sometimes(inside_bus::uploads::UPLOAD_HEADER, "When the file is over NATS's `max_payload`: the name of the object in the uploads bucket (`INSIDE_UPLOADS`) that holds it."),
             ],
-            reply: Some(b.schema_ref::<EmbedReply>()),
+            reply: Some(Payload::Json(b.schema_ref::<EmbedReply>())),
         },
         SubjectKind::Capabilities => Subject {
             summary: "Request/reply: a gateway asks (empty body) whether a worker can attribute live audio; only workers with a speaker model answer.",
-            payload: Payload::Json(b.schema_ref::<NoPayload>()),
+            payload: empty("Empty: the request is the question."),
             headers: vec![],
-            reply: Some(b.schema_ref::<Capabilities>()),
+            reply: Some(Payload::Json(b.schema_ref::<Capabilities>())),
         },
         SubjectKind::WorkerAudio => Subject {
             summary: "Internal, between workers (with Redis): a segment taken from `audio` by a worker that does not own its session, forwarded unchanged as a request to the worker that does, which answers (an empty body) once it holds it. No answer: the owner is gone and the sender takes the session over.",
             payload: AUDIO,
             headers: {
                 let mut h = audio_headers();
-                h.push((headers::FORWARDED_AUDIO_SUBJECT, "The `audio` subject the segment came on: its session and member, checked like any bus message."));
+                h.push(always(headers::FORWARDED_AUDIO_SUBJECT, "The `audio` subject the segment came on: its session and member, checked like any bus message."));
                 h
             },
-            reply: Some(b.schema_ref::<NoPayload>()),
+            reply: Some(empty("Empty: the owner holds the segment.")),
         },
         SubjectKind::ReportJobs => Subject {
             summary: "JetStream stream `INSIDE_JOBS`: durable report jobs, acked once the report is stored.",
             payload: Payload::Text(
                 to_json(uuid_schema().description(Some("The session's id, as plain text."))),
             ),
-            headers: vec![("Nats-Msg-Id", "Deduplicates a job queued twice.")],
+            headers: vec![always("Nats-Msg-Id", "Deduplicates a job queued twice.")],
             reply: None,
         },
         SubjectKind::ResearchFrames => json(
@@ -173,24 +202,14 @@ pub(super) fn add(b: &mut Builder) {
             "title": address,
             "summary": subject.summary,
         });
-        match subject.payload {
-            Payload::Json(schema) => {
-                message["contentType"] = json!("application/json");
-                message["payload"] = schema;
-            }
-            Payload::Text(schema) => {
-                message["contentType"] = json!("text/plain");
-                message["payload"] = schema;
-            }
-            Payload::Binary(content_type, what) => {
-                message["contentType"] = json!(content_type);
-                message["description"] = json!(what);
-            }
-        }
+        carry(&mut message, subject.payload);
         if !subject.headers.is_empty() {
             let mut headers = ObjectBuilder::new();
-            for (name, meaning) in &subject.headers {
-                headers = headers.property(*name, text_schema(meaning));
+            for h in &subject.headers {
+                headers = headers.property(h.name, text_schema(h.meaning));
+                if h.always {
+                    headers = headers.required(h.name);
+                }
             }
             message["headers"] = to_json(headers);
         }
@@ -227,16 +246,13 @@ pub(super) fn add(b: &mut Builder) {
         });
         if let Some(reply) = subject.reply {
             let reply_id = format!("{id}.reply");
-            let reply_message = b.message(
-                &reply_id,
-                json!({
-                    "name": format!("{}.reply", kind.name()),
-                    "title": format!("reply on {address}"),
-                    "summary": format!("The reply to `{address}`, on the requester's inbox."),
-                    "contentType": "application/json",
-                    "payload": reply,
-                }),
-            );
+            let mut reply_message = json!({
+                "name": format!("{}.reply", kind.name()),
+                "title": format!("reply on {address}"),
+                "summary": format!("The reply to `{address}`, on the requester's inbox."),
+            });
+            carry(&mut reply_message, reply);
+            let reply_message = b.message(&reply_id, reply_message);
             // the reply goes to the request's inbox: no fixed address
             b.channel(
                 &reply_id,
@@ -254,5 +270,23 @@ pub(super) fn add(b: &mut Builder) {
         }
         b.channel(&id, channel);
         b.operation(&format!("publish.{}", kind.name()), operation);
+    }
+}
+
+/// `payload` as the message's content type and payload schema (or description, for bytes).
+fn carry(message: &mut Value, payload: Payload) {
+    match payload {
+        Payload::Json(schema) => {
+            message["contentType"] = json!("application/json");
+            message["payload"] = schema;
+        }
+        Payload::Text(schema) => {
+            message["contentType"] = json!("text/plain");
+            message["payload"] = schema;
+        }
+        Payload::Binary(content_type, what) => {
+            message["contentType"] = json!(content_type);
+            message["description"] = json!(what);
+        }
     }
 }

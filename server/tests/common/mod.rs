@@ -2,6 +2,7 @@
 //! (SQLite file or PostgreSQL database), driven over HTTP.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod asyncapi;
 pub mod audio;
 pub mod process;
 pub mod worker;
