@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 pub use memory::MemoryLog;
 pub(crate) use remote::Script;
-pub use remote::{AppendOutcome, RedisLog};
+pub use remote::{Append, AppendOutcome, RedisLog};
 
 use crate::limiter::Limiter;
 use crate::Result;
@@ -78,6 +78,18 @@ pub enum Once {
     Limited,
     /// Allowed, with its id (`None`: no history is kept here).
     Sent(Option<u64>),
+}
+
+/// One event of [`EventLog::append_many`].
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub sid: Uuid,
+    /// `None`: everyone in the session.
+    pub to: Option<Uuid>,
+    pub kind: HistoryKind,
+    pub payload: Bytes,
+    /// The one-per-window limit it must pass (its key in the limiter, its window), if any.
+    pub once: Option<(String, Duration)>,
 }
 
 #[derive(Clone)]
@@ -171,6 +183,77 @@ impl EventLog {
             return Ok(Once::Limited);
         }
         Ok(Once::Sent(self.append(sid, to, kind, payload).await?))
+    }
+
+    /// Appends each of `events` (behind its one-per-window limit, if it has one), outcomes in
+    /// their order: with both in Redis, one round trip for all of them; a limit this process
+    /// already knows is taken is answered without asking. An error fails the whole batch.
+    pub async fn append_many(&self, limiter: &Limiter, events: &[Pending]) -> Result<Vec<Once>> {
+        let (EventLog::Redis(log), Limiter::Redis { prefix, .. }) = (self, limiter) else {
+            let mut out = Vec::with_capacity(events.len());
+            for e in events {
+                out.push(match &e.once {
+                    Some((key, window)) => {
+                        let payload = e.payload.clone();
+                        self.append_once(limiter, key, *window, e.sid, e.to, e.kind, payload)
+                            .await?
+                    }
+                    None => Once::Sent(self.append(e.sid, e.to, e.kind, e.payload.clone()).await?),
+                });
+            }
+            return Ok(out);
+        };
+        let full_keys: Vec<Option<String>> = events
+            .iter()
+            .map(|e| e.once.as_ref().map(|(key, _)| format!("{prefix}:{key}")))
+            .collect();
+        let mut out = vec![Once::Limited; events.len()];
+        let (mut asked, mut batch) = (Vec::new(), Vec::new());
+        for (n, e) in events.iter().enumerate() {
+            if e.once
+                .as_ref()
+                .is_some_and(|(key, _)| limiter.taken_here(key))
+            {
+                continue;
+            }
+            asked.push(n);
+            batch.push(Append {
+                sid: e.sid,
+                to: e.to,
+                kind: e.kind,
+                payload: &e.payload,
+                limit: e
+                    .once
+                    .as_ref()
+                    .zip(full_keys[n].as_deref())
+                    .map(|((_, window), full)| (full, *window)),
+            });
+        }
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        let done = log.append_many(&batch).await?;
+        for (n, outcome) in asked.into_iter().zip(done) {
+            // remembered as `append_once` remembers, so the next checks cost no round trip
+            let note = |left| {
+                if let Some((key, _)) = &events[n].once {
+                    limiter.note_taken(key, left);
+                }
+            };
+            out[n] = match outcome {
+                AppendOutcome::Id(id) => {
+                    if let Some((_, window)) = &events[n].once {
+                        note(*window);
+                    }
+                    Once::Sent(Some(id))
+                }
+                AppendOutcome::Limited(left) => {
+                    note(left);
+                    Once::Limited
+                }
+            };
+        }
+        Ok(out)
     }
 
     /// The session's newest id, `uid`'s last accepted frame seq and, with `since`, what

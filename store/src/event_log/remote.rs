@@ -64,25 +64,63 @@ impl Script {
         keys: &[&str],
         args: &[&[u8]],
     ) -> RedisResult<T> {
-        let call = |command: &str, script: &str| {
-            let mut cmd = redis::cmd(command);
-            cmd.arg(script).arg(keys.len()).arg(keys);
-            for a in args {
-                cmd.arg(*a);
-            }
-            cmd
-        };
-        match call("EVALSHA", &self.sha)
-            .query_async(&mut conn.clone())
-            .await
-        {
-            // a restarted or flushed Redis forgot it: EVAL loads it again
+        self.run_command(conn, &self.command(keys, args)).await
+    }
+
+    /// `EVALSHA` of this script with `keys` and `args`.
+    pub(crate) fn command(&self, keys: &[&str], args: &[&[u8]]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(keys.len()).arg(keys);
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
+    }
+
+    /// Runs a [`command`](Self::command) of this script, loading the script first if Redis
+    /// lacks it.
+    pub(crate) async fn run_command<T: FromRedisValue>(
+        &self,
+        conn: &ConnectionManager,
+        cmd: &redis::Cmd,
+    ) -> RedisResult<T> {
+        match cmd.query_async(&mut conn.clone()).await {
+            // a restarted or flushed Redis forgot it
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                call("EVAL", self.body).query_async(&mut conn.clone()).await
+                self.load(conn).await?;
+                cmd.query_async(&mut conn.clone()).await
             }
             other => other,
         }
     }
+
+    /// `SCRIPT LOAD`s the body (whose SHA1 is `sha`).
+    pub(crate) async fn load(&self, conn: &ConnectionManager) -> RedisResult<()> {
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(self.body)
+            .query_async(&mut conn.clone())
+            .await?;
+        Ok(())
+    }
+}
+
+/// The script's answer: an id, or `-1 - ttl` when the limit key was taken.
+fn outcome(id: i64) -> AppendOutcome {
+    match u64::try_from(id) {
+        Ok(id) => AppendOutcome::Id(id),
+        Err(_) => AppendOutcome::Limited(Duration::from_millis(id.unsigned_abs() - 1)),
+    }
+}
+
+/// One append of a batch ([`RedisLog::append_many`]).
+pub struct Append<'a> {
+    pub sid: Uuid,
+    pub to: Option<Uuid>,
+    pub kind: HistoryKind,
+    pub payload: &'a [u8],
+    /// The limit key (full) and its window, as [`RedisLog::append`] takes it.
+    pub limit: Option<(&'a str, Duration)>,
 }
 
 /// What an append did.
@@ -138,6 +176,45 @@ impl RedisLog {
         payload: &[u8],
         limit: Option<(&str, Duration)>,
     ) -> Result<AppendOutcome> {
+        let cmd = self.append_command(sid, to, kind, payload, limit);
+        let id: i64 = self.append.run_command(&self.conn, &cmd).await?;
+        Ok(outcome(id))
+    }
+
+    /// Several appends in one round trip (a pipeline of the same script, each still atomic
+    /// on its own), outcomes in the order given. Under load this is what keeps Redis and the
+    /// caller from paying a request, a reply and their wake-ups per event.
+    pub async fn append_many(&self, items: &[Append<'_>]) -> Result<Vec<AppendOutcome>> {
+        let mut pipe = redis::pipe();
+        for item in items {
+            pipe.add_command(self.append_command(
+                item.sid,
+                item.to,
+                item.kind,
+                item.payload,
+                item.limit,
+            ));
+        }
+        let ids: Vec<i64> = match pipe.query_async(&mut self.conn.clone()).await {
+            // a restarted or flushed Redis forgot the script: every command of the pipeline
+            // failed alike, so loading it and sending them again appends each once
+            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                self.append.load(&self.conn).await?;
+                pipe.query_async(&mut self.conn.clone()).await?
+            }
+            other => other?,
+        };
+        Ok(ids.into_iter().map(outcome).collect())
+    }
+
+    fn append_command(
+        &self,
+        sid: Uuid,
+        to: Option<Uuid>,
+        kind: HistoryKind,
+        payload: &[u8],
+        limit: Option<(&str, Duration)>,
+    ) -> redis::Cmd {
         let (seq_key, log_key) = self.keys(sid);
         let (log_ttl, seq_ttl) = self.ttls();
         let (maxlen, log_ttl, seq_ttl) = (
@@ -163,11 +240,7 @@ impl RedisLog {
             keys.push(key);
             args.push(limit_ms.as_bytes());
         }
-        let id: i64 = self.append.run(&self.conn, &keys, &args).await?;
-        Ok(match u64::try_from(id) {
-            Ok(id) => AppendOutcome::Id(id),
-            Err(_) => AppendOutcome::Limited(Duration::from_millis(id.unsigned_abs() - 1)),
-        })
+        self.append.command(&keys, &args)
     }
 
     pub async fn snapshot(&self, sid: Uuid, uid: Uuid, since: Option<u64>) -> Result<Snapshot> {

@@ -205,6 +205,78 @@ async fn a_limited_append_takes_no_id_and_the_limit_is_the_limiters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_appends_in_order_and_its_limits_hold_within_it() {
+    for (log, limiter) in backends(window(1_000)).await {
+        let (sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let w = Duration::from_secs(30);
+        let once = |to: Uuid| Some((format!("nudge:{sid}:{to}"), w));
+        let event = |n, to: Uuid, once| Pending {
+            sid,
+            to: Some(to),
+            kind: HistoryKind::Nudge,
+            payload: payload(n),
+            once,
+        };
+        // a's second nudge in the same batch meets the limit its first one took
+        let batch = [
+            event(1, a, once(a)),
+            event(2, a, once(a)),
+            event(3, b, once(b)),
+            event(4, b, None),
+        ];
+        let outcomes = log.append_many(&limiter, &batch).await.unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                Once::Sent(Some(1)),
+                Once::Limited,
+                Once::Sent(Some(2)),
+                Once::Sent(Some(3))
+            ],
+            "remote: {}",
+            log.is_remote()
+        );
+        // the next batch knows a's window is taken without asking, and the ids go on
+        let outcomes = log
+            .append_many(&limiter, &[event(5, a, once(a)), event(6, a, None)])
+            .await
+            .unwrap();
+        assert_eq!(outcomes, [Once::Limited, Once::Sent(Some(4))]);
+        let snap = log.snapshot(sid, a, Some(0)).await.unwrap();
+        assert_eq!(snap.head, Some(4));
+        assert_eq!(ids(snap.replay.as_ref().unwrap()), [1, 4]);
+        assert!(log.append_many(&limiter, &[]).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_after_redis_forgot_the_script_appends_each_once() {
+    let (log, limiter) = backends(window(1_000)).await.pop().unwrap();
+    let Limiter::Redis { conn, .. } = &limiter else {
+        panic!("the last backend is Redis");
+    };
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    let sid = Uuid::new_v4();
+    let batch: Vec<Pending> = (1..=3)
+        .map(|n| Pending {
+            sid,
+            to: None,
+            kind: HistoryKind::Speaker,
+            payload: payload(n),
+            once: None,
+        })
+        .collect();
+    let outcomes = log.append_many(&limiter, &batch).await.unwrap();
+    assert_eq!(outcomes, [1, 2, 3].map(|id| Once::Sent(Some(id))));
+    let snap = log.snapshot(sid, Uuid::new_v4(), Some(0)).await.unwrap();
+    assert_eq!(snap.head, Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_frame_seq_only_rises() {
     for (log, _) in backends(window(10)).await {
         let (sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());

@@ -8,12 +8,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use inside_bus::Bus;
 use inside_schemas::{EventBody, HistoryKind, Nudge};
-use inside_store::event_log::{EventLog, Once};
+use inside_store::event_log::{EventLog, Once, Pending};
 use inside_store::events::SessionEvent;
 use inside_store::limiter::Limiter;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::EventWriter;
+
+/// The most nudges asked about in one round trip.
+const MAX_BATCH: usize = 256;
+
+/// A nudge a frame raised, waiting for its limit and history.
+pub struct Raised {
+    pub sid: Uuid,
+    pub uid: Uuid,
+    pub nudge: Nudge,
+    /// When the gateway accepted the frame that raised it.
+    pub frame_received_us: Option<i64>,
+}
 
 #[derive(Clone)]
 pub struct NudgeDelivery {
@@ -100,16 +113,95 @@ impl NudgeDelivery {
             }
         };
         let id = self.append(sid, uid, payload.clone()).await?;
+        self.send(sid, uid, id, frame_received_us, payload, &nudge)
+            .await
+            .then_some(nudge)
+    }
+
+    async fn send(
+        &self,
+        sid: Uuid,
+        uid: Uuid,
+        id: Option<u64>,
+        frame_received_us: Option<i64>,
+        payload: Bytes,
+        nudge: &Nudge,
+    ) -> bool {
         let subject = self.bus.subjects().nudges(sid, uid);
         let publish = self
             .bus
             .publish_nudge(subject, id, frame_received_us, payload);
         if let Err(e) = publish.await {
             tracing::warn!(%sid, error = %e, "publishing a nudge failed");
-            return None;
+            return false;
         }
         metrics::counter!("inside_nudges_total", "type" => nudge.nudge_type.as_str()).increment(1);
-        Some(nudge)
+        true
+    }
+
+    /// Delivers the nudges `raised` yields until every sender is gone, asking the limit and
+    /// the history about all that queued up while the previous round trip was out, in one
+    /// round trip: one nudge alone goes at once, a busy stream shares the cost.
+    pub async fn deliver_raised(self, mut raised: mpsc::Receiver<Raised>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while raised.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.deliver_many(&mut batch).await;
+        }
+    }
+
+    async fn deliver_many(&self, batch: &mut Vec<Raised>) {
+        let mut raised = Vec::with_capacity(batch.len());
+        let mut pending = Vec::with_capacity(batch.len());
+        for r in batch.drain(..) {
+            let payload = match serde_json::to_vec(&r.nudge) {
+                Ok(json) => Bytes::from(json),
+                Err(e) => {
+                    tracing::warn!(sid = %r.sid, error = %e, "encoding a nudge failed");
+                    continue;
+                }
+            };
+            pending.push(Pending {
+                sid: r.sid,
+                to: Some(r.uid),
+                kind: HistoryKind::Nudge,
+                payload,
+                once: self.window.map(|w| (Self::limit_key(r.sid, r.uid), w)),
+            });
+            raised.push(r);
+        }
+        let outcomes = match self.events.append_many(&self.limiter, &pending).await {
+            Ok(outcomes) => outcomes,
+            // as one at a time: better a missed nudge than a burst of them
+            Err(e) if self.window.is_some() => {
+                tracing::warn!(error = %e, skipped = pending.len(), "nudge limiter unavailable; nudges skipped");
+                return;
+            }
+            // the phones still get them live; only a resume would miss them
+            Err(e) => {
+                tracing::warn!(error = %e, "event history unavailable; nudges sent without an id");
+                vec![Once::Sent(None); pending.len()]
+            }
+        };
+        let mut sent = Vec::with_capacity(raised.len());
+        for ((r, p), outcome) in raised.into_iter().zip(pending).zip(outcomes) {
+            match outcome {
+                Once::Limited => {
+                    metrics::counter!("inside_nudges_limited_total").increment(1);
+                }
+                Once::Sent(id) => {
+                    if self
+                        .send(r.sid, r.uid, id, r.frame_received_us, p.payload, &r.nudge)
+                        .await
+                    {
+                        sent.push(r);
+                    }
+                }
+            }
+        }
+        // recorded once every phone of the batch has its nudge on the way
+        for r in sent {
+            self.record(r.sid, r.uid, r.nudge).await;
+        }
     }
 
     /// Records a nudge that went out, for the report.

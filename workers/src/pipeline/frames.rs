@@ -5,11 +5,12 @@
 //! in range, and (from the [`SessionDirectory`] cache, not a query per frame) the session
 //! active or finalizing and the uid a member whose consent is granted.
 //!
-//! Frames are handled one after another on one subscription; a nudge whose limit check is a
-//! Redis round trip is delivered on a task of its own (at most `IN_FLIGHT` at once), so the
-//! frames behind it do not wait on the network; one for a (sid, uid) whose window this process
-//! already knows is taken is dropped on the spot, so with the limit on only a frame that
-//! might nudge asks Redis.
+//! Frames are handled one after another on one subscription; a nudge whose limit check or
+//! history append is a Redis round trip is handed to a delivery task of the consumer's own
+//! (at most `IN_FLIGHT` waiting), so the frames behind it do not wait on the network, and the
+//! nudges raised while one round trip is out share the next; one for a (sid, uid) whose
+//! window this process already knows is taken is dropped on the spot, so with the limit on
+//! only a frame that might nudge asks Redis.
 
 use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
 use inside_bus::{sid_uid, BusMessage, Subscription};
@@ -17,22 +18,21 @@ use inside_engine::NudgePolicy;
 use inside_schemas::{EventBody, FeatureFrame};
 use inside_store::events::SessionEvent;
 use std::ops::ControlFlow;
-use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::delivery::Raised;
 use super::{EventWriter, NudgeDelivery};
 use inside_store::SessionDirectory;
 
-/// Nudge deliveries waiting on the limiter at once; past that the frame loop waits too.
-const IN_FLIGHT: usize = 256;
+/// Nudges waiting for the delivery task; past that the frame loop waits too.
+const IN_FLIGHT: usize = 1024;
 
 pub struct FrameConsumer {
     writer: EventWriter,
     delivery: NudgeDelivery,
     policy: NudgePolicy,
     directory: SessionDirectory,
-    in_flight: Arc<Semaphore>,
 }
 
 impl FrameConsumer {
@@ -47,23 +47,33 @@ impl FrameConsumer {
             delivery,
             policy,
             directory,
-            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         }
     }
 
     /// Handles frames until `shutdown`, then drains what the subscription
     /// still holds so a graceful stop loses nothing.
     pub async fn run(self, sub: Subscription, shutdown: CancellationToken) {
-        sub.serve(&shutdown, |msg| async {
-            self.handle(msg).await;
+        let (raised, delivering) = if self.delivery.checks_remotely() {
+            let (tx, rx) = mpsc::channel(IN_FLIGHT);
+            let task = tokio::spawn(self.delivery.clone().deliver_raised(rx));
+            (Some(tx), Some(task))
+        } else {
+            (None, None)
+        };
+        let (this, sender) = (&self, raised.as_ref());
+        sub.serve(&shutdown, |msg| async move {
+            this.handle(msg, sender).await;
             ControlFlow::Continue(())
         })
         .await;
-        // the deliveries still waiting on the limiter
-        let _ = self.in_flight.acquire_many(IN_FLIGHT as u32).await;
+        // the nudges still waiting on the limiter
+        drop(raised);
+        if let Some(task) = delivering {
+            let _ = task.await;
+        }
     }
 
-    async fn handle(&self, msg: BusMessage) {
+    async fn handle(&self, msg: BusMessage, raised: Option<&mpsc::Sender<Raised>>) {
         metrics::counter!("inside_frames_received_total").increment(1);
         let Some((sid, uid)) = sid_uid(&msg.subject) else {
             reject("frames", "subject", None);
@@ -99,26 +109,25 @@ impl FrameConsumer {
             .header(inside_bus::FRAME_RECEIVED_US_HEADER)
             .and_then(|v| v.parse::<i64>().ok());
         // the nudge goes out before anything is recorded: the phone is waiting for it
-        let sent = match self.policy.evaluate(&frame) {
-            Some(_) if self.delivery.checks_remotely() && self.delivery.known_limited(sid, uid) => {
-                None
-            }
-            Some(nudge) if self.delivery.checks_remotely() => {
-                if let Ok(permit) = self.in_flight.clone().acquire_owned().await {
-                    let delivery = self.delivery.clone();
-                    tokio::spawn(async move {
-                        delivery.deliver(sid, uid, nudge, received_us).await;
-                        drop(permit);
-                    });
-                    // the new task sits in this thread's LIFO slot, which no other thread may
-                    // steal: without a yield it would wait for this loop to exhaust its
+        let sent = match (self.policy.evaluate(&frame), raised) {
+            (Some(_), Some(_)) if self.delivery.known_limited(sid, uid) => None,
+            (Some(nudge), Some(raised)) => {
+                let nudge = Raised {
+                    sid,
+                    uid,
+                    nudge,
+                    frame_received_us: received_us,
+                };
+                if raised.send(nudge).await.is_ok() {
+                    // the delivery task sits in this thread's LIFO slot, which no other thread
+                    // may steal: without a yield it would wait for this loop to exhaust its
                     // coop budget before even asking Redis
                     tokio::task::yield_now().await;
                 }
                 None
             }
-            Some(nudge) => self.delivery.publish(sid, uid, nudge, received_us).await,
-            None => None,
+            (Some(nudge), None) => self.delivery.publish(sid, uid, nudge, received_us).await,
+            (None, _) => None,
         };
         // the nudge first: once the frame is recorded the report may be written, and the
         // writer keeps the order it is handed events in
