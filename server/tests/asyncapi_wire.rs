@@ -30,10 +30,6 @@ const QUIET: Duration = Duration::from_millis(500);
 const NATS: &str = "nats://127.0.0.1:4222";
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-fn uid(pair: &Value) -> &str {
-    pair["user"]["id"].as_str().unwrap()
-}
-
 /// What the phones of one test sent and received, by message type: every one was checked.
 #[derive(Default)]
 struct Tally {
@@ -42,6 +38,10 @@ struct Tally {
 }
 
 impl Tally {
+    fn count(map: &Mutex<BTreeMap<&'static str, usize>>, kind: &'static str) {
+        *map.lock().unwrap().entry(kind).or_default() += 1;
+    }
+
     fn total(map: &Mutex<BTreeMap<&'static str, usize>>) -> usize {
         map.lock().unwrap().values().sum()
     }
@@ -83,13 +83,7 @@ impl<'t> Phone<'t> {
     async fn send(&mut self, kind: ClientMessageType, payload: Value) {
         let msg = json!({"type": kind.as_str(), "sid": self.ws.sid, "payload": payload});
         assert_eq!(self.contract.check_client(&msg), kind);
-        *self
-            .tally
-            .sent
-            .lock()
-            .unwrap()
-            .entry(kind.as_str())
-            .or_default() += 1;
+        Tally::count(&self.tally.sent, kind.as_str());
         self.ws.send_text(&msg.to_string()).await;
     }
 
@@ -139,13 +133,7 @@ impl<'t> Phone<'t> {
                     let value: Value = serde_json::from_str(text.as_str())
                         .unwrap_or_else(|e| panic!("a text frame that is not JSON ({e}): {text}"));
                     let kind = self.contract.check_server(&value);
-                    *self
-                        .tally
-                        .received
-                        .lock()
-                        .unwrap()
-                        .entry(kind.as_str())
-                        .or_default() += 1;
+                    Tally::count(&self.tally.received, kind.as_str());
                     return Some(value);
                 }
                 Message::Binary(_) => {
@@ -430,27 +418,6 @@ impl Tap {
     }
 }
 
-/// Every family of subjects a session on NATS with Redis and two workers with a speaker model
-/// publishes on: all of [`SubjectKind::ALL`].
-const ON_THE_BUS: &[SubjectKind] = &[
-    SubjectKind::Frames,
-    SubjectKind::Audio,
-    SubjectKind::Nudges,
-    SubjectKind::Speakers,
-    SubjectKind::Derived,
-    SubjectKind::State,
-    SubjectKind::Pokes,
-    SubjectKind::Embed,
-    SubjectKind::Capabilities,
-    SubjectKind::WorkerAudio,
-    SubjectKind::ReportJobs,
-    SubjectKind::ResearchFrames,
-    SubjectKind::ResearchAudio,
-    SubjectKind::ResearchSpeakers,
-    SubjectKind::ResearchDerived,
-    SubjectKind::ResearchState,
-];
-
 /// The requests whose replies the session gets (on the requester's inbox).
 const REPLIED: &[SubjectKind] = &[
     SubjectKind::Embed,
@@ -488,14 +455,7 @@ async fn every_message_on_the_bus_matches_its_subject_schema() {
 
     let (a, b, rid) = app.couple().await;
     for u in [&a, &b] {
-        let (s, body) = app
-            .put(
-                &format!("/v1/relationships/{rid}/research/{}", uid(u)),
-                Some(token(u)),
-                json!({"status": "granted"}),
-            )
-            .await;
-        assert_eq!(s, 200, "{body}");
+        app.set_research(&rid, u, "granted").await;
     }
     // enrolment on `embed`: a recording in the request, and one over the server's
     // max_payload, which travels through the uploads bucket (`Inside-Upload`)
@@ -620,7 +580,9 @@ async fn every_message_on_the_bus_matches_its_subject_schema() {
         tally.received.lock().unwrap(),
         Tally::total(&tally.sent),
     );
-    for kind in ON_THE_BUS {
+    // every family of subjects: a session on NATS with Redis and two workers with a speaker
+    // model publishes on all of them
+    for kind in SubjectKind::ALL {
         assert!(seen.contains_key(kind.name()), "nothing on {kind:?}");
         let declared: BTreeSet<String> = contract.declared_headers(*kind).into_iter().collect();
         let got = headers_seen.remove(kind).unwrap_or_default();

@@ -19,16 +19,12 @@ use common::worker::start_worker;
 use common::ws::Ws;
 use common::*;
 use inside_testkit::nats_server::NatsServer;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(10);
 const NATS: &str = "nats://127.0.0.1:4222";
 const REDIS: &str = "redis://127.0.0.1:6379";
-
-fn uid(pair: &Value) -> &str {
-    pair["user"]["id"].as_str().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_with_nats_and_no_redis_refuses_to_start_naming_both_settings() {

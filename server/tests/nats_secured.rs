@@ -23,10 +23,6 @@ use tokio_util::sync::CancellationToken;
 const T: Duration = Duration::from_secs(10);
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-fn uid(pair: &Value) -> &str {
-    pair["user"]["id"].as_str().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_processes_and_a_worker_run_a_session_on_the_shipped_nats_configuration() {
     let nats = NatsServer::shipped();
@@ -123,18 +119,6 @@ async fn gateway_processes_and_a_worker_run_a_session_on_the_shipped_nats_config
     );
 }
 
-/// Grants `who`'s research use in relationship `rid`.
-async fn grant_research(api: &Api, rid: &str, who: &Value) {
-    let (s, body) = api
-        .put(
-            &format!("/v1/relationships/{rid}/research/{}", uid(who)),
-            Some(token(who)),
-            json!({"status": "granted"}),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
-}
-
 /// The next research copy's (subject, frame seq), if one comes within `within`.
 async fn next_copy(sub: &mut async_nats::Subscriber, within: Duration) -> Option<(String, i64)> {
     use futures::StreamExt;
@@ -153,9 +137,9 @@ async fn the_researcher_reads_only_sessions_whose_members_all_agreed_and_publish
     let prefix = app.env["NATS_SUBJECT_PREFIX"].clone();
     let (a, b, agreed_rid) = app.couple().await;
     let (c, _d, partial_rid) = app.couple().await;
-    grant_research(&app, &agreed_rid, &a).await;
-    grant_research(&app, &agreed_rid, &b).await;
-    grant_research(&app, &partial_rid, &c).await; // d never agrees
+    app.set_research(&agreed_rid, &a, "granted").await;
+    app.set_research(&agreed_rid, &b, "granted").await;
+    app.set_research(&partial_rid, &c, "granted").await; // d never agrees
     let agreed = app.start_session(&a, &agreed_rid).await;
     let partial = app.start_session(&c, &partial_rid).await;
 

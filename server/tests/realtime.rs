@@ -35,10 +35,6 @@ pub async fn session(app: &TestApp) -> (Value, Value, String) {
     (a, b, body["id"].as_str().unwrap().to_string())
 }
 
-fn uid(pair: &Value) -> &str {
-    pair["user"]["id"].as_str().unwrap()
-}
-
 async fn sockets_are_refused_before_the_upgrade(db: Db) {
     let app = spawn_app(db).await;
     let (a, _b, sid) = session(&app).await;

@@ -24,10 +24,6 @@ const T: Duration = Duration::from_secs(5);
 const NATS: &str = "nats://127.0.0.1:4222";
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-fn uid(pair: &Value) -> &str {
-    pair["user"]["id"].as_str().unwrap()
-}
-
 /// A session whose members are on gateways `g1` and `g2` (both on `env`), two workers in the
 /// queue group, Redis for the nudge limit (30 s): presence, nudges to the right phone only, one
 /// nudge per window across gateways, the frames tap, a poke across gateways, finalize and the
@@ -220,14 +216,7 @@ async fn speakers_on_nats_enrol_through_workers_and_reach_the_phone() {
 
     // Both agree to research use, so researchers get copies of the session's data.
     for u in [&a, &b] {
-        let (s, body) = g
-            .put(
-                &format!("/v1/relationships/{rid}/research/{}", uid(u)),
-                Some(token(u)),
-                json!({"status": "granted"}),
-            )
-            .await;
-        assert_eq!(s, 200, "{body}");
+        g.set_research(&rid, u, "granted").await;
     }
     let sid = g.start_session(&a, &rid).await;
     // A researcher listens to the session's audio segments and speaker events.

@@ -40,10 +40,6 @@ async fn session(app: &TestApp) -> (Value, Value, String, String) {
     (a, b, rid, sid)
 }
 
-fn uid(pair: &Value) -> &str {
-    pair["user"]["id"].as_str().unwrap()
-}
-
 async fn set_consent(app: &Api, pair: &Value, rid: &str, status: &str) {
     let (s, body) = app
         .put(

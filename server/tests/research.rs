@@ -34,23 +34,6 @@ both_databases!(
     forged_frames_on_the_in_process_bus_are_refused,
 );
 
-fn uid(pair: &Value) -> &str {
-    pair["user"]["id"].as_str().unwrap()
-}
-
-/// Sets `who`'s research use in `rid`.
-async fn set_research(api: &Api, rid: &str, who: &Value, status: &str) -> Value {
-    let (s, rel) = api
-        .put(
-            &format!("/v1/relationships/{rid}/research/{}", uid(who)),
-            Some(token(who)),
-            json!({ "status": status }),
-        )
-        .await;
-    assert_eq!(s, 200, "{rel}");
-    rel
-}
-
 async fn research_use_is_changed_only_by_the_member_themself(db: Db) {
     let app = spawn_app(db).await;
     let (a, b, rid) = app.couple().await;
@@ -60,7 +43,7 @@ async fn research_use_is_changed_only_by_the_member_themself(db: Db) {
     for m in list[0]["members"].as_array().unwrap() {
         assert_eq!(m["research_consent"], "pending", "{m}");
     }
-    let rel = set_research(&app, &rid, &b, "granted").await;
+    let rel = app.set_research(&rid, &b, "granted").await;
     assert_eq!(rel["members"][1]["research_consent"], "granted");
     assert_eq!(rel["members"][0]["research_consent"], "pending");
     assert_eq!(rel["members"][1]["consent"], "granted", "consent untouched");
@@ -90,7 +73,7 @@ async fn research_use_is_changed_only_by_the_member_themself(db: Db) {
     assert_eq!(s, 422, "pending is not a choice");
     let (s, _) = app.put(&path, None, json!({"status": "granted"})).await;
     assert_eq!(s, 401);
-    let rel = set_research(&app, &rid, &b, "revoked").await;
+    let rel = app.set_research(&rid, &b, "revoked").await;
     assert_eq!(rel["members"][1]["research_consent"], "revoked");
     let (_, list) = app.get("/v1/relationships", Some(token(&b))).await;
     assert_eq!(list[0]["members"][1]["research_consent"], "revoked");
@@ -143,7 +126,7 @@ async fn a_write_batch_with_an_unknown_session_keeps_the_good_events(db: Db) {
 async fn session_with_research(app: &Api, granting: &[usize]) -> (Value, Value, String, String) {
     let (a, b, rid) = app.couple().await;
     for &i in granting {
-        set_research(app, &rid, [&a, &b][i], "granted").await;
+        app.set_research(&rid, [&a, &b][i], "granted").await;
     }
     let sid = app.start_session(&a, &rid).await;
     (a, b, rid, sid)
@@ -282,7 +265,7 @@ async fn research_copies_on_nats_need_every_member_and_stop_on_revoke() {
     assert_eq!(seqs, vec![1, 2, 3]);
 
     // b changes their mind: the copies stop at once on this gateway
-    set_research(&app, &rid, &b, "revoked").await;
+    app.set_research(&rid, &b, "revoked").await;
     wa.frame(1.0, 4).await;
     assert!(drain(&mut research).await.is_empty());
     // and the internal path still works for the coaching itself
@@ -454,7 +437,7 @@ async fn a_revoke_on_another_gateway_stops_the_copies_within_the_refresh_bound()
     let mut wa = Ws::connect(g2.addr, &sid, token(&a)).await;
     wa.frame(1.0, 0).await;
     assert_eq!(drain(&mut research).await.len(), 1);
-    set_research(&g1, &rid, &b, "revoked").await;
+    g1.set_research(&rid, &b, "revoked").await;
     let revoked = tokio::time::Instant::now();
     // a frame every 100 ms for 3.5 s: seq k leaves about k × 100 ms after the revoke
     for seq in 1..=35 {

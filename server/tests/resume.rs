@@ -21,10 +21,6 @@ const T: Duration = Duration::from_secs(5);
 const NATS: &str = "nats://127.0.0.1:4222";
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-fn uid(pair: &Value) -> &str {
-    pair["user"]["id"].as_str().unwrap()
-}
-
 /// A history event as a socket saw it: type, event id, payload.
 type Seen = (String, u64, Value);
 

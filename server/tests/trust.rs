@@ -20,10 +20,6 @@ both_databases!(
     nul_in_any_json_string_is_422,
 );
 
-fn uid(pair: &Value) -> &str {
-    pair["user"]["id"].as_str().unwrap()
-}
-
 async fn invite(app: &TestApp, from: &Value, email: &str) -> (u16, Value) {
     app.post(
         "/v1/relationships",

@@ -206,6 +206,19 @@ impl Api {
         body
     }
 
+    /// Sets `who`'s research use in relationship `rid` to `status`; the relationship back.
+    pub async fn set_research(&self, rid: &str, who: &Value, status: &str) -> Value {
+        let (s, rel) = self
+            .put(
+                &format!("/v1/relationships/{rid}/research/{}", uid(who)),
+                Some(token(who)),
+                json!({ "status": status }),
+            )
+            .await;
+        assert_eq!(s, 200, "{rel}");
+        rel
+    }
+
     /// Two signed-up users in a relationship where both granted consent: (a, b, rid).
     pub async fn couple(&self) -> (Value, Value, String) {
         let a = self.signup(&unique_email("a")).await;
@@ -290,6 +303,11 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     (status, body)
+}
+
+/// The user id of a [`Api::signup`] answer.
+pub fn uid(pair: &Value) -> &str {
+    pair["user"]["id"].as_str().expect("user.id")
 }
 
 pub fn token(pair: &Value) -> &str {

@@ -159,30 +159,15 @@ impl EventLog {
         kind: HistoryKind,
         payload: Bytes,
     ) -> Result<Once> {
-        if limiter.taken_here(key) {
-            return Ok(Once::Limited);
-        }
-        if let (EventLog::Redis(log), Limiter::Redis { prefix, .. }) = (self, limiter) {
-            let full = format!("{prefix}:{key}");
-            let done = log
-                .append(sid, to, kind, &payload, Some((&full, window)))
-                .await?;
-            // remembered as `once_per` remembers, so the next checks cost no round trip
-            return Ok(match done {
-                AppendOutcome::Id(id) => {
-                    limiter.note_taken(key, window);
-                    Once::Sent(Some(id))
-                }
-                AppendOutcome::Limited(left) => {
-                    limiter.note_taken(key, left);
-                    Once::Limited
-                }
-            });
-        }
-        if !limiter.once_per(key, window).await? {
-            return Ok(Once::Limited);
-        }
-        Ok(Once::Sent(self.append(sid, to, kind, payload).await?))
+        let event = Pending {
+            sid,
+            to,
+            kind,
+            payload,
+            once: Some((key.to_string(), window)),
+        };
+        let outcome = self.append_many(limiter, &[event]).await?.pop();
+        Ok(outcome.unwrap_or(Once::Limited))
     }
 
     /// Appends each of `events` (behind its one-per-window limit, if it has one), outcomes in
@@ -190,15 +175,18 @@ impl EventLog {
     /// already knows is taken is answered without asking. An error fails the whole batch.
     pub async fn append_many(&self, limiter: &Limiter, events: &[Pending]) -> Result<Vec<Once>> {
         let (EventLog::Redis(log), Limiter::Redis { prefix, .. }) = (self, limiter) else {
+            // one at a time: the limit's check, then the append
             let mut out = Vec::with_capacity(events.len());
             for e in events {
-                out.push(match &e.once {
-                    Some((key, window)) => {
-                        let payload = e.payload.clone();
-                        self.append_once(limiter, key, *window, e.sid, e.to, e.kind, payload)
-                            .await?
-                    }
-                    None => Once::Sent(self.append(e.sid, e.to, e.kind, e.payload.clone()).await?),
+                let allowed = match &e.once {
+                    Some((key, _)) if limiter.taken_here(key) => false,
+                    Some((key, window)) => limiter.once_per(key, *window).await?,
+                    None => true,
+                };
+                out.push(if allowed {
+                    Once::Sent(self.append(e.sid, e.to, e.kind, e.payload.clone()).await?)
+                } else {
+                    Once::Limited
                 });
             }
             return Ok(out);

@@ -84,24 +84,31 @@ impl Script {
         conn: &ConnectionManager,
         cmd: &redis::Cmd,
     ) -> RedisResult<T> {
-        match cmd.query_async(&mut conn.clone()).await {
-            // a restarted or flushed Redis forgot it
+        self.reloading(conn, || {
+            let mut conn = conn.clone();
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await
+    }
+
+    /// Sends what `send` sends (commands of this script); when a restarted or flushed Redis
+    /// has forgotten the script, `SCRIPT LOAD`s it and sends it again.
+    async fn reloading<T, F, Fut>(&self, conn: &ConnectionManager, send: F) -> RedisResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        match send().await {
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                self.load(conn).await?;
-                cmd.query_async(&mut conn.clone()).await
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(self.body)
+                    .query_async(&mut conn.clone())
+                    .await?;
+                send().await
             }
             other => other,
         }
-    }
-
-    /// `SCRIPT LOAD`s the body (whose SHA1 is `sha`).
-    pub(crate) async fn load(&self, conn: &ConnectionManager) -> RedisResult<()> {
-        let _: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(self.body)
-            .query_async(&mut conn.clone())
-            .await?;
-        Ok(())
     }
 }
 
@@ -195,15 +202,16 @@ impl RedisLog {
                 item.limit,
             ));
         }
-        let ids: Vec<i64> = match pipe.query_async(&mut self.conn.clone()).await {
-            // a restarted or flushed Redis forgot the script: every command of the pipeline
-            // failed alike, so loading it and sending them again appends each once
-            Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                self.append.load(&self.conn).await?;
-                pipe.query_async(&mut self.conn.clone()).await?
-            }
-            other => other?,
-        };
+        // without the script every command of the pipeline fails alike, so sending them all
+        // again once it is loaded appends each once
+        let ids: Vec<i64> = self
+            .append
+            .reloading(&self.conn, || {
+                let mut conn = self.conn.clone();
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
         Ok(ids.into_iter().map(outcome).collect())
     }
 

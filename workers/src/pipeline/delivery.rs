@@ -105,13 +105,7 @@ impl NudgeDelivery {
         nudge: Nudge,
         frame_received_us: Option<i64>,
     ) -> Option<Nudge> {
-        let payload = match serde_json::to_vec(&nudge) {
-            Ok(json) => Bytes::from(json),
-            Err(e) => {
-                tracing::warn!(%sid, error = %e, "encoding a nudge failed");
-                return None;
-            }
-        };
+        let payload = encode(sid, &nudge)?;
         let id = self.append(sid, uid, payload.clone()).await?;
         self.send(sid, uid, id, frame_received_us, payload, &nudge)
             .await
@@ -153,12 +147,8 @@ impl NudgeDelivery {
         let mut raised = Vec::with_capacity(batch.len());
         let mut pending = Vec::with_capacity(batch.len());
         for r in batch.drain(..) {
-            let payload = match serde_json::to_vec(&r.nudge) {
-                Ok(json) => Bytes::from(json),
-                Err(e) => {
-                    tracing::warn!(sid = %r.sid, error = %e, "encoding a nudge failed");
-                    continue;
-                }
+            let Some(payload) = encode(r.sid, &r.nudge) else {
+                continue;
             };
             pending.push(Pending {
                 sid: r.sid,
@@ -255,6 +245,17 @@ impl NudgeDelivery {
                 tracing::warn!(error = %e, "nudge limiter unavailable; nudge skipped");
                 None
             }
+        }
+    }
+}
+
+/// A nudge's JSON payload, as every gateway and the history hold it.
+fn encode(sid: Uuid, nudge: &Nudge) -> Option<Bytes> {
+    match serde_json::to_vec(nudge) {
+        Ok(json) => Some(Bytes::from(json)),
+        Err(e) => {
+            tracing::warn!(%sid, error = %e, "encoding a nudge failed");
+            None
         }
     }
 }
