@@ -85,15 +85,26 @@ pub struct BusMessage {
 impl BusMessage {
     /// A header's value, if present.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.as_ref()?.get(name).map(|v| v.as_str())
+        // a scan of the one to three headers a message carries: `HeaderMap::get` would first
+        // copy `name` into a `HeaderName` and hash it, on every frame and every nudge
+        let (_, values) = self
+            .headers
+            .as_ref()?
+            .iter()
+            .find(|(key, _)| AsRef::<str>::as_ref(*key) == name)?;
+        values.first().map(|v| v.as_str())
     }
 }
 
 /// Header pairs to a NATS header map.
-pub fn header_map(pairs: &[(&str, String)]) -> HeaderMap {
+pub fn header_map(pairs: &[(&'static str, String)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
-        map.insert(*name, value.as_str());
+        // a static name is kept as it is, not parsed and copied
+        map.insert(
+            async_nats::header::HeaderName::from_static(name),
+            value.as_str(),
+        );
     }
     map
 }

@@ -135,6 +135,9 @@ impl AppState {
                 .resume_window()
                 .map(|(events, max_age)| Window { events, max_age }),
         );
+        // before the hub and the pipeline, which keep handles on their per-frame series
+        let metrics = inside_process::Recorder::install(&settings.app_version);
+        crate::telemetry::describe_metrics();
         let hub = crate::realtime::SessionHub::new(
             bus.clone(),
             crate::realtime::caps::SocketLimits {
@@ -163,8 +166,6 @@ impl AppState {
         )
         .map_err(StartupError::Hasher)?;
         let mailer = mail::from_settings(&settings)?;
-        let metrics = inside_process::Recorder::install(&settings.app_version);
-        crate::telemetry::describe_metrics();
         let Capabilities {
             reports,
             enroller,

@@ -245,7 +245,7 @@ impl Connection {
                                 return Ending::Close(1011, "bus unavailable");
                             }
                             tally.frame();
-                            metrics::counter!("inside_frames_published_total").increment(1);
+                            self.state.hub.frame_published();
                             frames.accepted(frame.seq);
                             Ok(())
                         }

@@ -67,6 +67,27 @@ pub(super) struct HubInner {
     caps: SocketCaps,
     /// The four wildcard subscriptions, made at the first join.
     feeds: OnceCell<Feeds>,
+    series: Series,
+}
+
+/// The series every frame or nudge touches, looked up in the recorder once rather than per
+/// message (made after the recorder is installed, or they count nothing).
+struct Series {
+    frames_published: metrics::Counter,
+    nudges_delivered: metrics::Counter,
+    speakers_delivered: metrics::Counter,
+    frame_to_nudge: metrics::Histogram,
+}
+
+impl Series {
+    fn new() -> Self {
+        Self {
+            frames_published: metrics::counter!("inside_frames_published_total"),
+            nudges_delivered: metrics::counter!("inside_nudges_delivered_total"),
+            speakers_delivered: metrics::counter!("inside_speakers_delivered_total"),
+            frame_to_nudge: metrics::histogram!(inside_process::metrics::FRAME_TO_NUDGE),
+        }
+    }
 }
 
 /// The feed tasks; stopped (and so unsubscribed) when the hub goes.
@@ -178,6 +199,7 @@ impl SessionHub {
             closing: CancellationToken::new(),
             caps: SocketCaps::new(limits),
             feeds: OnceCell::new(),
+            series: Series::new(),
         }))
     }
 
@@ -197,6 +219,11 @@ impl SessionHub {
 
     pub fn bus(&self) -> &Bus {
         &self.0.bus
+    }
+
+    /// Counts a frame a socket of this gateway put on the bus.
+    pub fn frame_published(&self) {
+        self.0.series.frames_published.increment(1);
     }
 
     /// This gateway's id (presence announcements, socket rows).
@@ -387,7 +414,7 @@ fn holds(st: &HubState, route: Route) -> bool {
 
 /// Times a nudge from its frame's acceptance (on whichever gateway) to its handing to the
 /// sockets here; a nudge no frame caused (talk time) carries no time and is not counted.
-fn observe_frame_to_nudge(msg: &BusMessage) {
+fn observe_frame_to_nudge(series: &Series, msg: &BusMessage) {
     let Some(received_us) = msg
         .header(inside_bus::FRAME_RECEIVED_US_HEADER)
         .and_then(|v| v.parse::<i64>().ok())
@@ -396,7 +423,7 @@ fn observe_frame_to_nudge(msg: &BusMessage) {
     };
     // clocks of two machines may disagree a little: a negative span is clamped, not dropped
     let took_us = (inside_schemas::server_now_us() - received_us).max(0);
-    metrics::histogram!(inside_process::metrics::FRAME_TO_NUDGE).record(took_us as f64 / 1e6);
+    series.frame_to_nudge.record(took_us as f64 / 1e6);
 }
 
 async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
@@ -418,20 +445,20 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             let Ok(id) = inbound::event_id(kind, sid, &msg) else {
                 return;
             };
-            metrics::counter!("inside_nudges_delivered_total").increment(1);
+            hub.series.nudges_delivered.increment(1);
             let out = outbound(ServerMessageType::Nudge, sid, id, payload);
             let st = lock(hub);
             for s in member_sockets(&st, sid, uid) {
                 push(s, out.clone());
             }
             drop(st);
-            observe_frame_to_nudge(&msg);
+            observe_frame_to_nudge(&hub.series, &msg);
         }
         Route::Speakers(sid) => {
             let Ok(id) = inbound::event_id(kind, sid, &msg) else {
                 return;
             };
-            metrics::counter!("inside_speakers_delivered_total").increment(1);
+            hub.series.speakers_delivered.increment(1);
             let out = outbound(ServerMessageType::Speaker, sid, id, payload);
             let st = lock(hub);
             for s in session_sockets(&st, sid) {

@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(reason(Kind::State, r#"{"event":"explode"}"#), "malformed");
     }
 
-    fn with_header(name: &str, value: &str) -> BusMessage {
+    fn with_header(name: &'static str, value: &str) -> BusMessage {
         BusMessage {
             subject: "x".into(),
             payload: bytes::Bytes::new(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use inside_bus::Bus;
-use inside_schemas::{EventBody, HistoryKind, Nudge};
+use inside_schemas::{EventBody, HistoryKind, Nudge, NudgeType};
 use inside_store::event_log::{EventLog, Once, Pending};
 use inside_store::events::SessionEvent;
 use inside_store::limiter::Limiter;
@@ -36,6 +36,9 @@ pub struct NudgeDelivery {
     writer: EventWriter,
     /// `None` when `NUDGE_RATE_LIMIT_SECONDS` is 0.
     window: Option<Duration>,
+    /// `inside_nudges_total` of each of `NudgeType::ALL`, looked up in the recorder once
+    /// rather than per nudge (so made after it is installed).
+    sent: [metrics::Counter; NudgeType::ALL.len()],
 }
 
 impl NudgeDelivery {
@@ -52,6 +55,8 @@ impl NudgeDelivery {
             events,
             writer,
             window,
+            sent: NudgeType::ALL
+                .map(|t| metrics::counter!("inside_nudges_total", "type" => t.as_str())),
         }
     }
 
@@ -129,7 +134,9 @@ impl NudgeDelivery {
             tracing::warn!(%sid, error = %e, "publishing a nudge failed");
             return false;
         }
-        metrics::counter!("inside_nudges_total", "type" => nudge.nudge_type.as_str()).increment(1);
+        if let Some(i) = NudgeType::ALL.iter().position(|t| *t == nudge.nudge_type) {
+            self.sent[i].increment(1);
+        }
         true
     }
 

@@ -33,6 +33,9 @@ pub struct FrameConsumer {
     delivery: NudgeDelivery,
     policy: NudgePolicy,
     directory: SessionDirectory,
+    /// Looked up in the recorder once, not per frame (so made after it is installed).
+    received: metrics::Counter,
+    processed: metrics::Counter,
 }
 
 impl FrameConsumer {
@@ -47,6 +50,8 @@ impl FrameConsumer {
             delivery,
             policy,
             directory,
+            received: metrics::counter!("inside_frames_received_total"),
+            processed: metrics::counter!("inside_frames_processed_total"),
         }
     }
 
@@ -74,7 +79,7 @@ impl FrameConsumer {
     }
 
     async fn handle(&self, msg: BusMessage, raised: Option<&mpsc::Sender<Raised>>) {
-        metrics::counter!("inside_frames_received_total").increment(1);
+        self.received.increment(1);
         let Some((sid, uid)) = sid_uid(&msg.subject) else {
             reject("frames", "subject", None);
             return;
@@ -141,6 +146,6 @@ impl FrameConsumer {
                 body: EventBody::Frame(frame),
             })
             .await;
-        metrics::counter!("inside_frames_processed_total").increment(1);
+        self.processed.increment(1);
     }
 }
