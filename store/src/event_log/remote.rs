@@ -1,9 +1,9 @@
 //! The history in Redis, shared by every gateway and worker: per session a counter
 //! (`{prefix}:evseq:{sid}`, `INCR`), a stream (`{prefix}:evlog:{sid}`, entry ids `0-<id>`,
 //! `XADD MAXLEN ~`) and a hash of each user's highest accepted frame seq
-//! (`{prefix}:frameseq:{sid}`). An append is one script (the nudge limit's `SET NX PX` first
-//! when there is one), so the id, the entry and the limit cannot disagree and a nudge costs one
-//! round trip; a snapshot is one `MULTI`.
+//! (`{prefix}:frameseq:{sid}`). A batch of appends is one script run (each nudge's limit
+//! `SET NX PX` before its entry), so ids, entries and limits cannot disagree and the nudges
+//! raised while one round trip is out share the next; a snapshot is one `MULTI`.
 
 use std::time::Duration;
 
@@ -18,19 +18,35 @@ use inside_schemas::HistoryKind;
 use super::{decide, now_ms, Held, LoggedEvent, Snapshot, Window, KEEP_COUNTERS};
 use crate::{Result, StoreError};
 
-/// KEYS: counter, stream[, limit key]; ARGV: maxlen, stream ttl ms, counter ttl ms, kind,
-/// recipient ('' for everyone), append time ms, payload[, limit window ms]. When limited,
-/// -1 - the limit key's TTL in ms, so the caller learns until when it stays taken.
+/// Appends a batch, in order, atomically. KEYS: per append its counter, stream and limit key
+/// (the counter again when it has no limit); ARGV: maxlen, stream ttl ms, counter ttl ms,
+/// append time ms, then per append its kind, recipient ('' for everyone), payload and limit
+/// window ms ('' for none). Answers per append its id or, when its limit key was taken,
+/// -1 - the key's TTL in ms, so the caller learns until when it stays taken. One script for
+/// the batch, and each touched session's keys refreshed once: Redis runs no script call per
+/// append, as a pipeline of one call per append did.
 const APPEND: &str = r"
-if #KEYS > 2 and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[8]) then
-  return -1 - math.max(redis.call('PTTL', KEYS[3]), 0)
+local out = {}
+local touched = {}
+for i = 0, #KEYS / 3 - 1 do
+  local seq, log, limit = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local a = 4 + 4 * i
+  local window = ARGV[a + 4]
+  if window ~= '' and not redis.call('SET', limit, '1', 'NX', 'PX', window) then
+    out[i + 1] = -1 - math.max(redis.call('PTTL', limit), 0)
+  else
+    local id = redis.call('INCR', seq)
+    redis.call('XADD', log, 'MAXLEN', '~', ARGV[1], '0-' .. id,
+      'k', ARGV[a + 1], 'to', ARGV[a + 2], 't', ARGV[4], 'p', ARGV[a + 3])
+    touched[seq] = log
+    out[i + 1] = id
+  end
 end
-local id = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. id,
-  'k', ARGV[4], 'to', ARGV[5], 't', ARGV[6], 'p', ARGV[7])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return id
+for seq, log in pairs(touched) do
+  redis.call('PEXPIRE', seq, ARGV[3])
+  redis.call('PEXPIRE', log, ARGV[2])
+end
+return out
 ";
 
 /// KEYS: frame seq hash; ARGV: user, seq, ttl ms. Only ever raises the stored seq.
@@ -56,6 +72,10 @@ impl Script {
             .map(|b| format!("{b:02x}"))
             .collect();
         Self { body, sha }
+    }
+
+    pub(crate) fn sha(&self) -> &str {
+        &self.sha
     }
 
     pub(crate) async fn run<T: FromRedisValue>(
@@ -183,72 +203,65 @@ impl RedisLog {
         payload: &[u8],
         limit: Option<(&str, Duration)>,
     ) -> Result<AppendOutcome> {
-        let cmd = self.append_command(sid, to, kind, payload, limit);
-        let id: i64 = self.append.run_command(&self.conn, &cmd).await?;
-        Ok(outcome(id))
-    }
-
-    /// Several appends in one round trip (a pipeline of the same script, each still atomic
-    /// on its own), outcomes in the order given. Under load this is what keeps Redis and the
-    /// caller from paying a request, a reply and their wake-ups per event.
-    pub async fn append_many(&self, items: &[Append<'_>]) -> Result<Vec<AppendOutcome>> {
-        let mut pipe = redis::pipe();
-        for item in items {
-            pipe.add_command(self.append_command(
-                item.sid,
-                item.to,
-                item.kind,
-                item.payload,
-                item.limit,
-            ));
-        }
-        // without the script every command of the pipeline fails alike, so sending them all
-        // again once it is loaded appends each once
-        let ids: Vec<i64> = self
-            .append
-            .reloading(&self.conn, || {
-                let mut conn = self.conn.clone();
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut conn).await }
-            })
-            .await?;
-        Ok(ids.into_iter().map(outcome).collect())
-    }
-
-    fn append_command(
-        &self,
-        sid: Uuid,
-        to: Option<Uuid>,
-        kind: HistoryKind,
-        payload: &[u8],
-        limit: Option<(&str, Duration)>,
-    ) -> redis::Cmd {
-        let (seq_key, log_key) = self.keys(sid);
-        let (log_ttl, seq_ttl) = self.ttls();
-        let (maxlen, log_ttl, seq_ttl) = (
-            self.window.events.to_string(),
-            log_ttl.to_string(),
-            seq_ttl.to_string(),
-        );
-        let to = to.map(|u| u.to_string()).unwrap_or_default();
-        let at = now_ms().to_string();
-        let mut keys = vec![seq_key.as_str(), log_key.as_str()];
-        let mut args: Vec<&[u8]> = vec![
-            maxlen.as_bytes(),
-            log_ttl.as_bytes(),
-            seq_ttl.as_bytes(),
-            kind.as_str().as_bytes(),
-            to.as_bytes(),
-            at.as_bytes(),
+        let one = Append {
+            sid,
+            to,
+            kind,
             payload,
-        ];
-        let limit_ms;
-        if let Some((key, window)) = limit {
-            limit_ms = (window.as_millis().max(1) as u64).to_string();
-            keys.push(key);
-            args.push(limit_ms.as_bytes());
+            limit,
+        };
+        self.append_many(std::slice::from_ref(&one))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("the history script answered no id".into()))
+    }
+
+    /// Several appends in one round trip and one script run, outcomes in the order given.
+    /// Under load this is what keeps Redis and the caller from paying a request, a reply and
+    /// their wake-ups per event.
+    pub async fn append_many(&self, items: &[Append<'_>]) -> Result<Vec<AppendOutcome>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
-        self.append.command(&keys, &args)
+        let (log_ttl, seq_ttl) = self.ttls();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.append.sha())
+            .arg(3 * items.len())
+            .arg(
+                items
+                    .iter()
+                    .flat_map(|item| {
+                        let (seq_key, log_key) = self.keys(item.sid);
+                        let limit_key = item
+                            .limit
+                            .map_or_else(|| seq_key.clone(), |(k, _)| k.to_string());
+                        [seq_key, log_key, limit_key]
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .arg(self.window.events)
+            .arg(log_ttl)
+            .arg(seq_ttl)
+            .arg(now_ms());
+        for item in items {
+            cmd.arg(item.kind.as_str())
+                .arg(item.to.map(|u| u.to_string()).unwrap_or_default())
+                .arg(item.payload)
+                .arg(
+                    item.limit
+                        .map(|(_, window)| (window.as_millis().max(1) as u64).to_string())
+                        .unwrap_or_default(),
+                );
+        }
+        let ids: Vec<i64> = self.append.run_command(&self.conn, &cmd).await?;
+        if ids.len() != items.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the history script answered {} ids for {} appends",
+                ids.len(),
+                items.len()
+            )));
+        }
+        Ok(ids.into_iter().map(outcome).collect())
     }
 
     pub async fn snapshot(&self, sid: Uuid, uid: Uuid, since: Option<u64>) -> Result<Snapshot> {
