@@ -14,6 +14,8 @@
 # deploy/nats/nats-server.conf, identities and permissions on); GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
 # Every frames run ends with a `machine:` line (loopback round trip on one CPU and across two, CPU
 # stolen by the host while sending): read the figures beside it (docs/REALTIME.md, "slow hour").
+# On NATS it also prints the CPU seconds nats-server, redis-server and PostgreSQL used during the
+# run (the whole of each shared service), to show how near the machine came to saturation.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 what=${1:?usage: run.sh frames RATE [nats] | audio STREAMS [nats] | idle SOCKETS}
@@ -116,11 +118,24 @@ cpu() {
   done
   echo
 }
+# CPU seconds the bus and Redis use during a run (every process of that name: the services are
+# shared, so the delta is the run's), to see how near the machine is to saturation
+services_cpu() {
+  for name in nats-server redis-server postgres; do
+    pgrep -x "$name" | while read -r p; do awk -v n="$name" '{print n, ($14+$15)/100}' "/proc/$p/stat" 2>/dev/null; done
+  done | awk '{s[$1] += $2} END {for (n in s) printf "%s %.2f\n", n, s[n]}'
+}
 case "$what" in
   frames)
+    [ "$mode" = nats ] && services_before=$(services_cpu)
     "$load" --url "$base" --clients "${CLIENTS:-20}" --rate "$n" --duration "${DURATION:-10}" --probe-every "${PROBE_EVERY:-1}" --drain "${DRAIN:-2}" --nudge-window "${LIMIT:-0}" "${nats_args[@]}" "${worker_args[@]}" \
       ${LATENCY_LOG:+--latency-log "$LATENCY_LOG"}
     echo "server cpu after run (gateway first): $(cpu)"
+    if [ "$mode" = nats ]; then
+      # postgres backends that ended during the run are not counted
+      echo "services cpu during run: $(join -a2 <(sort <<<"$services_before") <(services_cpu | sort) \
+        | awk '{printf "%s_cpu_s=%.2f ", $1, (NF == 3 ? $3 - $2 : $2)}')"
+    fi
     ;;
   audio)
     "$load" --url "$base" --audio-streams "$n" --duration "${DURATION:-30}" --drain 5
