@@ -40,24 +40,13 @@ async fn session(app: &TestApp) -> (Value, Value, String, String) {
     (a, b, rid, sid)
 }
 
-async fn set_consent(app: &Api, pair: &Value, rid: &str, status: &str) {
-    let (s, body) = app
-        .put(
-            &format!("/v1/relationships/{rid}/consent/{}", uid(pair)),
-            Some(token(pair)),
-            json!({ "status": status }),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
-}
-
 async fn withdrawing_consent_closes_the_members_sockets_with_4403(db: Db) {
     let app = spawn_app(db).await;
     let (a, b, rid, sid) = session(&app).await;
     let mut wa = Ws::connect(app.addr, &sid, token(&a)).await;
     let mut wb = Ws::connect(app.addr, &sid, token(&b)).await;
     wa.expect_participants(&[uid(&a), uid(&b)], T).await;
-    set_consent(&app, &b, &rid, "revoked").await;
+    app.set_consent(&rid, &b, "revoked").await;
     assert_eq!(wb.close_code(T).await, Some(4403));
     // the other member stays, and sees b leave
     wa.expect_participants(&[uid(&a)], T).await;
@@ -74,7 +63,7 @@ async fn withdrawing_consent_closes_the_members_sockets_with_4403(db: Db) {
         assert_error(&body, "consent_required");
     }
     // granted again, b may join again
-    set_consent(&app, &b, &rid, "granted").await;
+    app.set_consent(&rid, &b, "granted").await;
     let mut again = Ws::connect(app.addr, &sid, token(&b)).await;
     again.send("client.ping", json!({})).await;
     again.expect("server.pong", T).await;
@@ -115,7 +104,7 @@ async fn a_member_without_consent_is_left_out_of_the_report(db: Db) {
         });
     }
     app.state.store.append_events(&events).await.unwrap();
-    set_consent(&app, &b, &rid, "revoked").await;
+    app.set_consent(&rid, &b, "revoked").await;
     let (s, fin) = app.finalize(&sid, Some(token(&a))).await;
     assert_eq!(s, 202, "{fin}");
     let report = app.wait_report(&sid, token(&a)).await;
@@ -137,7 +126,7 @@ async fn withdrawing_consent_closes_sockets_on_every_gateway() {
     let mut wb = Ws::connect(two.addr, &sid, token(&b)).await;
     wb.expect_participants(&[uid(&a), uid(&b)], T).await;
     // withdrawn through the gateway that does not hold b's socket
-    set_consent(&one, &b, &rid, "revoked").await;
+    one.set_consent(&rid, &b, "revoked").await;
     assert_eq!(wb.close_code(T).await, Some(4403));
     wa.expect_participants(&[uid(&a)], T).await;
 }
@@ -186,7 +175,7 @@ async fn a_revoked_members_audio_stops_with_the_withdrawal() {
     }
     wb.send("client.ping", json!({})).await;
     wb.expect("server.pong", T).await;
-    set_consent(&app, &b, &rid, "revoked").await;
+    app.set_consent(&rid, &b, "revoked").await;
     assert_eq!(wb.close_code(T).await, Some(4403));
     // ending the stream would publish its last partial segment: not after a withdrawal
     let late = tokio::time::timeout(Duration::from_secs(2), audio.next()).await;

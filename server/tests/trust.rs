@@ -136,17 +136,6 @@ async fn poke(app: &TestApp, from: &Value, rid: &str) -> (u16, Value) {
     .await
 }
 
-async fn set_consent(app: &TestApp, who: &Value, rid: &str, status: &str) {
-    let (s, body) = app
-        .put(
-            &format!("/v1/relationships/{rid}/consent/{}", uid(who)),
-            Some(token(who)),
-            json!({ "status": status }),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
-}
-
 async fn pokes_need_every_member_to_have_accepted(db: Db) {
     let app = spawn_app(db).await;
     let a = app.signup(&unique_email("a")).await;
@@ -156,20 +145,20 @@ async fn pokes_need_every_member_to_have_accepted(db: Db) {
     let (s, body) = poke(&app, &a, rid).await;
     assert_eq!(s, 403, "nobody accepted yet: {body}");
     assert_error(&body, "consent_required");
-    set_consent(&app, &a, rid, "granted").await;
+    app.set_consent(rid, &a, "granted").await;
     let (s, body) = poke(&app, &a, rid).await;
     assert_eq!(s, 403, "the partner never accepted: {body}");
     assert_error(&body, "consent_required");
-    set_consent(&app, &b, rid, "granted").await;
+    app.set_consent(rid, &b, "granted").await;
     assert_eq!(poke(&app, &a, rid).await.0, 201);
     assert_eq!(poke(&app, &b, rid).await.0, 201);
-    set_consent(&app, &b, rid, "revoked").await;
+    app.set_consent(rid, &b, "revoked").await;
     let (s, body) = poke(&app, &a, rid).await;
     assert_eq!(s, 403, "consent withdrawn: {body}");
     // An invitation to an address without an account cannot be poked either.
     let (_, rel) = invite(&app, &a, &unique_email("nobody")).await;
     let rid = rel["id"].as_str().unwrap();
-    set_consent(&app, &a, rid, "granted").await;
+    app.set_consent(rid, &a, "granted").await;
     assert_eq!(poke(&app, &a, rid).await.0, 403);
 }
 
@@ -182,8 +171,8 @@ async fn poke_limit_counts_per_recipient_across_relationships(db: Db) {
     // A new relationship with the same person does not reset the count.
     let (_, rel) = invite(&app, &a, b["user"]["email"].as_str().unwrap()).await;
     let second = rel["id"].as_str().unwrap();
-    set_consent(&app, &a, second, "granted").await;
-    set_consent(&app, &b, second, "granted").await;
+    app.set_consent(second, &a, "granted").await;
+    app.set_consent(second, &b, "granted").await;
     let (s, body) = poke(&app, &a, second).await;
     assert_eq!(s, 429, "{body}");
     assert_error(&body, "rate_limited");

@@ -206,11 +206,21 @@ impl Api {
         body
     }
 
+    /// Sets `who`'s consent in relationship `rid` to `status`; the relationship back.
+    pub async fn set_consent(&self, rid: &str, who: &Value, status: &str) -> Value {
+        self.set_member_status(rid, "consent", who, status).await
+    }
+
     /// Sets `who`'s research use in relationship `rid` to `status`; the relationship back.
     pub async fn set_research(&self, rid: &str, who: &Value, status: &str) -> Value {
+        self.set_member_status(rid, "research", who, status).await
+    }
+
+    /// `PUT /v1/relationships/{rid}/{what}/{uid}` by `who`, expecting 200.
+    async fn set_member_status(&self, rid: &str, what: &str, who: &Value, status: &str) -> Value {
         let (s, rel) = self
             .put(
-                &format!("/v1/relationships/{rid}/research/{}", uid(who)),
+                &format!("/v1/relationships/{rid}/{what}/{}", uid(who)),
                 Some(token(who)),
                 json!({ "status": status }),
             )
@@ -233,15 +243,7 @@ impl Api {
         assert_eq!(status, 201, "{rel}");
         let rid = rel["id"].as_str().unwrap().to_string();
         for u in [&a, &b] {
-            let uid = u["user"]["id"].as_str().unwrap();
-            let (s, body) = self
-                .put(
-                    &format!("/v1/relationships/{rid}/consent/{uid}"),
-                    Some(token(u)),
-                    json!({"status": "granted"}),
-                )
-                .await;
-            assert_eq!(s, 200, "{body}");
+            self.set_consent(&rid, u, "granted").await;
         }
         (a, b, rid)
     }

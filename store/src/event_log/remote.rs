@@ -74,10 +74,6 @@ impl Script {
         Self { body, sha }
     }
 
-    pub(crate) fn sha(&self) -> &str {
-        &self.sha
-    }
-
     pub(crate) async fn run<T: FromRedisValue>(
         &self,
         conn: &ConnectionManager,
@@ -89,10 +85,19 @@ impl Script {
 
     /// `EVALSHA` of this script with `keys` and `args`.
     pub(crate) fn command(&self, keys: &[&str], args: &[&[u8]]) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.sha).arg(keys.len()).arg(keys);
+        let mut cmd = self.invocation(keys);
         for a in args {
             cmd.arg(*a);
+        }
+        cmd
+    }
+
+    /// `EVALSHA` of this script with `keys`, for the caller to add the arguments.
+    pub(crate) fn invocation<K: AsRef<str>>(&self, keys: &[K]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(keys.len());
+        for k in keys {
+            cmd.arg(k.as_ref());
         }
         cmd
     }
@@ -223,23 +228,19 @@ impl RedisLog {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let keys: Vec<String> = items
+            .iter()
+            .flat_map(|item| {
+                let (seq_key, log_key) = self.keys(item.sid);
+                let limit_key = item
+                    .limit
+                    .map_or_else(|| seq_key.clone(), |(k, _)| k.to_string());
+                [seq_key, log_key, limit_key]
+            })
+            .collect();
         let (log_ttl, seq_ttl) = self.ttls();
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.append.sha())
-            .arg(3 * items.len())
-            .arg(
-                items
-                    .iter()
-                    .flat_map(|item| {
-                        let (seq_key, log_key) = self.keys(item.sid);
-                        let limit_key = item
-                            .limit
-                            .map_or_else(|| seq_key.clone(), |(k, _)| k.to_string());
-                        [seq_key, log_key, limit_key]
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .arg(self.window.events)
+        let mut cmd = self.append.invocation(&keys);
+        cmd.arg(self.window.events)
             .arg(log_ttl)
             .arg(seq_ttl)
             .arg(now_ms());
