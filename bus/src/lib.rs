@@ -5,6 +5,7 @@
 //! message instead of growing memory.
 
 pub mod events;
+mod headers;
 pub mod inbound;
 pub mod jobs;
 mod local;
@@ -17,7 +18,6 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 pub use inside_schemas::subjects::Subjects;
@@ -25,6 +25,7 @@ pub use inside_settings::{NatsAuth, NatsOptions, NatsTls};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::events::StateEvent;
+pub use crate::headers::Headers;
 pub use crate::local::LocalBus;
 
 /// The queue group of the worker fleet.
@@ -76,8 +77,8 @@ const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct BusMessage {
     pub subject: String,
     pub payload: Bytes,
-    /// Metadata of binary payloads (audio segments); `None` on JSON subjects.
-    pub headers: Option<HeaderMap>,
+    /// Metadata: an audio segment's bounds, a frame's receive time, an event's id.
+    pub headers: Option<Headers>,
     /// Where a request wants its answer (request/reply on NATS).
     pub reply: Option<String>,
 }
@@ -85,28 +86,17 @@ pub struct BusMessage {
 impl BusMessage {
     /// A header's value, if present.
     pub fn header(&self, name: &str) -> Option<&str> {
-        // a scan of the one to three headers a message carries: `HeaderMap::get` would first
-        // copy `name` into a `HeaderName` and hash it, on every frame and every nudge
-        let (_, values) = self
-            .headers
-            .as_ref()?
-            .iter()
-            .find(|(key, _)| AsRef::<str>::as_ref(*key) == name)?;
-        values.first().map(|v| v.as_str())
+        self.headers.as_ref()?.get(name)
     }
 }
 
-/// Header pairs to a NATS header map.
-pub fn header_map(pairs: &[(&'static str, String)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
+/// Header pairs to the bus's headers.
+pub fn header_map(pairs: &[(&'static str, String)]) -> Headers {
+    let mut headers = Headers::new();
     for (name, value) in pairs {
-        // a static name is kept as it is, not parsed and copied
-        map.insert(
-            async_nats::header::HeaderName::from_static(name),
-            value.as_str(),
-        );
+        headers.insert(*name, value.as_str());
     }
-    map
+    headers
 }
 
 /// The id of a realtime event in its session's history (`server.nudge`, `server.speaker`), set
@@ -215,12 +205,12 @@ impl Bus {
     pub async fn publish_with_headers(
         &self,
         subject: String,
-        headers: HeaderMap,
+        headers: Headers,
         payload: Bytes,
     ) -> Result<(), BusError> {
         match self {
             Bus::Nats { client, .. } => Ok(client
-                .publish_with_headers(subject, headers, payload)
+                .publish_with_headers(subject, headers.to_nats(), payload)
                 .await?),
             Bus::Local { bus, .. } => {
                 bus.publish_waiting(&subject, Some(headers), payload, LOCAL_PATIENCE)
@@ -238,7 +228,7 @@ impl Bus {
     pub async fn request(
         &self,
         subject: String,
-        mut headers: HeaderMap,
+        mut headers: Headers,
         mut payload: Bytes,
         timeout: std::time::Duration,
     ) -> Result<Bytes, BusError> {
@@ -246,11 +236,11 @@ impl Bus {
             Bus::Nats { client, subjects } => {
                 if uploads::needs_upload(client, payload.len()) {
                     let name = uploads::put(client, subjects, &payload).await?;
-                    headers.insert(uploads::UPLOAD_HEADER, name.as_str());
+                    headers.insert(uploads::UPLOAD_HEADER, name);
                     payload = Bytes::new();
                 }
                 let request = async_nats::Request::new()
-                    .headers(headers)
+                    .headers(headers.to_nats())
                     .payload(payload)
                     .timeout(Some(timeout));
                 match client.send_request(subject, request).await {
@@ -295,18 +285,17 @@ impl Bus {
         frame_received_us: Option<i64>,
         payload: Bytes,
     ) -> Result<(), BusError> {
-        let mut pairs = Vec::with_capacity(2);
+        let mut headers = Headers::new();
         if let Some(id) = event_id {
-            pairs.push((EVENT_ID_HEADER, id.to_string()));
+            headers.insert(EVENT_ID_HEADER, id.to_string());
         }
         if let Some(at) = frame_received_us {
-            pairs.push((FRAME_RECEIVED_US_HEADER, at.to_string()));
+            headers.insert(FRAME_RECEIVED_US_HEADER, at.to_string());
         }
-        if pairs.is_empty() {
+        if headers.is_empty() {
             self.publish(subject, payload).await
         } else {
-            self.publish_with_headers(subject, header_map(&pairs), payload)
-                .await
+            self.publish_with_headers(subject, headers, payload).await
         }
     }
 
@@ -446,7 +435,7 @@ impl Stream for Subscription {
                 m.map(|m| BusMessage {
                     subject: m.subject.to_string(),
                     payload: m.payload,
-                    headers: m.headers,
+                    headers: m.headers.as_ref().map(Headers::from_nats),
                     reply: m.reply.map(|r| r.to_string()),
                 })
             }),
@@ -458,6 +447,17 @@ impl Stream for Subscription {
 /// `(sid, uid)` from the last two tokens of a per-user subject such as
 /// `inside.v1.frames.<sid>.<uid>`.
 pub fn sid_uid(subject: &str) -> Option<(uuid::Uuid, uuid::Uuid)> {
+    // every frame and nudge asks: the ids as this code writes them (hyphenated, 36 bytes) are
+    // read in place, anything else as before
+    const ID: usize = 36;
+    let b = subject.as_bytes();
+    if b.len() > 2 * ID + 1 && b[b.len() - ID - 1] == b'.' && b[b.len() - 2 * ID - 2] == b'.' {
+        let uid = uuid::Uuid::try_parse_ascii(&b[b.len() - ID..]);
+        let sid = uuid::Uuid::try_parse_ascii(&b[b.len() - 2 * ID - 1..b.len() - ID - 1]);
+        if let (Ok(sid), Ok(uid)) = (sid, uid) {
+            return Some((sid, uid));
+        }
+    }
     let mut it = subject.rsplitn(3, '.');
     let uid = it.next()?.parse().ok()?;
     let sid = it.next()?.parse().ok()?;
@@ -467,4 +467,26 @@ pub fn sid_uid(subject: &str) -> Option<(uuid::Uuid, uuid::Uuid)> {
 /// The last token of a subject such as `inside.v1.state.<sid>`.
 pub fn last_uuid(subject: &str) -> Option<uuid::Uuid> {
     subject.rsplit('.').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sid_and_uid_are_read_from_any_per_user_subject() {
+        let (sid, uid) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        assert_eq!(
+            sid_uid(&format!("p.inside.v1.frames.{sid}.{uid}")),
+            Some((sid, uid))
+        );
+        // not as this code writes them, still ids
+        assert_eq!(
+            sid_uid(&format!("x.{}.{}", sid.simple(), uid.simple())),
+            Some((sid, uid))
+        );
+        assert_eq!(sid_uid(&format!("x.{sid}.not-an-id")), None);
+        assert_eq!(sid_uid(&format!("{uid}")), None);
+        assert_eq!(sid_uid(""), None);
+    }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::mailbox::Mailbox;
-use crate::{BusMessage, SUBSCRIPTION_CAPACITY};
+use crate::{BusMessage, Headers, SUBSCRIPTION_CAPACITY};
 
 #[derive(Clone, Debug, Default)]
 pub struct LocalBus {
@@ -105,12 +105,7 @@ impl LocalBus {
     }
 
     /// As [`publish`](Self::publish), with metadata headers.
-    pub fn publish_with_headers(
-        &self,
-        subject: &str,
-        headers: Option<async_nats::HeaderMap>,
-        payload: Bytes,
-    ) {
+    pub fn publish_with_headers(&self, subject: &str, headers: Option<Headers>, payload: Bytes) {
         for full in self.offer(subject, &headers, payload) {
             full.drop_it();
         }
@@ -124,7 +119,7 @@ impl LocalBus {
     pub async fn publish_waiting(
         &self,
         subject: &str,
-        headers: Option<async_nats::HeaderMap>,
+        headers: Option<Headers>,
         payload: Bytes,
         patience: Duration,
     ) {
@@ -134,12 +129,7 @@ impl LocalBus {
     }
 
     /// Delivers what finds room; hands back each queue group's message that found none.
-    fn offer(
-        &self,
-        subject: &str,
-        headers: &Option<async_nats::HeaderMap>,
-        payload: Bytes,
-    ) -> Vec<Full> {
+    fn offer(&self, subject: &str, headers: &Option<Headers>, payload: Bytes) -> Vec<Full> {
         let subs = read(&self.inner.subs);
         let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
         let exact = subs.exact.get(subject).into_iter().flatten();
@@ -241,7 +231,7 @@ impl Full {
 /// Queue-group messages dropped with every member full, for a log that does not flood.
 static QUEUE_GROUP_DROPS: AtomicU64 = AtomicU64::new(0);
 
-fn message(subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Bytes) -> BusMessage {
+fn message(subject: &str, headers: &Option<Headers>, payload: Bytes) -> BusMessage {
     BusMessage {
         subject: subject.to_string(),
         payload,
@@ -250,7 +240,7 @@ fn message(subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Byte
     }
 }
 
-fn deliver(sub: &Sub, subject: &str, headers: &Option<async_nats::HeaderMap>, payload: Bytes) {
+fn deliver(sub: &Sub, subject: &str, headers: &Option<Headers>, payload: Bytes) {
     if sub.queue.push(message(subject, headers, payload)).is_err() {
         count_dropped(sub.id, &sub.dropped);
     }

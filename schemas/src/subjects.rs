@@ -27,8 +27,24 @@ impl Subjects {
         &self.prefix
     }
 
+    /// `<prefix>.v1.<kind>.<sid>.<uid>`, written without the formatting machinery: one is
+    /// made for every frame and every nudge.
+    fn per_user(&self, kind: &str, sid: Uuid, uid: Uuid) -> String {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let len = self.prefix.len() + ".v1.".len() + kind.len() + 2 * (1 + buf.len());
+        let mut subject = String::with_capacity(len);
+        subject.push_str(&self.prefix);
+        subject.push_str(".v1.");
+        subject.push_str(kind);
+        for id in [sid, uid] {
+            subject.push('.');
+            subject.push_str(id.hyphenated().encode_lower(&mut buf));
+        }
+        subject
+    }
+
     pub fn frames(&self, sid: Uuid, uid: Uuid) -> String {
-        format!("{}.v1.frames.{sid}.{uid}", self.prefix)
+        self.per_user("frames", sid, uid)
     }
 
     /// Every member's frames of one session (internal).
@@ -54,7 +70,7 @@ impl Subjects {
     }
 
     pub fn nudges(&self, sid: Uuid, uid: Uuid) -> String {
-        format!("{}.v1.nudges.{sid}.{uid}", self.prefix)
+        self.per_user("nudges", sid, uid)
     }
 
     pub fn session_nudges(&self, sid: Uuid) -> String {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use inside_bus::{Bus, HeaderMap};
+use inside_bus::{Bus, Headers};
 use inside_schemas::Capabilities;
 use tokio::sync::Mutex;
 
@@ -60,7 +60,7 @@ impl SpeakerProbe {
         let subject = self.bus.subjects().capabilities();
         let reply = self
             .bus
-            .request(subject, HeaderMap::new(), Bytes::new(), PROBE_TIMEOUT)
+            .request(subject, Headers::new(), Bytes::new(), PROBE_TIMEOUT)
             .await;
         match reply {
             Ok(payload) => match serde_json::from_slice::<Capabilities>(&payload) {

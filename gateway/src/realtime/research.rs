@@ -10,7 +10,7 @@
 //! whenever it cannot be read, nothing is copied: the gate fails closed.
 
 use bytes::Bytes;
-use inside_bus::{Bus, HeaderMap};
+use inside_bus::{Bus, Headers};
 use inside_store::SessionDirectory;
 use uuid::Uuid;
 
@@ -54,7 +54,7 @@ impl ResearchGate {
     }
 
     /// Publishes a copy of `uid`'s audio segment on `research.audio.<sid>.<uid>` when allowed.
-    pub async fn copy_audio(&self, sid: Uuid, uid: Uuid, headers: &HeaderMap, payload: &Bytes) {
+    pub async fn copy_audio(&self, sid: Uuid, uid: Uuid, headers: &Headers, payload: &Bytes) {
         if !self.allows(sid).await {
             return;
         }
