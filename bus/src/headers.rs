@@ -3,12 +3,17 @@
 //! `HeaderMap` is a hash map of vectors: building, cloning and reading one cost the in-process
 //! bus more than the rest of a frame's routing, for the one to six pairs a message carries, so
 //! it is made only at the NATS connection's edge ([`Headers::to_nats`], [`Headers::from_nats`]).
+//! Shared, not copied, between the subscribers a message reaches: set once by its publisher,
+//! then only read.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+
+type Pairs = Vec<(Cow<'static, str>, String)>;
 
 /// Name/value pairs in the order they were set; a name is set at most once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(Cow<'static, str>, String)>);
+pub struct Headers(Arc<Pairs>);
 
 impl Headers {
     pub fn new() -> Self {
@@ -18,9 +23,10 @@ impl Headers {
     /// Sets `name` to `value`, replacing what it held.
     pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<String>) {
         let (name, value) = (name.into(), value.into());
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
+        let pairs = Arc::make_mut(&mut self.0);
+        match pairs.iter_mut().find(|(n, _)| *n == name) {
             Some((_, v)) => *v = value,
-            None => self.0.push((name, value)),
+            None => pairs.push((name, value)),
         }
     }
 
@@ -43,7 +49,7 @@ impl Headers {
     /// As NATS sends them.
     pub fn to_nats(&self) -> async_nats::HeaderMap {
         let mut map = async_nats::HeaderMap::new();
-        for (name, value) in &self.0 {
+        for (name, value) in self.0.iter() {
             let name = match name {
                 // a static name is kept as it is, not parsed and copied
                 Cow::Borrowed(n) => async_nats::header::HeaderName::from_static(n),
@@ -61,7 +67,7 @@ impl Headers {
     /// As a NATS message brought them: the first value of each name (a name set twice is
     /// untrusted input the bus does not pass on).
     pub fn from_nats(map: &async_nats::HeaderMap) -> Self {
-        Self(
+        Self(Arc::new(
             map.iter()
                 .filter_map(|(name, values)| {
                     let name: &str = name.as_ref();
@@ -69,13 +75,13 @@ impl Headers {
                     Some((Cow::Owned(name.to_string()), value.as_str().to_string()))
                 })
                 .collect(),
-        )
+        ))
     }
 }
 
 impl<const N: usize> From<[(&'static str, String); N]> for Headers {
     fn from(pairs: [(&'static str, String); N]) -> Self {
-        let mut headers = Headers(Vec::with_capacity(N));
+        let mut headers = Headers(Arc::new(Vec::with_capacity(N)));
         for (name, value) in pairs {
             headers.insert(name, value);
         }
@@ -96,6 +102,10 @@ mod tests {
         assert_eq!(h.get("A-Two"), Some("2"));
         assert_eq!(h.get("A-Three"), None);
         assert_eq!(h.iter().count(), 2);
+        // a copy shares the pairs until one of them is set
+        let mut copy = h.clone();
+        copy.insert("A-Two", "4");
+        assert_eq!((h.get("A-Two"), copy.get("A-Two")), (Some("2"), Some("4")));
     }
 
     #[test]

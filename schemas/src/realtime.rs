@@ -48,13 +48,18 @@ fn present_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D:
 
 /// The server clock in ms since the Unix epoch: the time base of a session's report.
 pub fn server_now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    server_now_us().div_euclid(1_000)
 }
 
 /// The server clock in µs since the Unix epoch: when a gateway accepted a frame, carried to
 /// the nudge it causes so the gateway that delivers it can time the whole path.
 pub fn server_now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
+    // read straight off the system clock: `chrono::Utc::now` works out the calendar date first,
+    // and this is read twice per frame
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |us| -us),
+    }
 }
 
 impl FeatureFrame {
@@ -335,5 +340,18 @@ impl EventBody {
                 .map_or(m.start_ms, |base| base.saturating_add(m.start_ms)),
             EventBody::Derived(d) => d.start_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_clock_reads_as_calendar_time_does() {
+        let (us, ms) = (server_now_us(), server_now_ms());
+        let calendar = chrono::Utc::now().timestamp_micros();
+        assert!((calendar - us).abs() < 1_000_000, "{calendar} vs {us}");
+        assert!((calendar / 1_000 - ms).abs() < 1_000, "{calendar} vs {ms}");
     }
 }
