@@ -5,8 +5,9 @@ use chrono::{DateTime, Utc};
 
 use crate::StoreError;
 
+/// The server clock, as the realtime path reads it.
 pub fn now_micros() -> i64 {
-    Utc::now().timestamp_micros()
+    inside_schemas::server_now_us()
 }
 
 pub fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {

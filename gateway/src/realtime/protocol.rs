@@ -10,6 +10,7 @@ use inside_schemas::{
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::fmt::Write as _;
 use uuid::Uuid;
 
 /// A client text frame, with the payload kept as raw JSON.
@@ -49,7 +50,13 @@ impl<'a> RawFrame<'a> {
     /// The payload with `"received_ms": received_ms` added: the object has its required fields
     /// and not this one, so the result is an object with no key twice.
     pub fn stamped(&self, received_ms: i64) -> String {
-        format!(r#"{},"received_ms":{received_ms}}}"#, self.open)
+        const KEY: &str = r#","received_ms":"#;
+        // sized up front: `format!` grew it piece by piece, on every frame
+        let mut out = String::with_capacity(self.open.len() + KEY.len() + 21);
+        out.push_str(self.open);
+        out.push_str(KEY);
+        let _ = write!(out, "{received_ms}}}");
+        out
     }
 }
 
