@@ -55,7 +55,7 @@ impl Headers {
                 Cow::Borrowed(n) => async_nats::header::HeaderName::from_static(n),
                 Cow::Owned(n) => match n.parse() {
                     Ok(n) => n,
-                    // only names this code set are owned, and those are valid
+                    // owned names came from NATS or from this code, valid either way
                     Err(_) => continue,
                 },
             };
@@ -79,23 +79,13 @@ impl Headers {
     }
 }
 
-impl<const N: usize> From<[(&'static str, String); N]> for Headers {
-    fn from(pairs: [(&'static str, String); N]) -> Self {
-        let mut headers = Headers(Arc::new(Vec::with_capacity(N)));
-        for (name, value) in pairs {
-            headers.insert(name, value);
-        }
-        headers
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_name_is_set_once_and_read_back() {
-        let mut h = Headers::from([("A-One", "1".to_string())]);
+        let mut h = crate::header_map([("A-One", "1".to_string())]);
         h.insert("A-Two", "2");
         h.insert("A-One", "3");
         assert_eq!(h.get("A-One"), Some("3"));

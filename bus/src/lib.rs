@@ -90,11 +90,11 @@ impl BusMessage {
     }
 }
 
-/// Header pairs to the bus's headers.
-pub fn header_map(pairs: &[(&'static str, String)]) -> Headers {
+/// Header pairs to the bus's headers (the values moved in, not copied).
+pub fn header_map(pairs: impl IntoIterator<Item = (&'static str, String)>) -> Headers {
     let mut headers = Headers::new();
     for (name, value) in pairs {
-        headers.insert(*name, value.as_str());
+        headers.insert(name, value);
     }
     headers
 }

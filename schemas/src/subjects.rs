@@ -27,8 +27,8 @@ impl Subjects {
         &self.prefix
     }
 
-    /// `<prefix>.v1.<kind>.<sid>.<uid>`, written without the formatting machinery: one is
-    /// made for every frame and every nudge.
+    /// `<prefix>.v1.<kind>.<sid>.<uid>`, every per-user subject, written without the
+    /// formatting machinery: one is made for every frame and every nudge.
     fn per_user(&self, kind: &str, sid: Uuid, uid: Uuid) -> String {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let len = self.prefix.len() + ".v1.".len() + kind.len() + 2 * (1 + buf.len());
@@ -57,7 +57,7 @@ impl Subjects {
     }
 
     pub fn audio(&self, sid: Uuid, uid: Uuid) -> String {
-        format!("{}.v1.audio.{sid}.{uid}", self.prefix)
+        self.per_user("audio", sid, uid)
     }
 
     /// Every member's audio segments of one session (internal).
@@ -89,7 +89,7 @@ impl Subjects {
     /// The conversation features the workers derive from a member's audio
     /// ([`crate::DerivedFrame`], one per hop), published by the worker that computed them.
     pub fn derived(&self, sid: Uuid, uid: Uuid) -> String {
-        format!("{}.v1.derived.{sid}.{uid}", self.prefix)
+        self.per_user("derived", sid, uid)
     }
 
     pub fn state(&self, sid: Uuid) -> String {
@@ -121,12 +121,12 @@ impl Subjects {
     /// `{prefix}.v1.research.`, apart from the internal ones, so one permission
     /// (`*.v1.research.>`) lets a researcher read them and nothing else.
     pub fn research_frames(&self, sid: Uuid, uid: Uuid) -> String {
-        format!("{}.v1.research.frames.{sid}.{uid}", self.prefix)
+        self.per_user("research.frames", sid, uid)
     }
 
     /// A copy of `audio(sid, uid)` for researchers (same rule as [`Self::research_frames`]).
     pub fn research_audio(&self, sid: Uuid, uid: Uuid) -> String {
-        format!("{}.v1.research.audio.{sid}.{uid}", self.prefix)
+        self.per_user("research.audio", sid, uid)
     }
 
     /// A copy of `speakers(sid)` for researchers (same rule as [`Self::research_frames`]).
@@ -136,7 +136,7 @@ impl Subjects {
 
     /// A copy of `derived(sid, uid)` for researchers (same rule as [`Self::research_frames`]).
     pub fn research_derived(&self, sid: Uuid, uid: Uuid) -> String {
-        format!("{}.v1.research.derived.{sid}.{uid}", self.prefix)
+        self.per_user("research.derived", sid, uid)
     }
 
     /// The end of a session for researchers: `{"event":"finalized"}` once it is finalized,

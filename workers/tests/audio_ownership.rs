@@ -65,7 +65,7 @@ fn segment(subjects: &Subjects, sid: Uuid, uid: Uuid, seq: u64) -> BusMessage {
     BusMessage {
         subject: subjects.audio(sid, uid),
         payload: Bytes::from(vec![seq as u8; 64]),
-        headers: Some(header_map(&meta.to_headers())),
+        headers: Some(header_map(meta.to_headers())),
         reply: None,
     }
 }
@@ -104,7 +104,7 @@ async fn a_sessions_audio_goes_to_its_owner_and_is_taken_over_when_the_owner_is_
     };
     let inbox = subjects.worker_audio(a.ownership.worker());
     for forged in [Some(subjects.frames(sid, uid)), None] {
-        let mut headers = header_map(&[("Inside-Seq", "9".to_string())]);
+        let mut headers = header_map([("Inside-Seq", "9".to_string())]);
         if let Some(subject) = forged {
             headers.insert(FORWARDED_AUDIO_SUBJECT, subject.as_str());
         }

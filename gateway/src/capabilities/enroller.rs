@@ -58,7 +58,7 @@ impl WorkerEnroller {
 #[async_trait]
 impl Enroller for WorkerEnroller {
     async fn enrol(&self, codec: Codec, body: Bytes) -> ApiResult<Voiceprint> {
-        let headers = inside_bus::header_map(&[(
+        let headers = inside_bus::header_map([(
             inside_schemas::audio::headers::CONTENT_TYPE,
             codec_mime(codec).to_string(),
         )]);

@@ -128,7 +128,7 @@ impl SegmentPublisher {
         };
         let payload: Vec<u8> = seg.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
         let subject = self.bus.subjects().audio(self.sid, self.uid);
-        let headers = header_map(&meta.to_headers());
+        let headers = header_map(meta.to_headers());
         let payload = Bytes::from(payload);
         let sent = self.runtime.block_on(async {
             self.research

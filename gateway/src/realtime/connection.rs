@@ -231,7 +231,7 @@ impl Connection {
                             // boxed, as the awaits below: every await's future is part of
                             // the connection task, which every idle socket holds
                             // when it was accepted, for the frame→nudge latency
-                            let received = inside_bus::header_map(&[(
+                            let received = inside_bus::header_map([(
                                 inside_bus::FRAME_RECEIVED_US_HEADER,
                                 server_now_us().to_string(),
                             )]);

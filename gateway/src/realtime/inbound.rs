@@ -228,7 +228,7 @@ mod tests {
         BusMessage {
             subject: "x".into(),
             payload: bytes::Bytes::new(),
-            headers: Some(inside_bus::header_map(&[(name, value.to_string())])),
+            headers: Some(inside_bus::header_map([(name, value.to_string())])),
             reply: None,
         }
     }

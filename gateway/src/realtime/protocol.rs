@@ -52,6 +52,7 @@ impl<'a> RawFrame<'a> {
     pub fn stamped(&self, received_ms: i64) -> String {
         const KEY: &str = r#","received_ms":"#;
         // sized up front: `format!` grew it piece by piece, on every frame
+        // an i64 is at most 20 characters, then the closing brace
         let mut out = String::with_capacity(self.open.len() + KEY.len() + 21);
         out.push_str(self.open);
         out.push_str(KEY);

@@ -133,7 +133,7 @@ async fn deliver(state: &AppState, to: &[Uuid], poke: &Poke) {
         let sent = if ids.is_empty() {
             state.bus.publish(subject, payload.clone()).await
         } else {
-            let headers = header_map(&[(SESSION_EVENT_IDS_HEADER, ids)]);
+            let headers = header_map([(SESSION_EVENT_IDS_HEADER, ids)]);
             state
                 .bus
                 .publish_with_headers(subject, headers, payload.clone())
