@@ -16,6 +16,7 @@ both_databases!(
     session_needs_every_member_consent,
     non_members_get_404_for_sessions_and_relationships,
     finalize_writes_the_report_from_recorded_events,
+    rows_packed_as_event_objects_before_are_still_read,
     finalizing_twice_conflicts,
     history_is_newest_first_and_paginated,
     pokes_are_listed_newest_first_and_rate_limited,
@@ -224,6 +225,49 @@ fn frame(ts: i64, rate: f64) -> EventBody {
         seq: None,
         received_ms: None,
     })
+}
+
+/// Packed rows were a plain array of event objects (kind `batch`) before the compact form:
+/// a database written then still reads, beside rows written now.
+async fn rows_packed_as_event_objects_before_are_still_read(db: Db) {
+    let app = spawn_app(db).await;
+    let (a, _, rid) = app.couple().await;
+    let sid: Uuid = app.start_session(&a, &rid).await.parse().unwrap();
+    let ua: Uuid = a["user"]["id"].as_str().unwrap().parse().unwrap();
+    let old = vec![frame(0, 1.0), frame(500, 2.0)];
+    sqlx::query(
+        "INSERT INTO session_events (session_id, user_id, kind, ts_ms, payload, frames) \
+         VALUES ($1, $2, 'batch', 0, $3, 2)",
+    )
+    .bind(sid.to_string())
+    .bind(ua.to_string())
+    .bind(serde_json::to_string(&old).unwrap())
+    .execute(app.state.store.pool())
+    .await
+    .unwrap();
+    let new: Vec<SessionEvent> = [frame(1000, 3.0), frame(1500, 4.0)]
+        .into_iter()
+        .map(|body| SessionEvent {
+            session_id: sid,
+            user_id: Some(ua),
+            body,
+        })
+        .collect();
+    app.state.store.append_events(&new).await.unwrap();
+    let back: Vec<EventBody> = app
+        .state
+        .store
+        .session_events(sid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.body)
+        .collect();
+    let want: Vec<EventBody> = old
+        .into_iter()
+        .chain(new.into_iter().map(|e| e.body))
+        .collect();
+    assert_eq!(back, want);
 }
 
 async fn finalize_writes_the_report_from_recorded_events(db: Db) {

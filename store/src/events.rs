@@ -21,8 +21,10 @@ pub struct SessionEvent {
 const BATCH_ROWS: usize = 500;
 /// Rows per INSERT statement on SQLite.
 const SQLITE_BATCH_ROWS: usize = 32;
-/// The `kind` of a row that packs several events of one (session, user).
-const PACKED: &str = "batch";
+/// The `kind` of a row that packs several events of one (session, user) ([`crate::compact`]).
+const PACKED: &str = "compact";
+/// The `kind` such rows had before: a plain array of event objects.
+const PACKED_OBJECTS: &str = "batch";
 
 /// The rows one batch of events becomes: a row per (session, user) holding, in order, what
 /// that member did in the batch. One row per event cost the pipeline more than everything else
@@ -79,7 +81,7 @@ impl PackedRow<'_> {
     fn payload(&self) -> Result<String> {
         let encoded = match self.events.as_slice() {
             [one] => serde_json::to_string(&one.body),
-            many => serde_json::to_string(&many.iter().map(|e| &e.body).collect::<Vec<_>>()),
+            many => crate::compact::encode(many.iter().map(|e| &e.body)),
         };
         encoded.map_err(|err| StoreError::Corrupt(err.to_string()))
     }
@@ -179,10 +181,10 @@ impl Store {
             let user_id = user.as_deref().map(parse_uuid).transpose()?;
             let kind: &str = row.try_get("kind")?;
             let payload: &str = row.try_get("payload")?;
-            let bodies: Vec<EventBody> = if kind == PACKED {
-                serde_json::from_str(payload).map_err(corrupt)?
-            } else {
-                vec![serde_json::from_str(payload).map_err(corrupt)?]
+            let bodies: Vec<EventBody> = match kind {
+                PACKED => crate::compact::decode(payload).map_err(corrupt)?,
+                PACKED_OBJECTS => serde_json::from_str(payload).map_err(corrupt)?,
+                _ => vec![serde_json::from_str(payload).map_err(corrupt)?],
             };
             out.extend(bodies.into_iter().map(|body| SessionEvent {
                 session_id: sid,

@@ -5,6 +5,7 @@
 //! this crate.
 
 pub mod access;
+mod compact;
 pub mod directory;
 mod error;
 pub mod event_log;

@@ -17,6 +17,7 @@
 //! here before its history is read, and the feeds are live before any socket is
 //! registered, so a resuming socket misses nothing between the two.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -434,12 +435,17 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
         Route::Pokes(_) => (inbound::Kind::Pokes, None),
         Route::State(sid) => (inbound::Kind::State, Some(sid)),
     };
-    let (payload, event) = match inbound::accept(kind, sid, &msg.payload) {
+    let origin = if hub.bus.is_local() {
+        inbound::Origin::Process
+    } else {
+        inbound::Origin::Bus
+    };
+    let (payload, event) = match inbound::accept(kind, origin, sid, &msg.payload) {
         Some(inbound::Accepted::Json(json)) => (json, None),
-        Some(inbound::Accepted::State(event)) => (String::new(), Some(event)),
+        Some(inbound::Accepted::State(event)) => (Cow::Borrowed(""), Some(event)),
         None => return,
     };
-    let payload = payload.as_str();
+    let payload = &*payload;
     match route {
         Route::Nudges(sid, uid) => {
             let Ok(id) = inbound::event_id(kind, sid, &msg) else {

@@ -4,11 +4,16 @@
 //! re-encoded from the parsed value; anything else is dropped, counted in
 //! `inside_bus_rejected_total{subject_kind,reason}` and logged without its payload. The same
 //! checks run again on what a resumed socket replays from the session's history.
+//!
+//! The checks guard a bus others can publish on. The in-process bus of the embedded default
+//! is not one: its nudges and speaker events were encoded by this process from its own types
+//! a moment before, so they are passed on as the JSON they are ([`Origin::Process`]).
 
 use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
 use inside_bus::{BusMessage, StateEvent, EVENT_ID_HEADER, SESSION_EVENT_IDS_HEADER};
 use inside_schemas::{HistoryKind, Nudge, Poke, SpeakerSegment};
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use uuid::Uuid;
 
 /// Longest nudge text accepted (the engine's are one short sentence).
@@ -38,15 +43,33 @@ impl Kind {
     }
 }
 
+/// Who could have published a message the hub reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// A shared bus (NATS): anyone with its credentials.
+    Bus,
+    /// This process's own pipeline, over the in-process bus.
+    Process,
+}
+
 /// A message that passed: the JSON to splice into a server message, or a state event.
-pub(super) enum Accepted {
-    Json(String),
+pub(super) enum Accepted<'a> {
+    Json(Cow<'a, str>),
     State(StateEvent),
 }
 
 /// Checks a message the hub received for `sid` (`None` on a user's poke subject).
-pub(super) fn accept(kind: Kind, sid: Option<Uuid>, payload: &[u8]) -> Option<Accepted> {
-    match check(kind, payload) {
+pub(super) fn accept(
+    kind: Kind,
+    origin: Origin,
+    sid: Option<Uuid>,
+    payload: &[u8],
+) -> Option<Accepted<'_>> {
+    let checked = match (origin, kind) {
+        (Origin::Process, Kind::Nudges | Kind::Speakers) => own(payload),
+        _ => check(kind, payload),
+    };
+    match checked {
         Ok(accepted) => Some(accepted),
         Err(reason) => {
             reject(kind.label(), reason, sid);
@@ -92,13 +115,23 @@ pub(super) fn recheck(kind: HistoryKind, sid: Uuid, payload: &[u8]) -> Option<St
         HistoryKind::Speaker => Kind::Speakers,
         HistoryKind::Poke => Kind::Pokes,
     };
-    match accept(kind, Some(sid), payload)? {
-        Accepted::Json(json) => Some(json),
+    match accept(kind, Origin::Bus, Some(sid), payload)? {
+        Accepted::Json(json) => Some(json.into_owned()),
         Accepted::State(_) => None,
     }
 }
 
-fn check(kind: Kind, payload: &[u8]) -> Result<Accepted, &'static str> {
+/// What this process encoded itself: JSON already, only its size bounded as everywhere.
+fn own(payload: &[u8]) -> Result<Accepted<'_>, &'static str> {
+    if payload.len() > MAX_JSON_PAYLOAD {
+        return Err("too_large");
+    }
+    std::str::from_utf8(payload)
+        .map(|json| Accepted::Json(Cow::Borrowed(json)))
+        .map_err(|_| "malformed")
+}
+
+fn check(kind: Kind, payload: &[u8]) -> Result<Accepted<'static>, &'static str> {
     if payload.len() > MAX_JSON_PAYLOAD {
         return Err("too_large");
     }
@@ -145,9 +178,9 @@ fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, &'static str> {
     serde_json::from_slice(payload).map_err(|_| "malformed")
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Accepted, &'static str> {
+fn encode<T: serde::Serialize>(value: &T) -> Result<Accepted<'static>, &'static str> {
     serde_json::to_string(value)
-        .map(Accepted::Json)
+        .map(|json| Accepted::Json(Cow::Owned(json)))
         .map_err(|_| "malformed")
 }
 

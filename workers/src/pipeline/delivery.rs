@@ -258,8 +258,10 @@ impl NudgeDelivery {
 
 /// A nudge's JSON payload, as every gateway and the history hold it.
 fn encode(sid: Uuid, nudge: &Nudge) -> Option<Bytes> {
-    match serde_json::to_vec(nudge) {
-        Ok(json) => Some(Bytes::from(json)),
+    // room for the engine's sentences, so the buffer is not grown (and copied) field by field
+    let mut json = Vec::with_capacity(128 + nudge.message.len());
+    match serde_json::to_writer(&mut json, nudge) {
+        Ok(()) => Some(Bytes::from(json)),
         Err(e) => {
             tracing::warn!(%sid, error = %e, "encoding a nudge failed");
             None
