@@ -257,6 +257,22 @@ mod tests {
         assert_eq!(reason(Kind::State, r#"{"event":"explode"}"#), "malformed");
     }
 
+    #[test]
+    fn the_process_own_nudges_pass_as_encoded_and_the_bus_ones_are_rechecked() {
+        let forged = r#"{"nudge_type":"SLOW_DOWN","intensity":2,"message":"m","frame_seq":1,"frame_timestamp_ms":5,"html":"<b>x</b>"}"#;
+        let json = |origin| match accept(Kind::Nudges, origin, None, forged.as_bytes()) {
+            Some(Accepted::Json(json)) => json.into_owned(),
+            _ => panic!("refused"),
+        };
+        assert_eq!(json(Origin::Process), forged);
+        assert!(!json(Origin::Bus).contains("html"));
+        // size and encoding hold whatever the origin; state events are always parsed
+        let huge = "x".repeat(MAX_JSON_PAYLOAD + 1);
+        assert!(accept(Kind::Nudges, Origin::Process, None, huge.as_bytes()).is_none());
+        assert!(accept(Kind::Speakers, Origin::Process, None, &[0xff, 0xfe]).is_none());
+        assert!(accept(Kind::State, Origin::Process, None, b"{}").is_none());
+    }
+
     fn with_header(name: &'static str, value: &str) -> BusMessage {
         BusMessage {
             subject: "x".into(),
