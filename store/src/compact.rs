@@ -90,8 +90,11 @@ pub(crate) fn encode<'a>(
     bodies: impl ExactSizeIterator<Item = &'a EventBody>,
 ) -> serde_json::Result<String> {
     let mut out = Vec::with_capacity(2 + PER_EVENT * bodies.len());
-    let rows: Vec<CompactRef<'a>> = bodies.map(CompactRef::from).collect();
-    serde_json::to_writer(&mut out, &rows)?;
+    // written straight from the batch, with no list of the encoded forms in between
+    serde::Serializer::collect_seq(
+        &mut serde_json::Serializer::new(&mut out),
+        bodies.map(CompactRef::from),
+    )?;
     // serde_json writes UTF-8 only; checked rather than assumed
     String::from_utf8(out).map_err(|e| serde::ser::Error::custom(e.to_string()))
 }

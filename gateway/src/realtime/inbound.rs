@@ -65,11 +65,7 @@ pub(super) fn accept(
     sid: Option<Uuid>,
     payload: &[u8],
 ) -> Option<Accepted<'_>> {
-    let checked = match (origin, kind) {
-        (Origin::Process, Kind::Nudges | Kind::Speakers) => own(payload),
-        _ => check(kind, payload),
-    };
-    match checked {
+    match check(kind, origin, payload) {
         Ok(accepted) => Some(accepted),
         Err(reason) => {
             reject(kind.label(), reason, sid);
@@ -121,19 +117,15 @@ pub(super) fn recheck(kind: HistoryKind, sid: Uuid, payload: &[u8]) -> Option<St
     }
 }
 
-/// What this process encoded itself: JSON already, only its size bounded as everywhere.
-fn own(payload: &[u8]) -> Result<Accepted<'_>, &'static str> {
+fn check(kind: Kind, origin: Origin, payload: &[u8]) -> Result<Accepted<'_>, &'static str> {
     if payload.len() > MAX_JSON_PAYLOAD {
         return Err("too_large");
     }
-    std::str::from_utf8(payload)
-        .map(|json| Accepted::Json(Cow::Borrowed(json)))
-        .map_err(|_| "malformed")
-}
-
-fn check(kind: Kind, payload: &[u8]) -> Result<Accepted<'static>, &'static str> {
-    if payload.len() > MAX_JSON_PAYLOAD {
-        return Err("too_large");
+    if origin == Origin::Process && matches!(kind, Kind::Nudges | Kind::Speakers) {
+        // encoded by this process from its own types: JSON already
+        return std::str::from_utf8(payload)
+            .map(|json| Accepted::Json(Cow::Borrowed(json)))
+            .map_err(|_| "malformed");
     }
     match kind {
         Kind::Nudges => {
@@ -201,7 +193,7 @@ mod tests {
     use super::*;
 
     fn reason(kind: Kind, payload: &str) -> &'static str {
-        match check(kind, payload.as_bytes()) {
+        match check(kind, Origin::Bus, payload.as_bytes()) {
             Ok(_) => "accepted",
             Err(r) => r,
         }
@@ -210,7 +202,7 @@ mod tests {
     #[test]
     fn a_well_formed_nudge_is_re_encoded_without_unknown_fields() {
         let forged = r#"{"nudge_type":"SLOW_DOWN","intensity":2,"message":"Try slowing down","frame_seq":1,"frame_timestamp_ms":5,"html":"<b>x</b>"}"#;
-        match check(Kind::Nudges, forged.as_bytes()) {
+        match check(Kind::Nudges, Origin::Bus, forged.as_bytes()) {
             Ok(Accepted::Json(json)) => assert!(!json.contains("html"), "{json}"),
             _ => panic!("a valid nudge was refused"),
         }
