@@ -25,8 +25,10 @@ pub use inside_settings::{NatsAuth, NatsOptions, NatsTls};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::events::StateEvent;
-pub use crate::headers::Headers;
+pub use crate::headers::{HeaderValue, Headers};
 pub use crate::local::LocalBus;
+/// Formats a number as a [`HeaderValue`] without a heap allocation.
+pub use compact_str::ToCompactString;
 
 /// The queue group of the worker fleet.
 pub const WORKERS: &str = "workers";
@@ -91,7 +93,9 @@ impl BusMessage {
 }
 
 /// Header pairs to the bus's headers (the values moved in, not copied).
-pub fn header_map(pairs: impl IntoIterator<Item = (&'static str, String)>) -> Headers {
+pub fn header_map<V: Into<HeaderValue>>(
+    pairs: impl IntoIterator<Item = (&'static str, V)>,
+) -> Headers {
     let mut headers = Headers::new();
     for (name, value) in pairs {
         headers.insert(name, value);
@@ -194,7 +198,7 @@ impl Bus {
         match self {
             Bus::Nats { client, .. } => Ok(client.publish(subject, payload).await?),
             Bus::Local { bus, .. } => {
-                bus.publish_waiting(&subject, None, payload, LOCAL_PATIENCE)
+                bus.publish_waiting(subject, None, payload, LOCAL_PATIENCE)
                     .await;
                 Ok(())
             }
@@ -213,7 +217,7 @@ impl Bus {
                 .publish_with_headers(subject, headers.to_nats(), payload)
                 .await?),
             Bus::Local { bus, .. } => {
-                bus.publish_waiting(&subject, Some(headers), payload, LOCAL_PATIENCE)
+                bus.publish_waiting(subject, Some(headers), payload, LOCAL_PATIENCE)
                     .await;
                 Ok(())
             }
@@ -287,10 +291,10 @@ impl Bus {
     ) -> Result<(), BusError> {
         let mut headers = Headers::new();
         if let Some(id) = event_id {
-            headers.insert(EVENT_ID_HEADER, id.to_string());
+            headers.insert(EVENT_ID_HEADER, id.to_compact_string());
         }
         if let Some(at) = frame_received_us {
-            headers.insert(FRAME_RECEIVED_US_HEADER, at.to_string());
+            headers.insert(FRAME_RECEIVED_US_HEADER, at.to_compact_string());
         }
         if headers.is_empty() {
             self.publish(subject, payload).await

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use smallvec::{smallvec, SmallVec};
 
 use crate::mailbox::Mailbox;
 use crate::{BusMessage, Headers, SUBSCRIPTION_CAPACITY};
@@ -26,8 +27,6 @@ pub struct LocalBus {
 struct Registry {
     subs: RwLock<Subs>,
     next_id: AtomicU64,
-    /// Round-robin position for queue groups.
-    turn: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +47,9 @@ struct Sub {
     queue: Arc<Mailbox<BusMessage>>,
     /// Messages dropped on a full buffer, for a log that does not flood.
     dropped: AtomicU64,
+    /// Round-robin position of the queue group whose member this is, kept by its first
+    /// member: a group's own count, so that groups sharing subjects take turns each.
+    turn: AtomicU64,
 }
 
 impl Drop for Sub {
@@ -82,6 +84,7 @@ impl LocalBus {
             paced,
             queue: queue.clone(),
             dropped: AtomicU64::new(0),
+            turn: AtomicU64::new(0),
         };
         let mut subs = write(&self.inner.subs);
         if subject.split('.').any(|t| t == "*" || t == ">") {
@@ -100,13 +103,18 @@ impl LocalBus {
 
     /// Delivers to every matching plain subscriber and to one member of each
     /// matching queue group; never waits (a full buffer drops, as a NATS slow consumer).
-    pub fn publish(&self, subject: &str, payload: Bytes) {
+    pub fn publish(&self, subject: impl Into<String>, payload: Bytes) {
         self.publish_with_headers(subject, None, payload);
     }
 
     /// As [`publish`](Self::publish), with metadata headers.
-    pub fn publish_with_headers(&self, subject: &str, headers: Option<Headers>, payload: Bytes) {
-        for full in self.offer(subject, &headers, payload) {
+    pub fn publish_with_headers(
+        &self,
+        subject: impl Into<String>,
+        headers: Option<Headers>,
+        payload: Bytes,
+    ) {
+        for full in self.offer(subject.into(), headers, payload) {
             full.drop_it();
         }
     }
@@ -118,68 +126,109 @@ impl LocalBus {
     /// (research taps) still drop on a full buffer, unless subscribed paced (the gateway's feeds).
     pub async fn publish_waiting(
         &self,
-        subject: &str,
+        subject: impl Into<String>,
         headers: Option<Headers>,
         payload: Bytes,
         patience: Duration,
     ) {
-        for full in self.offer(subject, &headers, payload) {
+        for full in self.offer(subject.into(), headers, payload) {
             full.wait(patience).await;
         }
     }
 
     /// Delivers what finds room; hands back each queue group's message that found none.
-    fn offer(&self, subject: &str, headers: &Option<Headers>, payload: Bytes) -> Vec<Full> {
+    ///
+    /// Every frame and nudge of the embedded default passes here, most to a single
+    /// recipient: the lists live on the stack, and the last recipient is handed the subject,
+    /// payload and headers themselves rather than copies (a copy of a payload made from a
+    /// `Vec` allocates its shared count, and each copy's count is one more write the
+    /// consumer's thread must fetch).
+    fn offer(&self, subject: String, headers: Option<Headers>, payload: Bytes) -> Vec<Full> {
         let subs = read(&self.inner.subs);
-        let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
-        let exact = subs.exact.get(subject).into_iter().flatten();
-        let tokens: Vec<&str> = if subs.wild.is_empty() {
-            Vec::new()
+        let tokens: SmallVec<[&str; 8]> = if subs.wild.is_empty() {
+            SmallVec::new()
         } else {
             subject.split('.').collect()
         };
+        let exact = subs.exact.get(subject.as_str()).into_iter().flatten();
         let wild = subs
             .wild
             .iter()
             .filter(|(pattern, _)| matches(pattern, &tokens))
             .map(|(_, s)| s);
-        let mut full = Vec::new();
+        let mut targets: SmallVec<[Target<'_>; 2]> = SmallVec::new();
         for sub in exact.chain(wild) {
             match &sub.group {
-                None if sub.paced => {
-                    if let Err(msg) = sub.queue.push(message(subject, headers, payload.clone())) {
+                None => targets.push(Target::Plain(sub)),
+                Some(g) => {
+                    let same = targets.iter_mut().find_map(|t| match t {
+                        Target::Group(name, members) if *name == g.as_str() => Some(members),
+                        _ => None,
+                    });
+                    match same {
+                        Some(members) => members.push(sub),
+                        None => targets.push(Target::Group(g.as_str(), smallvec![sub])),
+                    }
+                }
+            }
+        }
+        drop(tokens);
+        let mut full = Vec::new();
+        let last = targets.len().saturating_sub(1);
+        let mut owned = Some((subject, headers, payload));
+        for (i, target) in targets.iter().enumerate() {
+            let msg = match (i == last, &owned) {
+                (true, _) => owned.take(),
+                (false, Some((subject, headers, payload))) => {
+                    Some((subject.clone(), headers.clone(), payload.clone()))
+                }
+                (false, None) => None,
+            };
+            let Some((subject, headers, payload)) = msg else {
+                break;
+            };
+            let msg = BusMessage {
+                subject,
+                payload,
+                headers,
+                reply: None,
+            };
+            match target {
+                Target::Plain(sub) => match (sub.queue.push(msg), sub.paced) {
+                    (Ok(()), _) => {}
+                    (Err(msg), true) => full.push(Full {
+                        members: vec![(sub.id, sub.queue.clone())],
+                        msg,
+                    }),
+                    (Err(_), false) => count_dropped(sub.id, &sub.dropped),
+                },
+                Target::Group(_, members) => {
+                    let start = members[0].turn.fetch_add(1, Ordering::Relaxed) as usize;
+                    let turn = || (0..members.len()).map(|i| members[(start + i) % members.len()]);
+                    // The next member in turn with room takes it.
+                    let mut msg = Some(msg);
+                    for member in turn() {
+                        if let Some(m) = msg.take() {
+                            msg = member.queue.push(m).err();
+                        }
+                    }
+                    if let Some(msg) = msg {
                         full.push(Full {
-                            members: vec![(sub.id, sub.queue.clone())],
+                            members: turn().map(|s| (s.id, s.queue.clone())).collect(),
                             msg,
                         });
                     }
                 }
-                None => deliver(sub, subject, headers, payload.clone()),
-                Some(g) => match groups.iter_mut().find(|(name, _)| *name == g.as_str()) {
-                    Some((_, members)) => members.push(sub),
-                    None => groups.push((g.as_str(), vec![sub])),
-                },
-            }
-        }
-        for (_, members) in groups {
-            let start = self.inner.turn.fetch_add(1, Ordering::Relaxed) as usize;
-            // The next member in turn with room takes it.
-            let mut msg = Some(message(subject, headers, payload.clone()));
-            for i in 0..members.len() {
-                if let Some(m) = msg.take() {
-                    msg = members[(start + i) % members.len()].queue.push(m).err();
-                }
-            }
-            if let Some(msg) = msg {
-                let turn = (0..members.len()).map(|i| members[(start + i) % members.len()]);
-                full.push(Full {
-                    members: turn.map(|s| (s.id, s.queue.clone())).collect(),
-                    msg,
-                });
             }
         }
         full
     }
+}
+
+/// Where one published message goes: a plain subscriber, or one member of a queue group.
+enum Target<'a> {
+    Plain(&'a Sub),
+    Group(&'a str, SmallVec<[&'a Sub; 4]>),
 }
 
 /// A queue group's message that no member had room for.
@@ -230,21 +279,6 @@ impl Full {
 
 /// Queue-group messages dropped with every member full, for a log that does not flood.
 static QUEUE_GROUP_DROPS: AtomicU64 = AtomicU64::new(0);
-
-fn message(subject: &str, headers: &Option<Headers>, payload: Bytes) -> BusMessage {
-    BusMessage {
-        subject: subject.to_string(),
-        payload,
-        headers: headers.clone(),
-        reply: None,
-    }
-}
-
-fn deliver(sub: &Sub, subject: &str, headers: &Option<Headers>, payload: Bytes) {
-    if sub.queue.push(message(subject, headers, payload)).is_err() {
-        count_dropped(sub.id, &sub.dropped);
-    }
-}
 
 /// Counts (and, at powers of two, logs) a message dropped on a full buffer.
 fn count_dropped(subscription: u64, count: &AtomicU64) {
@@ -412,6 +446,47 @@ mod tests {
             unreachable!()
         };
         assert_eq!(local.queue.len(), SUBSCRIPTION_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn one_message_reaches_every_plain_subscriber_and_one_member_per_group() {
+        let bus = LocalBus::new();
+        let exact = bus.subscribe("s.1.u", None);
+        let wild = bus.subscribe("s.*.u", None);
+        let pool = [
+            bus.subscribe("s.>", Some("pool".into())),
+            bus.subscribe("s.*.u", Some("pool".into())),
+        ];
+        let other = bus.subscribe("s.1.u", Some("other".into()));
+        let unrelated = bus.subscribe("t.1.u", None);
+        let headers = crate::header_map([("A-One", "1")]);
+        for _ in 0..4 {
+            bus.publish_with_headers("s.1.u", Some(headers.clone()), Bytes::from(vec![7u8; 3]));
+        }
+        let mut got = Vec::new();
+        for sub in [&exact, &wild, &other] {
+            assert_eq!(
+                sub.queue.len(),
+                4,
+                "every plain subscriber and group gets each"
+            );
+            let mut batch = Vec::new();
+            assert!(sub.queue.take_all(&mut batch).await);
+            got.extend(batch);
+        }
+        let pooled: Vec<usize> = pool.iter().map(|s| s.queue.len()).collect();
+        assert_eq!(
+            pooled.iter().sum::<usize>(),
+            4,
+            "one member of the group takes each"
+        );
+        assert_eq!(pooled, [2, 2], "in turn");
+        assert_eq!(unrelated.queue.len(), 0);
+        for m in got {
+            assert_eq!(m.subject, "s.1.u");
+            assert_eq!(&m.payload[..], &[7u8; 3]);
+            assert_eq!(m.header("A-One"), Some("1"));
+        }
     }
 
     #[test]

@@ -233,7 +233,7 @@ impl Connection {
                             // when it was accepted, for the frame→nudge latency
                             let received = inside_bus::header_map([(
                                 inside_bus::FRAME_RECEIVED_US_HEADER,
-                                server_now_us().to_string(),
+                                inside_bus::ToCompactString::to_compact_string(&server_now_us()),
                             )]);
                             let publish = Box::pin(bus.publish_with_headers(
                                 frames_subject.clone(),
