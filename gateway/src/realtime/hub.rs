@@ -454,9 +454,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             hub.series.nudges_delivered.increment(1);
             let out = outbound(ServerMessageType::Nudge, sid, id, payload);
             let st = lock(hub);
-            for s in member_sockets(&st, sid, uid) {
-                push(s, out.clone());
-            }
+            push_each(member_sockets(&st, sid, uid), out);
             drop(st);
             observe_frame_to_nudge(&hub.series, &msg);
         }
@@ -467,9 +465,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             hub.series.speakers_delivered.increment(1);
             let out = outbound(ServerMessageType::Speaker, sid, id, payload);
             let st = lock(hub);
-            for s in session_sockets(&st, sid) {
-                push(s, out.clone());
-            }
+            push_each(session_sockets(&st, sid), out);
         }
         Route::Pokes(uid) => {
             let Ok(ids) = inbound::session_event_ids(&msg) else {
@@ -480,9 +476,7 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
                 // kept only in its relationship's active sessions; elsewhere it is live only
                 let id = ids.iter().find(|(s, _)| s == sid).map(|(_, id)| *id);
                 let out = outbound(ServerMessageType::Poke, *sid, id, payload);
-                for s in member_sockets(&st, *sid, uid) {
-                    push(s, out.clone());
-                }
+                push_each(member_sockets(&st, *sid, uid), out);
             }
         }
         Route::State(sid) => {
@@ -509,6 +503,18 @@ pub(super) fn push(socket: &Socket, msg: Outbound) {
     if socket.queue.push(msg).is_err() {
         metrics::counter!("inside_ws_slow_readers_total").increment(1);
         socket.kill.cancel();
+    }
+}
+
+/// [`push`]es `msg` to each of `sockets`, the last one the message itself: most go to a
+/// single socket, and a copy of a message is a shared count both threads then write.
+fn push_each<'a>(sockets: impl Iterator<Item = &'a Socket>, msg: Outbound) {
+    let mut sockets = sockets.peekable();
+    while let Some(s) = sockets.next() {
+        if sockets.peek().is_none() {
+            return push(s, msg);
+        }
+        push(s, msg.clone());
     }
 }
 

@@ -10,7 +10,6 @@ use inside_schemas::{
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::fmt::Write as _;
 use uuid::Uuid;
 
 /// A client text frame, with the payload kept as raw JSON.
@@ -51,12 +50,14 @@ impl<'a> RawFrame<'a> {
     /// and not this one, so the result is an object with no key twice.
     pub fn stamped(&self, received_ms: i64) -> String {
         const KEY: &str = r#","received_ms":"#;
-        // sized up front: `format!` grew it piece by piece, on every frame
-        // an i64 is at most 20 characters, then the closing brace
-        let mut out = String::with_capacity(self.open.len() + KEY.len() + 21);
+        // sized exactly: a buffer with spare room becomes a payload whose shared count is
+        // a separate allocation, touched again by the thread that drops it
+        let digits = inside_bus::ToCompactString::to_compact_string(&received_ms);
+        let mut out = String::with_capacity(self.open.len() + KEY.len() + digits.len() + 1);
         out.push_str(self.open);
         out.push_str(KEY);
-        let _ = write!(out, "{received_ms}}}");
+        out.push_str(&digits);
+        out.push('}');
         out
     }
 }
@@ -179,7 +180,7 @@ fn validate(f: &FeatureFrame) -> Result<(), BadMessage> {
 
 /// A server message around a payload that is already JSON.
 pub fn server_raw(kind: ServerMessageType, sid: Uuid, payload_json: &str) -> String {
-    format!(r#"{{"type":"{kind}","sid":"{sid}","payload":{payload_json}}}"#)
+    envelope(kind, sid, None, payload_json)
 }
 
 /// A history event: a server message with its `event_id`, around a payload already in JSON.
@@ -189,7 +190,45 @@ pub fn server_event(
     event_id: u64,
     payload_json: &str,
 ) -> String {
-    format!(r#"{{"type":"{kind}","sid":"{sid}","event_id":{event_id},"payload":{payload_json}}}"#)
+    envelope(kind, sid, Some(event_id), payload_json)
+}
+
+/// `{"type","sid"[,"event_id"],"payload"}` in a buffer of exactly its length: every nudge
+/// is one, and a buffer with room left becomes a message whose shared count is a second
+/// allocation, fetched again by the thread that writes it to the socket.
+fn envelope(
+    kind: ServerMessageType,
+    sid: Uuid,
+    event_id: Option<u64>,
+    payload_json: &str,
+) -> String {
+    let mut sid_buf = Uuid::encode_buffer();
+    let sid = sid.hyphenated().encode_lower(&mut sid_buf);
+    let id = event_id.map(|id| inside_bus::ToCompactString::to_compact_string(&id));
+    let parts = [
+        r#"{"type":""#,
+        kind.as_str(),
+        r#"","sid":""#,
+        sid,
+        if id.is_some() {
+            r#"","event_id":"#
+        } else {
+            r#"","#
+        },
+        id.as_deref().unwrap_or(""),
+        if id.is_some() {
+            r#","payload":"#
+        } else {
+            r#""payload":"#
+        },
+        payload_json,
+        "}",
+    ];
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
 }
 
 /// `server.pong`, with the highest frame seq accepted for the user.
@@ -223,6 +262,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn server_messages_are_json_envelopes_around_the_payload() {
+        let sid = Uuid::new_v4();
+        let payload = r#"{"message":"Try slowing down","n":[1,2]}"#;
+        for (text, id) in [
+            (server_raw(ServerMessageType::Nudge, sid, payload), None),
+            (
+                server_event(ServerMessageType::Nudge, sid, u64::MAX, payload),
+                Some(u64::MAX),
+            ),
+            (
+                server_event(ServerMessageType::Speaker, sid, 0, payload),
+                Some(0),
+            ),
+        ] {
+            let v: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert_eq!(v["sid"], sid.to_string());
+            assert!(v["type"] == "server.nudge" || v["type"] == "server.speaker");
+            assert_eq!(v["event_id"].as_u64(), id);
+            assert_eq!(v["payload"]["message"], "Try slowing down");
+            assert_eq!(text.capacity(), text.len(), "sized exactly");
+        }
+    }
+
+    #[test]
     fn frames_are_validated_and_forwarded_with_the_server_stamp() {
         let ok = r#"{"type":"client.feature_frame","sid":"x","payload":{"timestamp_ms":1,"speaking_rate":2.5,"overlap_ratio":0.1,"seq":7 }}"#;
         match parse(ok) {
@@ -233,8 +297,12 @@ mod tests {
                     stamped,
                     r#"{"timestamp_ms":1,"speaking_rate":2.5,"overlap_ratio":0.1,"seq":7 ,"received_ms":1765000000123}"#
                 );
+                assert_eq!(stamped.capacity(), stamped.len(), "sized exactly");
                 let back: FeatureFrame = serde_json::from_str(&stamped).unwrap();
                 assert_eq!(back.received_ms, Some(1_765_000_000_123));
+                assert!(raw
+                    .stamped(i64::MIN)
+                    .ends_with(r#","received_ms":-9223372036854775808}"#));
             }
             other => panic!("{other:?}"),
         }

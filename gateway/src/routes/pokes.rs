@@ -116,7 +116,7 @@ async fn deliver(state: &AppState, to: &[Uuid], poke: &Poke) {
         for sid in &sessions {
             match state
                 .events
-                .append(*sid, Some(*uid), HistoryKind::Poke, payload.clone())
+                .append(*sid, Some(*uid), HistoryKind::Poke, &payload)
                 .await
             {
                 Ok(Some(id)) => {

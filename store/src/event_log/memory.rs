@@ -22,28 +22,71 @@ pub struct MemoryLog {
     swept_at: AtomicU64,
 }
 
+/// One session's recent events. Their payloads are copied into one byte ring rather than
+/// kept as the producer's shared buffers: the ring is trimmed by moving its start, where
+/// dropping each old buffer touched memory gone cold since its append, and the buffer the
+/// producer sends on stays its own (no shared count for the two threads to pass around).
 #[derive(Default)]
 struct SessionLog {
     head: u64,
     /// Last append; the counter is forgotten `KEEP_COUNTERS` after it.
     touched: Option<Instant>,
-    entries: VecDeque<Held>,
+    entries: VecDeque<Entry>,
+    /// The entries' payloads, oldest first, back to back.
+    bytes: VecDeque<u8>,
+}
+
+/// An event of a [`SessionLog`]; its payload is the next `len` bytes of the ring.
+struct Entry {
+    id: u64,
+    kind: HistoryKind,
+    to: Option<Uuid>,
+    len: usize,
+    /// Append time, ms since the Unix epoch.
+    at: u64,
 }
 
 impl SessionLog {
+    fn push(&mut self, entry: Entry, payload: &[u8]) {
+        self.bytes.extend(payload);
+        self.entries.push_back(entry);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.bytes.drain(..e.len.min(self.bytes.len()));
+        }
+    }
+
     /// Drops what is over the window: the oldest beyond `events`, and those older than
     /// `max_age` (appends come in time order, so they are a prefix).
     fn trim(&mut self, window: &Window, fresh_from_ms: u64) {
         while self.entries.len() > window.events {
-            self.entries.pop_front();
+            self.pop_front();
         }
-        while self
-            .entries
-            .front()
-            .is_some_and(|(_, at)| *at < fresh_from_ms)
-        {
-            self.entries.pop_front();
+        while self.entries.front().is_some_and(|e| e.at < fresh_from_ms) {
+            self.pop_front();
         }
+    }
+
+    /// The events after `since` with their append times, payloads copied out.
+    fn after(&self, since: u64) -> Vec<Held> {
+        let mut start = 0;
+        let mut out = Vec::new();
+        for e in &self.entries {
+            if e.id > since {
+                let payload: Vec<u8> = self.bytes.range(start..start + e.len).copied().collect();
+                let event = LoggedEvent {
+                    id: e.id,
+                    kind: e.kind,
+                    to: e.to,
+                    payload: Bytes::from(payload),
+                };
+                out.push((event, e.at));
+            }
+            start += e.len;
+        }
+        out
     }
 }
 
@@ -58,7 +101,7 @@ impl MemoryLog {
         }
     }
 
-    pub fn append(&self, sid: Uuid, to: Option<Uuid>, kind: HistoryKind, payload: Bytes) -> u64 {
+    pub fn append(&self, sid: Uuid, to: Option<Uuid>, kind: HistoryKind, payload: &[u8]) -> u64 {
         let now = Instant::now();
         self.maybe_sweep(now);
         let at = now_ms();
@@ -66,15 +109,14 @@ impl MemoryLog {
         log.head += 1;
         log.touched = Some(now);
         let id = log.head;
-        log.entries.push_back((
-            LoggedEvent {
-                id,
-                kind,
-                to,
-                payload,
-            },
+        let entry = Entry {
+            id,
+            kind,
+            to,
+            len: payload.len(),
             at,
-        ));
+        };
+        log.push(entry, payload);
         log.trim(&self.window, self.fresh_from(at));
         id
     }
@@ -92,14 +134,9 @@ impl MemoryLog {
                     let oldest_fresh = log
                         .entries
                         .iter()
-                        .find(|(_, at)| *at >= fresh_from_ms)
-                        .map(|(e, _)| e.id);
-                    let after = log
-                        .entries
-                        .iter()
-                        .skip_while(|(e, _)| e.id <= since)
-                        .cloned()
-                        .collect();
+                        .find(|e| e.at >= fresh_from_ms)
+                        .map(|e| e.id);
+                    let after = log.after(since);
                     decide(log.head, since, oldest_fresh, after, fresh_from_ms, uid)
                 });
                 (log.head, replay)

@@ -134,12 +134,12 @@ impl EventLog {
         sid: Uuid,
         to: Option<Uuid>,
         kind: HistoryKind,
-        payload: Bytes,
+        payload: &[u8],
     ) -> Result<Option<u64>> {
         match self {
             EventLog::Off => Ok(None),
             EventLog::Memory(log) => Ok(Some(log.append(sid, to, kind, payload))),
-            EventLog::Redis(log) => match log.append(sid, to, kind, &payload, None).await? {
+            EventLog::Redis(log) => match log.append(sid, to, kind, payload, None).await? {
                 AppendOutcome::Id(id) => Ok(Some(id)),
                 AppendOutcome::Limited(_) => Ok(None),
             },
@@ -184,7 +184,7 @@ impl EventLog {
                     None => true,
                 };
                 out.push(if allowed {
-                    Once::Sent(self.append(e.sid, e.to, e.kind, e.payload.clone()).await?)
+                    Once::Sent(self.append(e.sid, e.to, e.kind, &e.payload).await?)
                 } else {
                     Once::Limited
                 });

@@ -60,7 +60,7 @@ async fn a_reconnecting_user_gets_what_was_meant_for_them_after_since_in_order()
             (4, Some(a), HistoryKind::Poke),
             (5, Some(b), HistoryKind::Poke),
         ] {
-            appended.push(log.append(sid, to, kind, payload(n)).await.unwrap());
+            appended.push(log.append(sid, to, kind, &payload(n)).await.unwrap());
         }
         assert_eq!(
             appended,
@@ -70,7 +70,7 @@ async fn a_reconnecting_user_gets_what_was_meant_for_them_after_since_in_order()
         );
         // another session counts on its own
         assert_eq!(
-            log.append(other_sid, Some(a), HistoryKind::Nudge, payload(9))
+            log.append(other_sid, Some(a), HistoryKind::Nudge, &payload(9))
                 .await
                 .unwrap(),
             Some(1)
@@ -113,7 +113,7 @@ async fn since_before_the_window_or_after_the_newest_id_is_gone() {
         let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
         // Redis trims `MAXLEN ~` by whole nodes of 100 entries: go well past that
         for n in 0..400 {
-            log.append(sid, Some(a), HistoryKind::Nudge, payload(n))
+            log.append(sid, Some(a), HistoryKind::Nudge, &payload(n))
                 .await
                 .unwrap();
         }
@@ -126,16 +126,19 @@ async fn since_before_the_window_or_after_the_newest_id_is_gone() {
             }
             other => panic!("remote {}: {other:?}", log.is_remote()),
         }
-        // the last five are always held
-        assert_eq!(
-            ids(&log
-                .snapshot(sid, a, Some(395))
-                .await
-                .unwrap()
-                .replay
-                .unwrap()),
-            [396, 397, 398, 399, 400]
-        );
+        // the last five are always held, each with its own payload (of varying lengths)
+        let last = log
+            .snapshot(sid, a, Some(395))
+            .await
+            .unwrap()
+            .replay
+            .unwrap();
+        assert_eq!(ids(&last), [396, 397, 398, 399, 400]);
+        let Replay::Complete(events) = last else {
+            unreachable!()
+        };
+        let payloads: Vec<Bytes> = events.into_iter().map(|e| e.payload).collect();
+        assert_eq!(payloads, (395..400).map(payload).collect::<Vec<_>>());
         // a since this session never reached (its history was lost, or a bogus one)
         assert!(matches!(
             log.snapshot(sid, a, Some(401)).await.unwrap().replay,
@@ -152,7 +155,7 @@ async fn events_older_than_the_window_are_gone() {
     };
     for (log, _) in backends(short).await {
         let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
-        log.append(sid, Some(a), HistoryKind::Nudge, payload(1))
+        log.append(sid, Some(a), HistoryKind::Nudge, &payload(1))
             .await
             .unwrap();
         assert_eq!(
@@ -169,7 +172,7 @@ async fn events_older_than_the_window_are_gone() {
         );
         // the counter goes on: ids never go back
         assert_eq!(
-            log.append(sid, Some(a), HistoryKind::Nudge, payload(2))
+            log.append(sid, Some(a), HistoryKind::Nudge, &payload(2))
                 .await
                 .unwrap(),
             Some(2)
@@ -305,7 +308,7 @@ async fn without_a_shared_store_there_is_no_history() {
     assert!(!log.is_on());
     let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(
-        log.append(sid, Some(a), HistoryKind::Nudge, payload(1))
+        log.append(sid, Some(a), HistoryKind::Nudge, &payload(1))
             .await
             .unwrap(),
         None
@@ -325,15 +328,15 @@ fn sweeping_drops_aged_entries_but_keeps_counters() {
         max_age: Duration::from_millis(1),
     });
     let (s1, a) = (Uuid::new_v4(), Uuid::new_v4());
-    log.append(s1, None, HistoryKind::Speaker, payload(1));
+    log.append(s1, None, HistoryKind::Speaker, &payload(1));
     std::thread::sleep(Duration::from_millis(1_100));
     // the next append sweeps (once per max_age, at least a second)
-    log.append(Uuid::new_v4(), None, HistoryKind::Speaker, payload(2));
+    log.append(Uuid::new_v4(), None, HistoryKind::Speaker, &payload(2));
     assert_eq!(log.sessions(), 2);
     let snap = log.snapshot(s1, a, Some(0));
     assert_eq!(
         (snap.head, snap.replay),
         (Some(1), Some(Replay::Gone { oldest: None }))
     );
-    assert_eq!(log.append(s1, None, HistoryKind::Speaker, payload(3)), 2);
+    assert_eq!(log.append(s1, None, HistoryKind::Speaker, &payload(3)), 2);
 }

@@ -111,7 +111,7 @@ impl NudgeDelivery {
         frame_received_us: Option<i64>,
     ) -> Option<Nudge> {
         let payload = encode(sid, &nudge)?;
-        let id = self.append(sid, uid, payload.clone()).await?;
+        let id = self.append(sid, uid, &payload).await?;
         self.send(sid, uid, id, frame_received_us, payload, &nudge)
             .await
             .then_some(nudge)
@@ -214,7 +214,7 @@ impl NudgeDelivery {
 
     /// One nudge per (sid, uid) per window, across every worker, appended to the session's
     /// history when allowed: `None` when it may not go out, else its event id (if any).
-    async fn append(&self, sid: Uuid, uid: Uuid, payload: Bytes) -> Option<Option<u64>> {
+    async fn append(&self, sid: Uuid, uid: Uuid, payload: &Bytes) -> Option<Option<u64>> {
         let Some(window) = self.window else {
             return match self
                 .events
@@ -238,7 +238,7 @@ impl NudgeDelivery {
                 sid,
                 Some(uid),
                 HistoryKind::Nudge,
-                payload,
+                payload.clone(),
             )
             .await
         {
@@ -261,7 +261,10 @@ fn encode(sid: Uuid, nudge: &Nudge) -> Option<Bytes> {
     // room for the engine's sentences, so the buffer is not grown (and copied) field by field
     let mut json = Vec::with_capacity(128 + nudge.message.len());
     match serde_json::to_writer(&mut json, nudge) {
-        Ok(()) => Some(Bytes::from(json)),
+        // without spare room (the shrink usually stays in its allocation's size class): a
+        // payload made from a buffer with room keeps its shared count in a second allocation,
+        // which the thread that drops it must fetch
+        Ok(()) => Some(Bytes::from(json.into_boxed_slice())),
         Err(e) => {
             tracing::warn!(%sid, error = %e, "encoding a nudge failed");
             None

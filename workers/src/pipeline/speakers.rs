@@ -350,7 +350,7 @@ impl SpeakerConsumer {
         let id = match self
             .delivery
             .events()
-            .append(seg.sid, None, HistoryKind::Speaker, payload.clone())
+            .append(seg.sid, None, HistoryKind::Speaker, &payload)
             .await
         {
             Ok(id) => id,
