@@ -4,19 +4,23 @@
 //! The generator must not be what is measured: tokio's timer rounds to the millisecond, which
 //! alone put 0.5–1 ms into every figure. One pacer thread (timer slack 1 ns) sleeps until the
 //! next frame is due and writes the pre-encoded WebSocket frames of every client that is due
-//! straight to its socket; one blocking reader thread per client reads nudges. A frame's
-//! schedule is arithmetic (global frame `k` is due at `start + k / rate`, goes to client
-//! `k % n` as its `seq = k / n + 1`), so a reader finds the send time of a nudge's
+//! straight to its socket; one reader thread waits on every client's socket (epoll) and reads
+//! what has come (a thread per client cost the generator a wake-up per nudge, at 100,000 nudges a
+//! second more than half a core of a machine it shares with the servers it measures). A
+//! frame's schedule is arithmetic (global frame `k` is due at `start + k / rate`, goes to
+//! client `k % n` as its `seq = k / n + 1`), so the reader finds the send time of a nudge's
 //! `frame_seq` without sharing anything with the pacer.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use serde::Deserialize;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
@@ -129,45 +133,42 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
     let stop = Arc::new(AtomicBool::new(false));
     let nudged = Arc::new(AtomicU64::new(0));
     let deadline = schedule.due(total) + Duration::from_secs_f64(plan.drain);
-    let mut readers = Vec::new();
-    for (c, ws) in sockets.into_iter().enumerate() {
+    let inboxes: Vec<Inbox> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(c, ws)| Inbox {
+            ws,
+            client: c as u64,
+            want: expected[c],
+            got: 0,
+            closed: false,
+        })
+        .collect();
+    let reader = {
         let (schedule, stop, nudged) = (schedule.clone(), stop.clone(), nudged.clone());
         let paced_all = paced_all.clone();
-        let want = expected[c];
         let keep = plan.latency_log;
-        readers.push(std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let until = Until {
-                want,
                 deadline,
                 paced_all: &paced_all,
                 stop: &stop,
             };
-            read_nudges(ws, c as u64, &until, &schedule, &nudged, keep)
-        }));
-    }
+            read_nudges(inboxes, &until, &schedule, &nudged, keep)
+        })
+    };
     let paced = pace(&schedule, total, &mut writers, clients, &probe);
     let send_s = schedule.start.elapsed().as_secs_f64();
     paced_all.store(true, Ordering::Relaxed);
     if paced.is_err() {
-        // a reader knows why the gateway closed: report that first
+        // the reader knows why the gateway closed: report that first
         stop.store(true, Ordering::Relaxed);
     }
-    let mut hist = super::latency_histogram()?;
-    let mut rx_hist = super::latency_histogram()?;
-    let mut timeline = Vec::new();
-    let mut last_nudge_s = 0f64;
-    for r in readers {
-        match r.join() {
-            Ok(h) => {
-                let (h, rx, t, last) = h?;
-                hist.add(h)?;
-                rx_hist.add(rx)?;
-                timeline.extend(t);
-                last_nudge_s = last_nudge_s.max(last);
-            }
-            Err(_) => bail!("a reader thread panicked"),
-        }
-    }
+    let read = match reader.join() {
+        Ok(read) => read?,
+        Err(_) => bail!("the reader thread panicked"),
+    };
+    let mut timeline = read.timeline;
     timeline.sort_unstable();
     stop.store(true, Ordering::Relaxed);
     let (sent, pacer_lag) = paced?;
@@ -175,12 +176,12 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         sent,
         probes: expected.iter().sum(),
         nudged: nudged.load(Ordering::Relaxed),
-        hist,
-        rx_hist,
+        hist: read.hist,
+        rx_hist: read.rx_hist,
         timeline,
         send_s,
         pacer_lag,
-        last_nudge_s,
+        last_nudge_s: read.last_s,
     })
 }
 
@@ -194,15 +195,12 @@ fn connect(url: &str) -> anyhow::Result<(WebSocket<RxStamped>, TcpStream)> {
     tcp.set_nodelay(true)?;
     let config = WebSocketConfig::default();
     let tcp = RxStamped::new(tcp).context("asking for kernel receive timestamps")?;
-    let (ws, _) = tungstenite::client::client_with_config(url, tcp, Some(config))
+    let (mut ws, _) = tungstenite::client::client_with_config(url, tcp, Some(config))
         .map_err(|e| anyhow::anyhow!("WebSocket handshake: {e}"))?;
+    ws.get_mut().read_without_waiting();
     // written by the pacer, frame by frame; the reader owns `ws` (and any bytes it read
     // past the handshake)
     let writer = ws.get_ref().get_ref().try_clone()?;
-    // lets a reader look at the clock while nothing arrives
-    ws.get_ref()
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(50)))?;
     Ok((ws, writer))
 }
 
@@ -295,81 +293,137 @@ impl WakeClock {
     }
 }
 
-/// When a reader stops.
+/// When the reader stops.
 struct Until<'a> {
-    /// Nudges it expects.
-    want: u64,
     deadline: Instant,
+    /// Set once every frame is sent: a client with all its nudges is then done.
     paced_all: &'a AtomicBool,
     stop: &'a AtomicBool,
 }
 
-impl Until<'_> {
-    fn reached(&self, got: u64) -> bool {
-        (got >= self.want && self.paced_all.load(Ordering::Relaxed))
-            || Instant::now() >= self.deadline
-            || self.stop.load(Ordering::Relaxed)
-    }
+/// One client's socket, as the reader sees it.
+struct Inbox {
+    ws: WebSocket<RxStamped>,
+    client: u64,
+    /// Nudges it expects, and has had.
+    want: u64,
+    got: u64,
+    /// It had every nudge it was due and was closed.
+    closed: bool,
 }
 
+/// What the reader measured.
+struct Read {
+    hist: Histogram<u64>,
+    rx_hist: Histogram<u64>,
+    timeline: Timeline,
+    /// Seconds from the start of sending to the last nudge.
+    last_s: f64,
+}
+
+/// Waits for any client's socket to have something, then reads each ready one dry, until
+/// each client has its nudges (once all were sent), the deadline, or a stop.
 fn read_nudges(
-    mut ws: WebSocket<RxStamped>,
-    client: u64,
+    mut inboxes: Vec<Inbox>,
     until: &Until<'_>,
     schedule: &Schedule,
     nudged: &AtomicU64,
     keep_timeline: bool,
-) -> anyhow::Result<(Histogram<u64>, Histogram<u64>, Timeline, f64)> {
-    let mut hist = super::latency_histogram()?;
-    let mut rx_hist = super::latency_histogram()?;
-    let mut timeline = Vec::new();
-    let mut got = 0u64;
-    let mut last_s = 0f64;
-    while !until.reached(got) {
-        let msg = match ws.read() {
-            Ok(m) => m,
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => bail!("client {client}: reading: {e}"),
-        };
-        let text = match msg {
-            Message::Text(text) => text,
-            Message::Close(frame) => bail!("client {client}: the gateway closed: {frame:?}"),
-            _ => continue,
-        };
-        let Ok(m) = serde_json::from_str::<ServerMsg<'_>>(text.as_str()) else {
-            continue;
-        };
-        if m.kind == "server.error" {
-            bail!("client {client}: {text}");
-        }
-        let Some(seq) = m
-            .payload
-            .and_then(|p| p.frame_seq)
-            .filter(|_| m.kind == "server.nudge")
-        else {
-            continue;
-        };
-        let k = (seq.saturating_sub(1)) * schedule.clients + client;
-        let due = schedule.due(k);
-        let now = Instant::now();
-        last_s = now.saturating_duration_since(schedule.start).as_secs_f64();
-        let us = now.saturating_duration_since(due).as_micros() as u64;
-        hist.record(us.max(1))?;
-        let rx = ws.get_ref().last_rx().unwrap_or(now);
-        rx_hist.record((rx.saturating_duration_since(due).as_micros() as u64).max(1))?;
-        if keep_timeline {
-            timeline.push(((due - schedule.start).as_micros() as u64, us));
-        }
-        got += 1;
-        nudged.fetch_add(1, Ordering::Relaxed);
+) -> anyhow::Result<Read> {
+    let mut read = Read {
+        hist: super::latency_histogram()?,
+        rx_hist: super::latency_histogram()?,
+        timeline: Vec::new(),
+        last_s: 0.0,
+    };
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    for (n, i) in inboxes.iter().enumerate() {
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, n as u64);
+        epoll.add(i.ws.get_ref().get_ref().as_fd(), event)?;
     }
-    let _ = ws.close(None);
-    Ok((hist, rx_hist, timeline, last_s))
+    let mut events = vec![EpollEvent::empty(); inboxes.len()];
+    let mut open = inboxes.len();
+    while open > 0 && Instant::now() < until.deadline && !until.stop.load(Ordering::Relaxed) {
+        // a timeout, so the clock and the flags are looked at while nothing arrives
+        let ready = match epoll.wait(&mut events, 50u16) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => bail!("waiting for the sockets: {e}"),
+        };
+        for event in &events[..ready] {
+            let inbox = inboxes.get_mut(event.data() as usize);
+            if let Some(inbox) = inbox.filter(|i| !i.closed) {
+                inbox.read_ready(&mut read, schedule, nudged, keep_timeline)?;
+            }
+        }
+        if until.paced_all.load(Ordering::Relaxed) {
+            for i in inboxes.iter_mut().filter(|i| !i.closed && i.got >= i.want) {
+                // every nudge it was due: done, and no longer waited on
+                epoll.delete(i.ws.get_ref().get_ref().as_fd())?;
+                let _ = i.ws.close(None);
+                i.closed = true;
+                open -= 1;
+            }
+        }
+    }
+    for i in inboxes.iter_mut().filter(|i| !i.closed) {
+        let _ = i.ws.close(None);
+    }
+    Ok(read)
+}
+
+impl Inbox {
+    /// Reads every message the socket holds now.
+    fn read_ready(
+        &mut self,
+        read: &mut Read,
+        schedule: &Schedule,
+        nudged: &AtomicU64,
+        keep_timeline: bool,
+    ) -> anyhow::Result<()> {
+        let client = self.client;
+        loop {
+            let msg = match self.ws.read() {
+                Ok(m) => m,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                    return Ok(())
+                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => bail!("client {client}: reading: {e}"),
+            };
+            let text = match msg {
+                Message::Text(text) => text,
+                Message::Close(frame) => bail!("client {client}: the gateway closed: {frame:?}"),
+                _ => continue,
+            };
+            let Ok(m) = serde_json::from_str::<ServerMsg<'_>>(text.as_str()) else {
+                continue;
+            };
+            if m.kind == "server.error" {
+                bail!("client {client}: {text}");
+            }
+            let Some(seq) = m
+                .payload
+                .and_then(|p| p.frame_seq)
+                .filter(|_| m.kind == "server.nudge")
+            else {
+                continue;
+            };
+            let k = (seq.saturating_sub(1)) * schedule.clients + client;
+            let due = schedule.due(k);
+            let now = Instant::now();
+            read.last_s = now.saturating_duration_since(schedule.start).as_secs_f64();
+            let us = now.saturating_duration_since(due).as_micros() as u64;
+            read.hist.record(us.max(1))?;
+            let rx = self.ws.get_ref().last_rx().unwrap_or(now);
+            read.rx_hist
+                .record((rx.saturating_duration_since(due).as_micros() as u64).max(1))?;
+            if keep_timeline {
+                read.timeline
+                    .push(((due - schedule.start).as_micros() as u64, us));
+            }
+            self.got += 1;
+            nudged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }

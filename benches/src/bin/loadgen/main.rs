@@ -153,8 +153,13 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let before = hops::snapshot(&http, &metrics_urls).await?;
     let ticks_before = machine::CpuTicks::now();
+    let cpu_before = machine::own_cpu_s();
     let out = tokio::task::spawn_blocking(move || frames::run(&ws_base, &clients, &plan)).await??;
     let share = machine::CpuTicks::steal_since(ticks_before);
+    let generator_cpu = machine::own_cpu_s().zip(cpu_before).map_or_else(
+        || " generator_cpu_s=?".to_string(),
+        |(a, b)| format!(" generator_cpu_s={:.2}", a - b),
+    );
     // let the last recorded events reach the database before counting
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = hops::snapshot(&http, &metrics_urls).await?;
@@ -213,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .unwrap_or_else(|| " cross_cpu=(one CPU allowed)".into());
     println!(
-        "machine: loopback round trip before the run same_cpu_p50_us={:.1} same_cpu_p99_us={:.1}{cross}; while sending frames {}",
+        "machine: loopback round trip before the run same_cpu_p50_us={:.1} same_cpu_p99_us={:.1}{cross}; while sending frames {}{generator_cpu}",
         same.p50_us,
         same.p99_us,
         share.map_or_else(|| "(no /proc/stat)".to_string(), |s| s.to_string())

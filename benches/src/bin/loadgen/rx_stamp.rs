@@ -17,6 +17,9 @@ pub struct RxStamped {
     /// Room for one timestamp control message, reused by every read.
     control: Vec<u8>,
     last_rx: Option<Instant>,
+    /// Reads answer `WouldBlock` rather than wait (`MSG_DONTWAIT`): the writes on the
+    /// same socket, from another thread, still block.
+    nonblocking: bool,
 }
 
 impl RxStamped {
@@ -27,7 +30,14 @@ impl RxStamped {
             tcp,
             control: nix::cmsg_space!(TimeSpec),
             last_rx: None,
+            nonblocking: false,
         })
+    }
+
+    /// From now on a read with nothing to read answers `WouldBlock` (after the handshake,
+    /// for a reader that polls many sockets).
+    pub fn read_without_waiting(&mut self) {
+        self.nonblocking = true;
     }
 
     pub fn get_ref(&self) -> &TcpStream {
@@ -48,7 +58,11 @@ impl Read for RxStamped {
             self.tcp.as_raw_fd(),
             &mut iov,
             Some(&mut self.control),
-            MsgFlags::empty(),
+            if self.nonblocking {
+                MsgFlags::MSG_DONTWAIT
+            } else {
+                MsgFlags::empty()
+            },
         )?;
         let stamp = msg.cmsgs().ok().and_then(|mut c| {
             c.find_map(|m| match m {
