@@ -4,10 +4,11 @@
 //! The generator must not be what is measured: tokio's timer rounds to the millisecond, which
 //! alone put 0.5–1 ms into every figure. One pacer thread (timer slack 1 ns) sleeps until the
 //! next frame is due and writes the pre-encoded WebSocket frames of every client that is due
-//! straight to its socket; one reader thread waits on every client's socket (epoll) and reads
-//! what has come (a thread per client cost the generator a wake-up per nudge, at 100,000 nudges a
-//! second more than half a core of a machine it shares with the servers it measures). A
-//! frame's schedule is arithmetic (global frame `k` is due at `start + k / rate`, goes to
+//! straight to its socket. Nudges are read by a thread per client, each blocked on its socket
+//! (the quickest to hear of one nudge), or from 50,000 frames/s up by one thread waiting on
+//! every socket (epoll): a thread per client costs a wake-up per nudge, and at 100,000 nudges a
+//! second that was more than half a core of a machine the generator shares with the servers
+//! it measures. A frame's schedule is arithmetic (global frame `k` is due at `start + k / rate`, goes to
 //! client `k % n` as its `seq = k / n + 1`), so the reader finds the send time of a nudge's
 //! `frame_seq` without sharing anything with the pacer.
 
@@ -40,11 +41,21 @@ pub struct Plan {
     pub probe_every: u64,
     /// Keep each probe's (send µs from the start, latency µs) for `--latency-log`.
     pub latency_log: bool,
+    pub readers: Readers,
     /// The server's nudge limit window, when on: client `c` of `n` sends only calm frames for
     /// its first `window × (c + 1) / n`, so the clients' windows open and close spread over
     /// the window (phones do not start in lockstep) and the first frames that reach the worker
     /// are calm ones (its session cache is warm when the first probe comes).
     pub stagger: Option<Duration>,
+}
+
+/// Who reads the nudges.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum Readers {
+    /// One thread waits on every socket (epoll) and reads each ready one dry.
+    One,
+    /// A thread per client, blocked on its socket.
+    PerClient,
 }
 
 /// (scheduled send µs from the start of sending, latency µs) of each probe.
@@ -144,18 +155,19 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
             closed: false,
         })
         .collect();
-    let reader = {
-        let (schedule, stop, nudged) = (schedule.clone(), stop.clone(), nudged.clone());
-        let paced_all = paced_all.clone();
-        let keep = plan.latency_log;
-        std::thread::spawn(move || {
-            let until = Until {
-                deadline,
-                paced_all: &paced_all,
-                stop: &stop,
-            };
-            read_nudges(inboxes, &until, &schedule, &nudged, keep)
-        })
+    let until = Arc::new(Until {
+        deadline,
+        paced_all: paced_all.clone(),
+        stop: stop.clone(),
+    });
+    let keep = plan.latency_log;
+    let spawn = |inboxes: Vec<Inbox>| {
+        let (schedule, until, nudged) = (schedule.clone(), until.clone(), nudged.clone());
+        std::thread::spawn(move || read_nudges(inboxes, &until, &schedule, &nudged, keep))
+    };
+    let readers: Vec<_> = match plan.readers {
+        Readers::One => vec![spawn(inboxes)],
+        Readers::PerClient => inboxes.into_iter().map(|i| spawn(vec![i])).collect(),
     };
     let paced = pace(&schedule, total, &mut writers, clients, &probe);
     let send_s = schedule.start.elapsed().as_secs_f64();
@@ -164,10 +176,13 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         // the reader knows why the gateway closed: report that first
         stop.store(true, Ordering::Relaxed);
     }
-    let read = match reader.join() {
-        Ok(read) => read?,
-        Err(_) => bail!("the reader thread panicked"),
-    };
+    let mut read = Read::new()?;
+    for r in readers {
+        match r.join() {
+            Ok(one) => read.add(one?)?,
+            Err(_) => bail!("a reader thread panicked"),
+        }
+    }
     let mut timeline = read.timeline;
     timeline.sort_unstable();
     stop.store(true, Ordering::Relaxed);
@@ -195,12 +210,15 @@ fn connect(url: &str) -> anyhow::Result<(WebSocket<RxStamped>, TcpStream)> {
     tcp.set_nodelay(true)?;
     let config = WebSocketConfig::default();
     let tcp = RxStamped::new(tcp).context("asking for kernel receive timestamps")?;
-    let (mut ws, _) = tungstenite::client::client_with_config(url, tcp, Some(config))
+    let (ws, _) = tungstenite::client::client_with_config(url, tcp, Some(config))
         .map_err(|e| anyhow::anyhow!("WebSocket handshake: {e}"))?;
-    ws.get_mut().read_without_waiting();
     // written by the pacer, frame by frame; the reader owns `ws` (and any bytes it read
     // past the handshake)
     let writer = ws.get_ref().get_ref().try_clone()?;
+    // a reader of its own socket waits at most this long, to look at the clock
+    ws.get_ref()
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(50)))?;
     Ok((ws, writer))
 }
 
@@ -293,12 +311,12 @@ impl WakeClock {
     }
 }
 
-/// When the reader stops.
-struct Until<'a> {
+/// When a reader stops.
+struct Until {
     deadline: Instant,
     /// Set once every frame is sent: a client with all its nudges is then done.
-    paced_all: &'a AtomicBool,
-    stop: &'a AtomicBool,
+    paced_all: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 /// One client's socket, as the reader sees it.
@@ -312,7 +330,7 @@ struct Inbox {
     closed: bool,
 }
 
-/// What the reader measured.
+/// What a reader measured.
 struct Read {
     hist: Histogram<u64>,
     rx_hist: Histogram<u64>,
@@ -321,21 +339,49 @@ struct Read {
     last_s: f64,
 }
 
-/// Waits for any client's socket to have something, then reads each ready one dry, until
-/// each client has its nudges (once all were sent), the deadline, or a stop.
+impl Read {
+    fn new() -> anyhow::Result<Read> {
+        Ok(Read {
+            hist: super::latency_histogram()?,
+            rx_hist: super::latency_histogram()?,
+            timeline: Vec::new(),
+            last_s: 0.0,
+        })
+    }
+
+    fn add(&mut self, other: Read) -> anyhow::Result<()> {
+        self.hist.add(other.hist)?;
+        self.rx_hist.add(other.rx_hist)?;
+        self.timeline.extend(other.timeline);
+        self.last_s = self.last_s.max(other.last_s);
+        Ok(())
+    }
+}
+
+/// Reads `inboxes` until each has its nudges (once all were sent), the deadline, or a stop.
+/// One socket: blocking reads (each returns within the socket's read timeout). More: waits
+/// for any of them to have something (epoll), then reads each ready one dry.
 fn read_nudges(
     mut inboxes: Vec<Inbox>,
-    until: &Until<'_>,
+    until: &Until,
     schedule: &Schedule,
     nudged: &AtomicU64,
     keep_timeline: bool,
 ) -> anyhow::Result<Read> {
-    let mut read = Read {
-        hist: super::latency_histogram()?,
-        rx_hist: super::latency_histogram()?,
-        timeline: Vec::new(),
-        last_s: 0.0,
-    };
+    let mut read = Read::new()?;
+    if let [inbox] = inboxes.as_mut_slice() {
+        while !(until.paced_all.load(Ordering::Relaxed) && inbox.got >= inbox.want)
+            && Instant::now() < until.deadline
+            && !until.stop.load(Ordering::Relaxed)
+        {
+            inbox.read_ready(&mut read, schedule, nudged, keep_timeline)?;
+        }
+        let _ = inbox.ws.close(None);
+        return Ok(read);
+    }
+    for i in &mut inboxes {
+        i.ws.get_mut().read_without_waiting();
+    }
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     for (n, i) in inboxes.iter().enumerate() {
         let event = EpollEvent::new(EpollFlags::EPOLLIN, n as u64);
@@ -373,7 +419,8 @@ fn read_nudges(
 }
 
 impl Inbox {
-    /// Reads every message the socket holds now.
+    /// Reads every message the socket holds now (a blocking socket: until its read timeout
+    /// passes with nothing, or its client has every nudge it was due).
     fn read_ready(
         &mut self,
         read: &mut Read,
@@ -424,6 +471,9 @@ impl Inbox {
             }
             self.got += 1;
             nudged.fetch_add(1, Ordering::Relaxed);
+            if self.got >= self.want {
+                return Ok(());
+            }
         }
     }
 }

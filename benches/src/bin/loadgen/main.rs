@@ -71,6 +71,10 @@ struct Args {
     /// this file, to see when the slow ones happened.
     #[arg(long)]
     latency_log: Option<std::path::PathBuf>,
+    /// How nudges are read: `one` thread waiting on every socket (epoll), or a thread
+    /// `per-client`; by default one from 50,000 frames/s up, a thread per client below.
+    #[arg(long, value_enum)]
+    readers: Option<frames::Readers>,
     /// A worker's metrics URL (e.g. http://127.0.0.1:18101/metrics), to count frames at its hop.
     #[arg(long)]
     worker_metrics: Vec<String>,
@@ -145,6 +149,11 @@ async fn main() -> anyhow::Result<()> {
         drain: args.drain,
         probe_every: args.probe_every,
         latency_log: args.latency_log.is_some(),
+        readers: args.readers.unwrap_or(if args.rate >= 50_000.0 {
+            frames::Readers::One
+        } else {
+            frames::Readers::PerClient
+        }),
         stagger: (args.nudge_window > 0.0).then(|| Duration::from_secs_f64(args.nudge_window)),
     };
     let http = reqwest::Client::new();
