@@ -5,8 +5,8 @@
 //! alone put 0.5–1 ms into every figure. One pacer thread (timer slack 1 ns) sleeps until the
 //! next frame is due and writes the pre-encoded WebSocket frames of every client that is due
 //! straight to its socket. Nudges are read by a thread per client, each blocked on its socket
-//! (the quickest to hear of one nudge), or from 50,000 frames/s up by one thread waiting on
-//! every socket (epoll): a thread per client costs a wake-up per nudge, and at 100,000 nudges a
+//! (the quickest to hear of one nudge), or when nudges are due at 10,000 a second or more by one
+//! thread waiting on every socket (epoll): a thread per client costs a wake-up per nudge, and at 100,000 nudges a
 //! second that was more than half a core of a machine the generator shares with the servers
 //! it measures. A frame's schedule is arithmetic (global frame `k` is due at `start + k / rate`, goes to
 //! client `k % n` as its `seq = k / n + 1`), so the reader finds the send time of a nudge's

@@ -72,7 +72,9 @@ struct Args {
     #[arg(long)]
     latency_log: Option<std::path::PathBuf>,
     /// How nudges are read: `one` thread waiting on every socket (epoll), or a thread
-    /// `per-client`; by default one from 50,000 frames/s up, a thread per client below.
+    /// `per-client`; by default one when nudges are due at 10,000 a second or more (frames
+    /// over the probe share, or with the limit on a nudge per client per window), a thread
+    /// per client below.
     #[arg(long, value_enum)]
     readers: Option<frames::Readers>,
     /// A worker's metrics URL (e.g. http://127.0.0.1:18101/metrics), to count frames at its hop.
@@ -149,10 +151,17 @@ async fn main() -> anyhow::Result<()> {
         drain: args.drain,
         probe_every: args.probe_every,
         latency_log: args.latency_log.is_some(),
-        readers: args.readers.unwrap_or(if args.rate >= 50_000.0 {
-            frames::Readers::One
-        } else {
-            frames::Readers::PerClient
+        readers: args.readers.unwrap_or({
+            let nudges_per_s = if args.nudge_window > 0.0 {
+                args.clients as f64 / args.nudge_window
+            } else {
+                args.rate / args.probe_every.max(1) as f64
+            };
+            if nudges_per_s >= 10_000.0 {
+                frames::Readers::One
+            } else {
+                frames::Readers::PerClient
+            }
         }),
         stagger: (args.nudge_window > 0.0).then(|| Duration::from_secs_f64(args.nudge_window)),
     };
