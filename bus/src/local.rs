@@ -177,12 +177,10 @@ impl LocalBus {
         let last = targets.len().saturating_sub(1);
         let mut owned = Some((subject, headers, payload));
         for (i, target) in targets.iter().enumerate() {
-            let msg = match (i == last, &owned) {
-                (true, _) => owned.take(),
-                (false, Some((subject, headers, payload))) => {
-                    Some((subject.clone(), headers.clone(), payload.clone()))
-                }
-                (false, None) => None,
+            let msg = if i == last {
+                owned.take()
+            } else {
+                owned.clone()
             };
             let Some((subject, headers, payload)) = msg else {
                 break;

@@ -52,13 +52,9 @@ impl<'a> RawFrame<'a> {
         const KEY: &str = r#","received_ms":"#;
         // sized exactly: a buffer with spare room becomes a payload whose shared count is
         // a separate allocation, touched again by the thread that drops it
+        // (`concat` reserves the sum of the parts' lengths)
         let digits = inside_bus::ToCompactString::to_compact_string(&received_ms);
-        let mut out = String::with_capacity(self.open.len() + KEY.len() + digits.len() + 1);
-        out.push_str(self.open);
-        out.push_str(KEY);
-        out.push_str(&digits);
-        out.push('}');
-        out
+        [self.open, KEY, &digits, "}"].concat()
     }
 }
 
@@ -205,30 +201,23 @@ fn envelope(
     let mut sid_buf = Uuid::encode_buffer();
     let sid = sid.hyphenated().encode_lower(&mut sid_buf);
     let id = event_id.map(|id| inside_bus::ToCompactString::to_compact_string(&id));
-    let parts = [
+    let (id_key, id) = match &id {
+        Some(id) => (r#","event_id":"#, id.as_str()),
+        None => ("", ""),
+    };
+    [
         r#"{"type":""#,
         kind.as_str(),
         r#"","sid":""#,
         sid,
-        if id.is_some() {
-            r#"","event_id":"#
-        } else {
-            r#"","#
-        },
-        id.as_deref().unwrap_or(""),
-        if id.is_some() {
-            r#","payload":"#
-        } else {
-            r#""payload":"#
-        },
+        "\"",
+        id_key,
+        id,
+        r#","payload":"#,
         payload_json,
         "}",
-    ];
-    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        out.push_str(p);
-    }
-    out
+    ]
+    .concat()
 }
 
 /// `server.pong`, with the highest frame seq accepted for the user.

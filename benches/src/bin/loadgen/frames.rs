@@ -319,6 +319,18 @@ struct Until {
     stop: Arc<AtomicBool>,
 }
 
+impl Until {
+    /// Neither the deadline nor a stop has come.
+    fn running(&self) -> bool {
+        Instant::now() < self.deadline && !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Every frame was sent and `inbox` has every nudge it was due.
+    fn done(&self, inbox: &Inbox) -> bool {
+        self.paced_all.load(Ordering::Relaxed) && inbox.got >= inbox.want
+    }
+}
+
 /// One client's socket, as the reader sees it.
 struct Inbox {
     ws: WebSocket<RxStamped>,
@@ -370,10 +382,7 @@ fn read_nudges(
 ) -> anyhow::Result<Read> {
     let mut read = Read::new()?;
     if let [inbox] = inboxes.as_mut_slice() {
-        while !(until.paced_all.load(Ordering::Relaxed) && inbox.got >= inbox.want)
-            && Instant::now() < until.deadline
-            && !until.stop.load(Ordering::Relaxed)
-        {
+        while !until.done(inbox) && until.running() {
             inbox.read_ready(&mut read, schedule, nudged, keep_timeline)?;
         }
         let _ = inbox.ws.close(None);
@@ -388,8 +397,7 @@ fn read_nudges(
         epoll.add(i.ws.get_ref().get_ref().as_fd(), event)?;
     }
     let mut events = vec![EpollEvent::empty(); inboxes.len()];
-    let mut open = inboxes.len();
-    while open > 0 && Instant::now() < until.deadline && !until.stop.load(Ordering::Relaxed) {
+    while inboxes.iter().any(|i| !i.closed) && until.running() {
         // a timeout, so the clock and the flags are looked at while nothing arrives
         let ready = match epoll.wait(&mut events, 50u16) {
             Ok(n) => n,
@@ -402,13 +410,12 @@ fn read_nudges(
                 inbox.read_ready(&mut read, schedule, nudged, keep_timeline)?;
             }
         }
-        if until.paced_all.load(Ordering::Relaxed) {
-            for i in inboxes.iter_mut().filter(|i| !i.closed && i.got >= i.want) {
-                // every nudge it was due: done, and no longer waited on
+        for i in inboxes.iter_mut().filter(|i| !i.closed) {
+            if until.done(i) {
+                // no longer waited on
                 epoll.delete(i.ws.get_ref().get_ref().as_fd())?;
                 let _ = i.ws.close(None);
                 i.closed = true;
-                open -= 1;
             }
         }
     }
