@@ -57,6 +57,28 @@ async fn drain(ws: &mut Ws, quiet: Duration) -> Vec<Seen> {
     out
 }
 
+/// Every history event on `ws` until those with the ids of `want` have arrived (or `T` has
+/// passed), then until it is quiet: a loaded machine can stall a socket for longer than any
+/// quiet period, and what comes after the wanted events (a duplicate) must still be seen.
+async fn drain_until(ws: &mut Ws, want: &[u64]) -> Vec<Seen> {
+    let deadline = tokio::time::Instant::now() + T;
+    let mut out: Vec<Seen> = Vec::new();
+    while !want.iter().all(|id| out.iter().any(|e| e.1 == *id)) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next_json(left).await {
+            Some(m) if is_history(&m) => out.push(seen(&m)),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    out.extend(drain(ws, Duration::from_millis(200)).await);
+    out
+}
+
+fn ids(events: &[Seen]) -> Vec<u64> {
+    events.iter().map(|e| e.1).collect()
+}
+
 /// A socket of the resuming user that stays up: every history event it gets, in order, is
 /// what the resumed socket must end up with.
 struct Reference {
@@ -125,7 +147,7 @@ async fn drop_and_resume(
     for seq in 1..=3 {
         reference.nudge(seq, pace).await;
     }
-    let before = drain(&mut wa, Duration::from_millis(300)).await;
+    let before = drain_until(&mut wa, &ids(&reference.seen)).await;
     assert_eq!(
         before, reference.seen,
         "both of a's sockets saw the same ids"
@@ -168,14 +190,13 @@ async fn drop_and_resume(
     let hello = joined(&mut resumed).await;
     assert!(hello["last_frame_seq"].as_i64().unwrap() >= 3, "{hello}");
     let reference = producer.await.unwrap();
-    let got = drain(&mut resumed, Duration::from_millis(700)).await;
-
     let expected: Vec<Seen> = reference
         .seen
         .iter()
         .filter(|e| e.1 > since)
         .cloned()
         .collect();
+    let got = drain_until(&mut resumed, &ids(&expected)).await;
     assert_eq!(expected.len(), 4 + 2 + 8 + 1);
     assert_eq!(
         got.iter().map(|e| (&e.0, e.1)).collect::<Vec<_>>(),
@@ -268,13 +289,13 @@ async fn speaker_events_are_replayed_to_everyone_in_the_session() {
     }
     let mut resumed = Ws::resume(app.addr, &sid, token(&b), first.1).await;
     joined(&mut resumed).await;
-    let got = drain(&mut resumed, Duration::from_millis(500)).await;
     let expected: Vec<Seen> = reference
         .seen
         .iter()
         .filter(|e| e.0 == "server.speaker" && e.1 > first.1)
         .cloned()
         .collect();
+    let got = drain_until(&mut resumed, &ids(&expected)).await;
     assert_eq!(expected.len(), 3, "{:?}", reference.seen);
     assert_eq!(got, expected);
 }
@@ -298,8 +319,7 @@ async fn a_since_older_than_the_window_gets_a_resync_then_live_events() {
     for seq in 1..=6 {
         reference.nudge(seq, Duration::ZERO).await;
     }
-    let ids: Vec<u64> = reference.seen.iter().map(|e| e.1).collect();
-    assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(ids(&reference.seen), [1, 2, 3, 4, 5, 6]);
 
     let mut late = Ws::resume(app.addr, &sid, token(&a), 1).await;
     assert_eq!(joined(&mut late).await["last_event_id"], 6);
@@ -320,12 +340,7 @@ async fn a_since_older_than_the_window_gets_a_resync_then_live_events() {
     // within the window: the rest is replayed
     let mut recent = Ws::resume(app.addr, &sid, token(&a), 5).await;
     joined(&mut recent).await;
-    let got: Vec<u64> = drain(&mut recent, Duration::from_millis(300))
-        .await
-        .iter()
-        .map(|e| e.1)
-        .collect();
-    assert_eq!(got, [6, 7]);
+    assert_eq!(ids(&drain_until(&mut recent, &[6, 7]).await), [6, 7]);
 
     // an id the session never reached (a reset history, or a bogus since)
     let mut ahead = Ws::resume(app.addr, &sid, token(&a), 99).await;
@@ -447,8 +462,6 @@ async fn a_burst_of_nudges_during_the_reconnect_arrives_exactly_once() {
     let mut resumed = Ws::resume(app.addr, &sid, token(&a), since).await;
     joined(&mut resumed).await;
     let reference = burst.await.unwrap();
-    let got = drain(&mut resumed, Duration::from_millis(500)).await;
-    let mut ids: Vec<u64> = got.iter().map(|e| e.1).collect();
     let mut want: Vec<u64> = reference
         .seen
         .iter()
@@ -456,9 +469,10 @@ async fn a_burst_of_nudges_during_the_reconnect_arrives_exactly_once() {
         .filter(|id| *id > since)
         .collect();
     want.sort_unstable();
-    ids.sort_unstable();
-    let before = ids.len();
-    ids.dedup();
-    assert_eq!(before, ids.len(), "an event arrived twice");
-    assert_eq!(ids, want);
+    let mut got = ids(&drain_until(&mut resumed, &want).await);
+    got.sort_unstable();
+    let before = got.len();
+    got.dedup();
+    assert_eq!(before, got.len(), "an event arrived twice");
+    assert_eq!(got, want);
 }
