@@ -62,11 +62,16 @@ async fn drain(ws: &mut Ws, quiet: Duration) -> Vec<Seen> {
 /// quiet period, and what comes after the wanted events (a duplicate) must still be seen.
 async fn drain_until(ws: &mut Ws, want: &[u64]) -> Vec<Seen> {
     let deadline = tokio::time::Instant::now() + T;
+    let mut missing: std::collections::HashSet<u64> = want.iter().copied().collect();
     let mut out: Vec<Seen> = Vec::new();
-    while !want.iter().all(|id| out.iter().any(|e| e.1 == *id)) {
+    while !missing.is_empty() {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match ws.next_json(left).await {
-            Some(m) if is_history(&m) => out.push(seen(&m)),
+            Some(m) if is_history(&m) => {
+                let e = seen(&m);
+                missing.remove(&e.1);
+                out.push(e);
+            }
             Some(_) => {}
             None => break,
         }

@@ -58,6 +58,17 @@ pub enum Readers {
     PerClient,
 }
 
+impl Readers {
+    /// One reader when nudges are due at 10,000 a second or more, a thread per client below.
+    pub fn for_nudges_per_s(nudges_per_s: f64) -> Readers {
+        if nudges_per_s >= 10_000.0 {
+            Readers::One
+        } else {
+            Readers::PerClient
+        }
+    }
+}
+
 /// (scheduled send µs from the start of sending, latency µs) of each probe.
 pub type Timeline = Vec<(u64, u64)>;
 
@@ -439,7 +450,10 @@ impl Inbox {
         loop {
             let msg = match self.ws.read() {
                 Ok(m) => m,
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                // nothing now, or (a blocking socket) nothing within its read timeout
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
                     return Ok(())
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => continue,

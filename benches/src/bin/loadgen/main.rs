@@ -151,17 +151,12 @@ async fn main() -> anyhow::Result<()> {
         drain: args.drain,
         probe_every: args.probe_every,
         latency_log: args.latency_log.is_some(),
-        readers: args.readers.unwrap_or({
-            let nudges_per_s = if args.nudge_window > 0.0 {
+        readers: args.readers.unwrap_or_else(|| {
+            frames::Readers::for_nudges_per_s(if args.nudge_window > 0.0 {
                 args.clients as f64 / args.nudge_window
             } else {
                 args.rate / args.probe_every.max(1) as f64
-            };
-            if nudges_per_s >= 10_000.0 {
-                frames::Readers::One
-            } else {
-                frames::Readers::PerClient
-            }
+            })
         }),
         stagger: (args.nudge_window > 0.0).then(|| Duration::from_secs_f64(args.nudge_window)),
     };
