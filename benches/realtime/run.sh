@@ -40,9 +40,9 @@ cleanup() {
   [ -n "$nats_pid" ] && kill "$nats_pid" 2>/dev/null
   wait 2>/dev/null || true
   [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
-  # and the run's report-job stream, which JetStream would keep (one per subject prefix)
+  # and the run's report-job and events streams, which JetStream would keep (per subject prefix)
   if [ -n "$stream" ] && exec 3<>/dev/tcp/127.0.0.1/4222; then
-    printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s 0\r\n\r\nPING\r\n' "$stream" >&3
+    printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s_JOBS 0\r\n\r\nPUB $JS.API.STREAM.DELETE.%s_EVENTS 0\r\n\r\nPING\r\n' "$stream" "$stream" >&3
     timeout 2 grep -qm1 PONG <&3 || true
     exec 3>&-
   fi
@@ -70,9 +70,10 @@ if [ "$mode" = nats ]; then
   psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
   export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" NATS_URL=nats://127.0.0.1:4222 \
     REDIS_URL=redis://127.0.0.1:6379 NATS_SUBJECT_PREFIX="bench$(date +%s)"
-  # as `Subjects::jobs_stream` names it (the prefix upper-cased, `.` and `-` as `_`); set only
+  # as `Subjects::jobs_stream` and `events_stream` name them (the prefix upper-cased, `.` and
+  # `-` as `_`, then `_JOBS`, `_EVENTS`); set only
   # once the prefix is this run's own, so the cleanup never deletes a caller's stream
-  stream="$(printf '%s' "${NATS_SUBJECT_PREFIX^^}" | tr '.-' '__')_JOBS"
+  stream="$(printf '%s' "${NATS_SUBJECT_PREFIX^^}" | tr '.-' '__')"
   nats_args=(--nats-url "$NATS_URL")
   if [ "${NATS_AUTH:-0}" = 1 ]; then
     # the shipped secured configuration (identities, per-role subject permissions) on a

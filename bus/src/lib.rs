@@ -6,6 +6,7 @@
 
 pub mod events;
 mod headers;
+pub mod history;
 pub mod inbound;
 pub mod jobs;
 mod local;

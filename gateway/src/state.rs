@@ -144,6 +144,14 @@ impl AppState {
                 per_user: settings.websocket_max_sockets_per_user,
                 per_client: settings.websocket_max_sockets_per_client,
             },
+            events
+                .is_on_bus()
+                .then_some(settings.resume_window())
+                .flatten()
+                .map(|(events, max_age)| inside_bus::history::Retention {
+                    per_subject: events as u64,
+                    max_age,
+                }),
         );
         hub.start_presence(crate::realtime::PresenceTimers {
             heartbeat: Duration::from_secs_f64(settings.presence_heartbeat_seconds),

@@ -197,6 +197,15 @@ impl Subjects {
         )
     }
 
+    /// JetStream stream holding the recent nudges, speaker events and pokes that a reconnecting
+    /// socket resumes from: `INSIDE_EVENTS` for the default prefix.
+    pub fn events_stream(&self) -> String {
+        format!(
+            "{}_EVENTS",
+            self.prefix.to_uppercase().replace(['.', '-'], "_")
+        )
+    }
+
     /// JetStream stream holding report jobs: `INSIDE_JOBS` for the default prefix.
     pub fn jobs_stream(&self) -> String {
         format!(
@@ -372,6 +381,7 @@ mod tests {
         );
         assert_eq!(s.report_jobs(), "inside.v1.jobs.report");
         assert_eq!(s.jobs_stream(), "INSIDE_JOBS");
+        assert_eq!(s.events_stream(), "INSIDE_EVENTS");
     }
 
     #[test]

@@ -73,9 +73,10 @@ async fn a_gateway_with_nats_and_no_redis_refuses_to_start_naming_both_settings(
     env.insert("ALLOW_PROCESS_LOCAL_LIMITS".into(), "true".into());
     let prefix = inside_bus::Subjects::new(format!("t{}", uuid::Uuid::new_v4().simple()));
     env.insert("NATS_SUBJECT_PREFIX".into(), prefix.prefix().to_string());
-    // the job stream it creates goes when the test ends
-    let _stream =
-        inside_testkit::scratch::Leftovers::default().with_stream(NATS, prefix.jobs_stream());
+    // the streams it creates go when the test ends
+    let _streams = inside_testkit::scratch::Leftovers::default()
+        .with_stream(NATS, prefix.jobs_stream())
+        .with_stream(NATS, prefix.events_stream());
     let g = GatewayProcess::start(&env).await;
     let (s, health) = g.get("/readyz", None).await;
     assert_eq!(s, 200, "{health}");

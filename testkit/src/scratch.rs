@@ -1,5 +1,5 @@
 //! What a test creates on the shared services (its own PostgreSQL database, the JetStream
-//! stream of its subject prefix), removed again when the test is done with it: a machine that
+//! streams of its subject prefix), removed again when the test is done with it: a machine that
 //! runs the suite every day would otherwise keep some forty databases (about 8 MB each) and
 //! streams per run. Shared by the gateway's and the workers' tests, so both clean up alike.
 
@@ -20,13 +20,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Leftovers {
     database: Option<String>,
     /// (NATS URL, stream name)
-    stream: Option<(String, String)>,
+    streams: Vec<(String, String)>,
 }
 
 impl Leftovers {
     /// Also delete `stream` on the NATS server at `url` (it need not exist).
     pub fn with_stream(mut self, url: &str, stream: String) -> Self {
-        self.stream = Some((url.to_string(), stream));
+        self.streams.push((url.to_string(), stream));
         self
     }
 }
@@ -46,7 +46,7 @@ pub async fn fresh_postgres(prefix: &str) -> (String, Leftovers) {
     let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
     let leftovers = Leftovers {
         database: Some(name),
-        stream: None,
+        streams: Vec::new(),
     };
     (url, leftovers)
 }
@@ -54,8 +54,8 @@ pub async fn fresh_postgres(prefix: &str) -> (String, Leftovers) {
 impl Drop for Leftovers {
     fn drop(&mut self) {
         let database = self.database.take();
-        let stream = self.stream.take();
-        if database.is_none() && stream.is_none() {
+        let streams = std::mem::take(&mut self.streams);
+        if database.is_none() && streams.is_empty() {
             return;
         }
         // A drop may run on a runtime's thread, where blocking on another runtime panics.
@@ -64,7 +64,7 @@ impl Drop for Leftovers {
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                tokio::time::timeout(CLEANUP_WITHIN, remove(database, stream)).await
+                tokio::time::timeout(CLEANUP_WITHIN, remove(database, streams)).await
             })?
         });
         match cleanup.join() {
@@ -76,10 +76,7 @@ impl Drop for Leftovers {
     }
 }
 
-async fn remove(
-    database: Option<String>,
-    stream: Option<(String, String)>,
-) -> Result<(), BoxError> {
+async fn remove(database: Option<String>, streams: Vec<(String, String)>) -> Result<(), BoxError> {
     if let Some(name) = database {
         let admin = sqlx::PgPool::connect(PG_ADMIN).await?;
         // FORCE: a server of the test may still hold pooled connections
@@ -88,7 +85,7 @@ async fn remove(
             .await?;
         admin.close().await;
     }
-    if let Some((url, name)) = stream {
+    for (url, name) in streams {
         let nc = async_nats::connect(url).await?;
         match async_nats::jetstream::new(nc).delete_stream(&name).await {
             Ok(_) => {}

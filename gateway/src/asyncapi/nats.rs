@@ -1,7 +1,7 @@
 //! The NATS subjects: one channel per `SubjectKind`, its payload the Rust type published on
 //! it (or binary audio), its headers named by the constants the code uses.
 
-use inside_bus::{StateEvent, EVENT_ID_HEADER, FRAME_RECEIVED_US_HEADER, SESSION_EVENT_IDS_HEADER};
+use inside_bus::{StateEvent, FRAME_RECEIVED_US_HEADER};
 use inside_schemas::audio::headers;
 use inside_schemas::{
     Capabilities, DerivedFrame, EmbedReply, FeatureFrame, Nudge, Poke, SpeakerSegment, SubjectKind,
@@ -64,11 +64,6 @@ struct Subject {
     reply: Option<Payload>,
 }
 
-const EVENT_ID: Header = sometimes(
-    EVENT_ID_HEADER,
-    "The event's id in its session's history: what a phone sees as `event_id`. Absent when no history is kept.",
-);
-
 fn audio_headers() -> Vec<Header> {
     vec![
         always(headers::SEQ, "The segment's number in its stream, from 0."),
@@ -107,13 +102,13 @@ fn describe(b: &mut Builder, kind: SubjectKind) -> Subject {
         },
         SubjectKind::Nudges => json(
             b.schema_ref::<Nudge>(),
-            "Nudges for one member, delivered by every gateway holding their sockets as `server.nudge`.",
-            vec![EVENT_ID, sometimes(FRAME_RECEIVED_US_HEADER, "Copied from the frame that caused the nudge; absent on a nudge no frame caused (one from audio).")],
+            "Nudges for one member, delivered by every gateway holding their sockets as `server.nudge`. Kept in the events stream (`INSIDE_EVENTS`), whose sequence number is the nudge's `event_id`.",
+            vec![sometimes(FRAME_RECEIVED_US_HEADER, "Copied from the frame that caused the nudge; absent on a nudge no frame caused (one from audio).")],
         ),
         SubjectKind::Speakers => json(
             b.schema_ref::<SpeakerSegment>(),
-            "Speaker attributions, delivered to the session's sockets as `server.speaker`.",
-            vec![EVENT_ID],
+            "Speaker attributions, delivered to the session's sockets as `server.speaker`. Kept in the events stream (`INSIDE_EVENTS`), whose sequence number is the event's `event_id`.",
+            vec![],
         ),
         SubjectKind::Derived => json(
             b.schema_ref::<DerivedFrame>(),
@@ -127,8 +122,8 @@ fn describe(b: &mut Builder, kind: SubjectKind) -> Subject {
         ),
         SubjectKind::Pokes => json(
             b.schema_ref::<Poke>(),
-            "Pokes for one user, delivered to their sockets as `server.poke`.",
-            vec![sometimes(SESSION_EVENT_IDS_HEADER, "`<sid>:<event_id>` for each session whose history the poke was appended to, comma-separated; absent when there is none (no running session, or no history kept).")],
+            "Pokes for one user, delivered to their sockets as `server.poke`. Kept in the events stream (`INSIDE_EVENTS`), whose sequence number is the poke's `event_id` in every session.",
+            vec![],
         ),
         SubjectKind::Embed => Subject {
             summary: "Request/reply: a gateway sends an enrolment recording, a worker with a speaker model answers with the voiceprint or why there is none.",

@@ -55,12 +55,12 @@ impl FrameSeqs {
             return;
         }
         match &shared.log {
-            EventLog::Off => {}
+            EventLog::Off | EventLog::OnBus(None) => {}
             EventLog::Memory(log) => {
                 log.note_frame_seq(shared.sid, shared.uid, seq);
                 shared.stored.fetch_max(seq, Ordering::Relaxed);
             }
-            EventLog::Redis(_) => {
+            EventLog::Redis(_) | EventLog::OnBus(Some(_)) => {
                 if !shared.pending.swap(true, Ordering::AcqRel) {
                     tokio::spawn(flush_later(self.0.clone()));
                 }
@@ -78,7 +78,7 @@ impl FrameSeqs {
 impl Drop for FrameSeqs {
     fn drop(&mut self) {
         let shared = &self.0;
-        if shared.log.is_remote()
+        if shared.log.keeps_frame_seqs_remotely()
             && shared.latest.load(Ordering::Relaxed) > shared.stored.load(Ordering::Relaxed)
         {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

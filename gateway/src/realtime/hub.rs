@@ -12,9 +12,10 @@
 //! every join and leave change the server's interest. The price: every gateway receives every
 //! gateway's events, so the fan-out grows with the fleet (the same doc reasons it out).
 //!
-//! Nudges, speaker events and pokes arrive with their id in the session's history (a bus
-//! header set by their producer) and go out with it as `event_id`. A socket is registered
-//! here before its history is read, and the feeds are live before any socket is
+//! On NATS with a resume window the nudge, speaker and poke feeds are one ordered consumer of
+//! the events stream (`inside_bus::history`) instead, and each event goes out with its stream
+//! sequence as `event_id`; in-process the producer sets the id in a bus header. A socket is
+//! registered here before its history is read, and the feeds are live before any socket is
 //! registered, so a resuming socket misses nothing between the two.
 
 use std::borrow::Cow;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
+use inside_bus::history::{EventStream, Retention};
 use inside_bus::inbound::reject;
 use inside_bus::{Bus, BusError, BusMessage, Subscription};
 use inside_schemas::{ServerMessageType, SessionState};
@@ -66,8 +68,13 @@ pub(super) struct HubInner {
     /// Fired at shutdown: every socket closes with 1001.
     pub(super) closing: CancellationToken,
     caps: SocketCaps,
-    /// The four wildcard subscriptions, made at the first join.
+    /// The feeds, made at the first join.
     feeds: OnceCell<Feeds>,
+    /// With NATS and a resume window: what the events stream keeps (the hub follows the
+    /// stream instead of subscribing to nudges, speaker events and pokes).
+    history: Option<Retention>,
+    /// The newest event id the feed has handed to the sockets held here (events stream).
+    last_event_id: AtomicU64,
     series: Series,
 }
 
@@ -91,12 +98,16 @@ impl Series {
     }
 }
 
-/// The feed tasks; stopped (and so unsubscribed) when the hub goes.
-struct Feeds(Vec<JoinHandle<()>>);
+/// The feed tasks, stopped (and so unsubscribed) when the hub goes, and the events stream
+/// when they follow one.
+struct Feeds {
+    tasks: Vec<JoinHandle<()>>,
+    stream: Option<EventStream>,
+}
 
 impl Drop for Feeds {
     fn drop(&mut self) {
-        for task in &self.0 {
+        for task in &self.tasks {
             task.abort();
         }
     }
@@ -191,7 +202,9 @@ pub struct Membership {
 }
 
 impl SessionHub {
-    pub fn new(bus: Bus, limits: SocketLimits) -> Self {
+    /// `history`: what the events stream keeps, when the events are on the bus
+    /// (`EventLog::OnBus`); the hub then follows the stream and numbers events by it.
+    pub fn new(bus: Bus, limits: SocketLimits, history: Option<Retention>) -> Self {
         Self(Arc::new(HubInner {
             bus,
             gateway: Uuid::new_v4(),
@@ -200,8 +213,18 @@ impl SessionHub {
             closing: CancellationToken::new(),
             caps: SocketCaps::new(limits),
             feeds: OnceCell::new(),
+            history,
+            last_event_id: AtomicU64::new(0),
             series: Series::new(),
         }))
+    }
+
+    /// The events stream the feeds follow, once they are made, and the newest event id
+    /// handed to this gateway's sockets: a socket registered before this was read gets every
+    /// later event live.
+    pub fn event_stream(&self) -> Option<(EventStream, u64)> {
+        let stream = self.0.feeds.get()?.stream.clone()?;
+        Some((stream, self.0.last_event_id.load(Ordering::Acquire)))
     }
 
     /// With NATS: re-announces this gateway's participants every `timers.heartbeat` and
@@ -291,13 +314,33 @@ impl SessionHub {
         Ok(membership)
     }
 
-    /// Makes the four feeds once (the first join, and any join after a failed try) and
-    /// waits until the server has their interest.
+    /// Makes the feeds once (the first join, and any join after a failed try) and waits
+    /// until the server has their interest: the events stream followed (when the events are
+    /// on the bus and JetStream answers) and the state subscription, else the four wildcard
+    /// subscriptions.
     async fn subscribed(&self) -> Result<(), HubError> {
         let make = async {
             let bus = &self.0.bus;
-            let mut subs = Vec::with_capacity(Feed::ALL.len());
-            for feed in Feed::ALL {
+            let hub = Arc::downgrade(&self.0);
+            let followed = match (self.0.history, bus.nats()) {
+                (Some(keep), Some(client)) => {
+                    match events::follow(client, bus.subjects(), keep, &self.0).await {
+                        Ok(followed) => Some(followed),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "following the events stream failed; events go out without ids and resumes get server.resync");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let feeds: &[Feed] = if followed.is_some() {
+                &[Feed::State]
+            } else {
+                &Feed::ALL
+            };
+            let mut subs = Vec::with_capacity(feeds.len());
+            for &feed in feeds {
                 // paced: in one process a nudge waits for the feed's room rather than being lost
                 subs.push((
                     feed,
@@ -306,12 +349,15 @@ impl SessionHub {
             }
             // NATS: the server has the interest before any join proceeds
             bus.flush().await?;
-            let hub = Arc::downgrade(&self.0);
-            Ok::<_, BusError>(Feeds(
-                subs.into_iter()
-                    .map(|(feed, sub)| tokio::spawn(feed_task(hub.clone(), feed, sub)))
-                    .collect(),
-            ))
+            let mut tasks: Vec<JoinHandle<()>> = subs
+                .into_iter()
+                .map(|(feed, sub)| tokio::spawn(feed_task(hub.clone(), feed, sub)))
+                .collect();
+            let stream = followed.map(|(stream, events)| {
+                tasks.push(tokio::spawn(events::feed_task(hub.clone(), events)));
+                stream
+            });
+            Ok::<_, BusError>(Feeds { tasks, stream })
         };
         let made = self
             .0
@@ -397,7 +443,7 @@ async fn feed_task(hub: Weak<HubInner>, feed: Feed, mut sub: Subscription) {
         if !holds(&lock(&hub), route) {
             continue;
         }
-        dispatch(&hub, route, msg).await;
+        dispatch(&hub, route, msg, None).await;
     }
 }
 
@@ -427,7 +473,8 @@ fn observe_frame_to_nudge(series: &Series, msg: &BusMessage) {
     series.frame_to_nudge.record(took_us as f64 / 1e6);
 }
 
-async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
+/// `numbered`: the event's id in the events stream, which then stands for any id header.
+async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage, numbered: Option<u64>) {
     // nothing from the bus reaches a phone, or closes a socket, before it is checked
     let (kind, sid) = match route {
         Route::Nudges(sid, _) => (inbound::Kind::Nudges, Some(sid)),
@@ -448,7 +495,9 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
     let payload = &*payload;
     match route {
         Route::Nudges(sid, uid) => {
-            let Ok(id) = inbound::event_id(kind, sid, &msg) else {
+            let Ok(id) =
+                numbered.map_or_else(|| inbound::event_id(kind, sid, &msg), |n| Ok(Some(n)))
+            else {
                 return;
             };
             hub.series.nudges_delivered.increment(1);
@@ -459,7 +508,9 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             observe_frame_to_nudge(&hub.series, &msg);
         }
         Route::Speakers(sid) => {
-            let Ok(id) = inbound::event_id(kind, sid, &msg) else {
+            let Ok(id) =
+                numbered.map_or_else(|| inbound::event_id(kind, sid, &msg), |n| Ok(Some(n)))
+            else {
                 return;
             };
             hub.series.speakers_delivered.increment(1);
@@ -468,13 +519,18 @@ async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage) {
             push_each(session_sockets(&st, sid), out);
         }
         Route::Pokes(uid) => {
-            let Ok(ids) = inbound::session_event_ids(&msg) else {
-                return;
+            let ids = match numbered {
+                Some(_) => Vec::new(),
+                None => match inbound::session_event_ids(&msg) {
+                    Ok(ids) => ids,
+                    Err(()) => return,
+                },
             };
             let st = lock(hub);
             for sid in st.users.get(&uid).into_iter().flatten() {
-                // kept only in its relationship's active sessions; elsewhere it is live only
-                let id = ids.iter().find(|(s, _)| s == sid).map(|(_, id)| *id);
+                // in the events stream one id stands for every session; in the older history
+                // it is kept only in its relationship's active sessions, elsewhere live only
+                let id = numbered.or_else(|| ids.iter().find(|(s, _)| s == sid).map(|(_, id)| *id));
                 let out = outbound(ServerMessageType::Poke, *sid, id, payload);
                 push_each(member_sockets(&st, *sid, uid), out);
             }
@@ -567,6 +623,8 @@ fn member_sockets(st: &HubState, sid: Uuid, uid: Uuid) -> impl Iterator<Item = &
         .into_iter()
         .flatten()
 }
+
+mod events;
 
 #[cfg(test)]
 mod tests;

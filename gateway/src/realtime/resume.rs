@@ -13,14 +13,68 @@ use std::time::Duration;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures::stream::SplitSink;
 use futures::SinkExt;
+use inside_bus::history::Missed;
+use inside_schemas::HistoryKind;
 use inside_schemas::{Joined, Resync, ServerMessageType};
-use inside_store::event_log::{Replay, Snapshot};
+use inside_store::event_log::{LoggedEvent, Replay, Snapshot};
 use uuid::Uuid;
 
 use super::frame_seqs::FrameSeqs;
 use super::inbound;
 use super::protocol;
 use crate::state::AppState;
+
+/// The head and, with `since`, the replay from the events stream the hub follows; without
+/// one (JetStream unavailable) no head, and `since` gets `server.resync`.
+async fn from_stream(
+    state: &AppState,
+    sid: Uuid,
+    uid: Uuid,
+    since: Option<u64>,
+) -> (Option<u64>, Option<Replay>) {
+    let Some((stream, head)) = state.hub.event_stream() else {
+        return (None, since.map(|_| Replay::Gone { oldest: None }));
+    };
+    let Some(since) = since else {
+        return (Some(head), None);
+    };
+    let subjects = state.bus.subjects();
+    let mine = [
+        subjects.nudges(sid, uid),
+        subjects.speakers(sid),
+        subjects.pokes(uid),
+    ];
+    let replay = match stream.missed(&mine, since, head).await {
+        Ok(Missed::Events(events)) => Replay::Complete(
+            events
+                .into_iter()
+                .filter_map(|e| {
+                    let kind = if e.msg.subject == mine[0] {
+                        HistoryKind::Nudge
+                    } else if e.msg.subject == mine[1] {
+                        HistoryKind::Speaker
+                    } else if e.msg.subject == mine[2] {
+                        HistoryKind::Poke
+                    } else {
+                        return None;
+                    };
+                    Some(LoggedEvent {
+                        id: e.id,
+                        kind,
+                        to: None,
+                        payload: e.msg.payload,
+                    })
+                })
+                .collect(),
+        ),
+        Ok(Missed::Gone { oldest }) => Replay::Gone { oldest },
+        Err(e) => {
+            tracing::warn!(%sid, error = %e, "reading the events stream failed");
+            Replay::Gone { oldest: None }
+        }
+    };
+    (Some(head), Some(replay))
+}
 
 /// What the connection keeps from its greeting.
 pub(super) struct Greeted {
@@ -37,7 +91,7 @@ pub(super) async fn greet(
     since: Option<u64>,
     sink: &mut SplitSink<WebSocket, Message>,
 ) -> Option<Greeted> {
-    let snapshot = match state.events.snapshot(sid, uid, since).await {
+    let mut snapshot = match state.events.snapshot(sid, uid, since).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%sid, error = %e, "reading the session's event history failed");
@@ -47,6 +101,20 @@ pub(super) async fn greet(
             }
         }
     };
+    // the ids of events kept on the bus are the stream's: the head is what this gateway's
+    // feed has handed out, so every later event reaches this (registered) socket live
+    let mut skip_through = snapshot.head.unwrap_or(0);
+    if state.events.is_on_bus() {
+        let (head, replay) = from_stream(state, sid, uid, since).await;
+        snapshot.head = head;
+        snapshot.replay = replay;
+        // a phone that saw ids this gateway's feed has not handled yet (it came from a
+        // gateway further ahead) gets them live once, not twice
+        skip_through = head.unwrap_or(0);
+        if let (Some(since), Some(Replay::Complete(_))) = (since, &snapshot.replay) {
+            skip_through = skip_through.max(since);
+        }
+    }
     let joined = Joined {
         sid,
         last_event_id: snapshot.head,
@@ -91,7 +159,7 @@ pub(super) async fn greet(
         return None;
     }
     Some(Greeted {
-        skip_through: snapshot.head.unwrap_or(0),
+        skip_through,
         frames: FrameSeqs::new(state.events.clone(), sid, uid, snapshot.last_frame_seq),
     })
 }

@@ -98,7 +98,9 @@ pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
     }
     if let Some(nats) = env.get("NATS_URL") {
         let prefix = inside_bus::Subjects::new(env["NATS_SUBJECT_PREFIX"].clone());
-        leftovers = leftovers.with_stream(nats, prefix.jobs_stream());
+        leftovers = leftovers
+            .with_stream(nats, prefix.jobs_stream())
+            .with_stream(nats, prefix.events_stream());
     }
     let scratch = Scratch {
         _dir: dir,

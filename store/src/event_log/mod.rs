@@ -97,6 +97,10 @@ pub enum EventLog {
     Off,
     Memory(Arc<MemoryLog>),
     Redis(Arc<RedisLog>),
+    /// On NATS: the bus keeps the events and numbers them (a JetStream stream the gateways
+    /// read back, `inside_bus::history`), so producers append nothing; only the frame seqs are
+    /// kept here, in Redis when there is one.
+    OnBus(Option<Arc<RedisLog>>),
 }
 
 impl EventLog {
@@ -106,11 +110,11 @@ impl EventLog {
     pub fn for_deployment(limiter: &Limiter, in_process: bool, window: Option<Window>) -> Self {
         match (window, limiter) {
             (None, _) => EventLog::Off,
-            (Some(w), Limiter::Redis { conn, prefix, .. }) => {
-                EventLog::Redis(Arc::new(RedisLog::new(conn.clone(), prefix.clone(), w)))
-            }
-            (Some(w), Limiter::Memory(_)) if in_process => EventLog::memory(w),
-            _ => EventLog::Off,
+            (Some(w), _) if in_process => EventLog::memory(w),
+            (Some(w), Limiter::Redis { conn, prefix, .. }) => EventLog::OnBus(Some(Arc::new(
+                RedisLog::new(conn.clone(), prefix.clone(), w),
+            ))),
+            (Some(_), Limiter::Memory(_)) => EventLog::OnBus(None),
         }
     }
 
@@ -118,9 +122,19 @@ impl EventLog {
         EventLog::Memory(Arc::new(MemoryLog::new(window)))
     }
 
-    /// True when events get ids here.
+    /// True when events get ids here (not when the bus numbers them).
     pub fn is_on(&self) -> bool {
-        !matches!(self, EventLog::Off)
+        matches!(self, EventLog::Memory(_) | EventLog::Redis(_))
+    }
+
+    /// True when noting a frame seq is a network round trip.
+    pub fn keeps_frame_seqs_remotely(&self) -> bool {
+        matches!(self, EventLog::Redis(_) | EventLog::OnBus(Some(_)))
+    }
+
+    /// True when the bus keeps and numbers the events.
+    pub fn is_on_bus(&self) -> bool {
+        matches!(self, EventLog::OnBus(_))
     }
 
     /// True when an append is a network round trip.
@@ -137,7 +151,7 @@ impl EventLog {
         payload: &[u8],
     ) -> Result<Option<u64>> {
         match self {
-            EventLog::Off => Ok(None),
+            EventLog::Off | EventLog::OnBus(_) => Ok(None),
             EventLog::Memory(log) => Ok(Some(log.append(sid, to, kind, payload))),
             EventLog::Redis(log) => match log.append(sid, to, kind, payload, None).await? {
                 AppendOutcome::Id(id) => Ok(Some(id)),
@@ -254,18 +268,26 @@ impl EventLog {
             }),
             EventLog::Memory(log) => Ok(log.snapshot(sid, uid, since)),
             EventLog::Redis(log) => log.snapshot(sid, uid, since).await,
+            // the head and the replay come from the bus
+            EventLog::OnBus(None) => Ok(Snapshot::default()),
+            EventLog::OnBus(Some(log)) => Ok(Snapshot {
+                last_frame_seq: log.last_frame_seq(sid, uid).await?,
+                ..Snapshot::default()
+            }),
         }
     }
 
     /// Raises `uid`'s highest accepted frame seq in `sid` to `seq`.
     pub async fn note_frame_seq(&self, sid: Uuid, uid: Uuid, seq: i64) -> Result<()> {
         match self {
-            EventLog::Off => Ok(()),
+            EventLog::Off | EventLog::OnBus(None) => Ok(()),
             EventLog::Memory(log) => {
                 log.note_frame_seq(sid, uid, seq);
                 Ok(())
             }
-            EventLog::Redis(log) => log.note_frame_seq(sid, uid, seq).await,
+            EventLog::Redis(log) | EventLog::OnBus(Some(log)) => {
+                log.note_frame_seq(sid, uid, seq).await
+            }
         }
     }
 }

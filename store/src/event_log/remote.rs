@@ -316,6 +316,16 @@ impl RedisLog {
         })
     }
 
+    /// `uid`'s highest accepted frame seq in `sid`.
+    pub async fn last_frame_seq(&self, sid: Uuid, uid: Uuid) -> Result<Option<i64>> {
+        let seq: Option<i64> = redis::cmd("HGET")
+            .arg(self.frame_seqs_key(sid))
+            .arg(uid.to_string())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(seq)
+    }
+
     pub async fn note_frame_seq(&self, sid: Uuid, uid: Uuid, seq: i64) -> Result<()> {
         let key = self.frame_seqs_key(sid);
         let (uid, seq) = (uid.to_string(), seq.to_string());

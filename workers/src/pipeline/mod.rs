@@ -228,7 +228,13 @@ impl Pipeline {
             speakers = config.speakers.is_some(),
             derived_features = config.speakers.is_some() && config.derived_features,
             nudge_window_s = config.nudge_window.map(|w| w.as_secs_f64()),
-            event_history = events.is_on(),
+            event_history = if events.is_on_bus() {
+                "events stream"
+            } else if events.is_on() {
+                "memory"
+            } else {
+                "off"
+            },
             "analysis pipeline started"
         );
         Ok(Self {

@@ -15,6 +15,7 @@ fn hub() -> SessionHub {
             per_user: 0,
             per_client: 0,
         },
+        None,
     )
 }
 

@@ -1,0 +1,217 @@
+//! The resume history on NATS: a JetStream stream in memory (`<PREFIX>_EVENTS`) captures every
+//! nudge, speaker event and poke as it is published, and its sequence numbers are the events'
+//! ids. One counter for the deployment, kept by the server that routes the events anyway: ids
+//! increase within every session in the order gateways receive them, and no producer waits on
+//! a round trip for one (the Redis counter every nudge used to wait for cost a third to a half
+//! of its latency, `docs/benchmarks/2026-12-07-event-stream.md`).
+//!
+//! Each gateway follows the stream with an ordered consumer (its live feed: every event with
+//! its id, in order) and reads a resuming socket's missed events back by subject and sequence
+//! (direct gets), so no consumer lives per socket.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::{Stream, StreamExt};
+
+use crate::{BusError, BusMessage, Headers, Subjects};
+
+/// How much the stream keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    /// The last this many events of each subject (a user's nudges in a session, a session's
+    /// speaker events, a user's pokes).
+    pub per_subject: u64,
+    /// Events older than this are gone.
+    pub max_age: Duration,
+}
+
+/// One event read from the stream: its id (the stream sequence) and the message as published.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub id: u64,
+    pub msg: BusMessage,
+}
+
+/// What a resuming socket missed.
+#[derive(Debug)]
+pub enum Missed {
+    /// Every event after `since` on its subjects, oldest first (maybe none).
+    Events(Vec<Logged>),
+    /// Some of them are no longer held; `oldest` is the oldest id the stream still holds.
+    Gone { oldest: Option<u64> },
+}
+
+/// The events stream of a deployment; cheap to clone.
+#[derive(Clone)]
+pub struct EventStream {
+    client: async_nats::Client,
+    stream: stream::Stream,
+    per_subject: u64,
+}
+
+fn js_error(e: impl std::fmt::Display) -> BusError {
+    BusError::JetStream(e.to_string())
+}
+
+impl EventStream {
+    /// Creates the stream, or brings an existing one to `keep` (a deployment that changed its
+    /// resume window).
+    pub async fn ensure(
+        client: &async_nats::Client,
+        subjects: &Subjects,
+        keep: Retention,
+    ) -> Result<Self, BusError> {
+        let config = stream::Config {
+            name: subjects.events_stream(),
+            subjects: vec![
+                subjects.all_nudges(),
+                subjects.all_speakers(),
+                subjects.all_pokes(),
+            ],
+            storage: stream::StorageType::Memory,
+            max_age: keep.max_age,
+            max_messages_per_subject: i64::try_from(keep.per_subject).unwrap_or(i64::MAX),
+            discard: stream::DiscardPolicy::Old,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let js = jetstream::new(client.clone());
+        js.create_or_update_stream(config.clone())
+            .await
+            .map_err(js_error)?;
+        let stream = js.get_stream(&config.name).await.map_err(js_error)?;
+        Ok(Self {
+            client: client.clone(),
+            stream,
+            per_subject: keep.per_subject,
+        })
+    }
+
+    /// The newest id when called, and every event after it as it arrives, in order.
+    pub async fn follow(&self) -> Result<(u64, impl Stream<Item = Logged>), BusError> {
+        let head = self
+            .stream
+            .get_info()
+            .await
+            .map_err(js_error)?
+            .state
+            .last_sequence;
+        let consumer = self
+            .stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: head + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(js_error)?;
+        let messages = consumer.messages().await.map_err(js_error)?;
+        let feed = messages.filter_map(|m| async move {
+            match m {
+                Ok(m) => {
+                    let id = m.info().ok()?.stream_sequence;
+                    let m = m.message;
+                    Some(Logged {
+                        id,
+                        msg: BusMessage {
+                            subject: m.subject.to_string(),
+                            payload: m.payload,
+                            headers: m.headers.as_ref().map(Headers::from_nats),
+                            reply: None,
+                        },
+                    })
+                }
+                Err(e) => {
+                    // the ordered consumer makes itself again from the last id it delivered
+                    tracing::warn!(error = %e, "following the event stream");
+                    None
+                }
+            }
+        });
+        Ok((head, feed))
+    }
+
+    /// The events on `subjects` with an id after `since` and up to `through` (the live feed
+    /// brings the later ones), oldest first; `Gone` when some of them may have been dropped
+    /// (too old, or pushed out of their subject's last [`Retention::per_subject`]), or when
+    /// `since` is an id the stream never reached.
+    pub async fn missed(
+        &self,
+        subjects: &[String],
+        since: u64,
+        through: u64,
+    ) -> Result<Missed, BusError> {
+        if since == through {
+            return Ok(Missed::Events(Vec::new()));
+        }
+        let state = self.stream.get_info().await.map_err(js_error)?.state;
+        let first = state.first_sequence;
+        if since > through {
+            // beyond what the caller's feed has handled: fine while the stream has it (the
+            // feed is behind another gateway's, and brings those live), not beyond (a stream
+            // made anew, or a bogus since)
+            return Ok(if since <= state.last_sequence {
+                Missed::Events(Vec::new())
+            } else {
+                Missed::Gone {
+                    oldest: Some(first),
+                }
+            });
+        }
+        // ages out from the front: anything after `since` and before the oldest held is gone
+        if since + 1 < first {
+            return Ok(Missed::Gone {
+                oldest: Some(first),
+            });
+        }
+        let mut out = Vec::new();
+        for subject in subjects {
+            let mut held = 0u64;
+            let mut next = since + 1;
+            loop {
+                let m = match self
+                    .stream
+                    .direct_get_next_for_subject(subject, Some(next))
+                    .await
+                {
+                    Ok(m) => m.message,
+                    Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                    Err(e) => return Err(js_error(e)),
+                };
+                let headers = m.headers.as_ref();
+                let id = headers
+                    .and_then(|h| h.get(async_nats::header::NATS_SEQUENCE))
+                    .and_then(|v| v.as_str().parse::<u64>().ok())
+                    .ok_or_else(|| js_error("a direct get without its sequence"))?;
+                if id > through {
+                    break;
+                }
+                held += 1;
+                // a subject at its limit may have pushed out events after `since`
+                if held >= self.per_subject {
+                    return Ok(Missed::Gone {
+                        oldest: Some(first),
+                    });
+                }
+                let subject = headers
+                    .and_then(|h| h.get(async_nats::header::NATS_SUBJECT))
+                    .map_or_else(|| subject.clone(), |v| v.as_str().to_string());
+                out.push(Logged {
+                    id,
+                    msg: BusMessage {
+                        subject,
+                        payload: m.payload,
+                        headers: None,
+                        reply: None,
+                    },
+                });
+                next = id + 1;
+            }
+        }
+        out.sort_by_key(|l| l.id);
+        Ok(Missed::Events(out))
+    }
+}
