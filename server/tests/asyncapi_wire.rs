@@ -342,6 +342,16 @@ impl Tap {
             let mut unmatched: VecDeque<async_nats::Message> = VecDeque::new();
             let mut all = futures::stream::select(ours, inboxes);
             while let Some(msg) = all.next().await {
+                // a gateway's ordered consumer gets the events stream's copy of a nudge,
+                // speaker event or poke on its inbox, under the original subject: already
+                // captured as published
+                if msg
+                    .reply
+                    .as_ref()
+                    .is_some_and(|r| r.starts_with("$JS.ACK."))
+                {
+                    continue;
+                }
                 let mut captured = Vec::new();
                 if msg.subject.starts_with(under.as_str()) {
                     if let Some(reply) = &msg.reply {

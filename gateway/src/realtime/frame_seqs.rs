@@ -60,7 +60,7 @@ impl FrameSeqs {
                 log.note_frame_seq(shared.sid, shared.uid, seq);
                 shared.stored.fetch_max(seq, Ordering::Relaxed);
             }
-            EventLog::Redis(_) | EventLog::OnBus(Some(_)) => {
+            EventLog::OnBus(Some(_)) => {
                 if !shared.pending.swap(true, Ordering::AcqRel) {
                     tokio::spawn(flush_later(self.0.clone()));
                 }

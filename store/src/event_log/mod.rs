@@ -5,10 +5,10 @@
 //! recipient (one user, or everyone in the session). It also keeps, per (session, user), the
 //! highest feature-frame `seq` a gateway accepted.
 //!
-//! Three backends, chosen like the limiter's: Redis when `REDIS_URL` is set (shared by every
-//! gateway and worker, on the limiter's multiplexed connection), memory in the embedded default
-//! (one process produces and delivers), and none on NATS without Redis (producers and gateways
-//! are different processes with nothing to share it in).
+//! Where it lives depends on the deployment: in memory in the embedded default (one process
+//! produces and delivers), on the bus with NATS (a JetStream stream numbers and keeps the events,
+//! `inside_bus::history`; only the frame seqs are kept here, in Redis when there is one), and
+//! nowhere when the resume window is 0.
 
 mod memory;
 mod remote;
@@ -21,8 +21,8 @@ use inside_schemas::HistoryKind;
 use uuid::Uuid;
 
 pub use memory::MemoryLog;
+pub use remote::RedisFrameSeqs;
 pub(crate) use remote::Script;
-pub use remote::{Append, AppendOutcome, RedisLog};
 
 use crate::limiter::Limiter;
 use crate::Result;
@@ -96,23 +96,23 @@ pub struct Pending {
 pub enum EventLog {
     Off,
     Memory(Arc<MemoryLog>),
-    Redis(Arc<RedisLog>),
     /// On NATS: the bus keeps the events and numbers them (a JetStream stream the gateways
     /// read back, `inside_bus::history`), so producers append nothing; only the frame seqs are
     /// kept here, in Redis when there is one.
-    OnBus(Option<Arc<RedisLog>>),
+    OnBus(Option<Arc<RedisFrameSeqs>>),
 }
 
 impl EventLog {
-    /// The history a process keeps, next to `limiter`: Redis on its connection when it is
-    /// Redis; memory when the process is the whole deployment (`in_process`, the embedded
-    /// default); otherwise none. `window` `None` turns history off.
+    /// The history a process keeps, next to `limiter`: memory when the process is the whole
+    /// deployment (`in_process`, the embedded default); otherwise the bus's, with the frame
+    /// seqs on the limiter's Redis connection when it is Redis. `window` `None` turns history
+    /// off.
     pub fn for_deployment(limiter: &Limiter, in_process: bool, window: Option<Window>) -> Self {
         match (window, limiter) {
             (None, _) => EventLog::Off,
             (Some(w), _) if in_process => EventLog::memory(w),
-            (Some(w), Limiter::Redis { conn, prefix, .. }) => EventLog::OnBus(Some(Arc::new(
-                RedisLog::new(conn.clone(), prefix.clone(), w),
+            (Some(_), Limiter::Redis { conn, prefix, .. }) => EventLog::OnBus(Some(Arc::new(
+                RedisFrameSeqs::new(conn.clone(), prefix.clone()),
             ))),
             (Some(_), Limiter::Memory(_)) => EventLog::OnBus(None),
         }
@@ -124,22 +124,17 @@ impl EventLog {
 
     /// True when events get ids here (not when the bus numbers them).
     pub fn is_on(&self) -> bool {
-        matches!(self, EventLog::Memory(_) | EventLog::Redis(_))
+        matches!(self, EventLog::Memory(_))
     }
 
     /// True when noting a frame seq is a network round trip.
     pub fn keeps_frame_seqs_remotely(&self) -> bool {
-        matches!(self, EventLog::Redis(_) | EventLog::OnBus(Some(_)))
+        matches!(self, EventLog::OnBus(Some(_)))
     }
 
     /// True when the bus keeps and numbers the events.
     pub fn is_on_bus(&self) -> bool {
         matches!(self, EventLog::OnBus(_))
-    }
-
-    /// True when an append is a network round trip.
-    pub fn is_remote(&self) -> bool {
-        matches!(self, EventLog::Redis(_))
     }
 
     /// Appends an event for `to` (`None`: everyone) and returns its id.
@@ -153,15 +148,10 @@ impl EventLog {
         match self {
             EventLog::Off | EventLog::OnBus(_) => Ok(None),
             EventLog::Memory(log) => Ok(Some(log.append(sid, to, kind, payload))),
-            EventLog::Redis(log) => match log.append(sid, to, kind, payload, None).await? {
-                AppendOutcome::Id(id) => Ok(Some(id)),
-                AppendOutcome::Limited(_) => Ok(None),
-            },
         }
     }
 
-    /// Appends unless `limiter` already let `key` through in this `window`; with both in
-    /// Redis, the check and the append are one round trip (one script).
+    /// Appends unless `limiter` already let `key` through in this `window`.
     #[allow(clippy::too_many_arguments)]
     pub async fn append_once(
         &self,
@@ -185,81 +175,28 @@ impl EventLog {
     }
 
     /// Appends each of `events` (behind its one-per-window limit, if it has one), outcomes in
-    /// their order: with both in Redis, one round trip for all of them; a limit this process
-    /// already knows is taken is answered without asking. An error fails the whole batch.
+    /// their order; a limit this process already knows is taken is answered without asking.
+    /// An error fails the rest of the batch.
     pub async fn append_many(&self, limiter: &Limiter, events: &[Pending]) -> Result<Vec<Once>> {
-        let (EventLog::Redis(log), Limiter::Redis { prefix, .. }) = (self, limiter) else {
-            // one at a time: the limit's check, then the append
-            let mut out = Vec::with_capacity(events.len());
-            for e in events {
-                let allowed = match &e.once {
-                    Some((key, _)) if limiter.taken_here(key) => false,
-                    Some((key, window)) => limiter.once_per(key, *window).await?,
-                    None => true,
-                };
-                out.push(if allowed {
-                    Once::Sent(self.append(e.sid, e.to, e.kind, &e.payload).await?)
-                } else {
-                    Once::Limited
-                });
-            }
-            return Ok(out);
-        };
-        let full_keys: Vec<Option<String>> = events
-            .iter()
-            .map(|e| e.once.as_ref().map(|(key, _)| format!("{prefix}:{key}")))
-            .collect();
-        let mut out = vec![Once::Limited; events.len()];
-        let (mut asked, mut batch) = (Vec::new(), Vec::new());
-        for (n, e) in events.iter().enumerate() {
-            if e.once
-                .as_ref()
-                .is_some_and(|(key, _)| limiter.taken_here(key))
-            {
-                continue;
-            }
-            asked.push(n);
-            batch.push(Append {
-                sid: e.sid,
-                to: e.to,
-                kind: e.kind,
-                payload: &e.payload,
-                limit: e
-                    .once
-                    .as_ref()
-                    .zip(full_keys[n].as_deref())
-                    .map(|((_, window), full)| (full, *window)),
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let allowed = match &e.once {
+                Some((key, _)) if limiter.taken_here(key) => false,
+                Some((key, window)) => limiter.once_per(key, *window).await?,
+                None => true,
+            };
+            out.push(if allowed {
+                Once::Sent(self.append(e.sid, e.to, e.kind, &e.payload).await?)
+            } else {
+                Once::Limited
             });
-        }
-        if batch.is_empty() {
-            return Ok(out);
-        }
-        let done = log.append_many(&batch).await?;
-        for (n, outcome) in asked.into_iter().zip(done) {
-            // remembered as `append_once` remembers, so the next checks cost no round trip
-            let note = |left| {
-                if let Some((key, _)) = &events[n].once {
-                    limiter.note_taken(key, left);
-                }
-            };
-            out[n] = match outcome {
-                AppendOutcome::Id(id) => {
-                    if let Some((_, window)) = &events[n].once {
-                        note(*window);
-                    }
-                    Once::Sent(Some(id))
-                }
-                AppendOutcome::Limited(left) => {
-                    note(left);
-                    Once::Limited
-                }
-            };
         }
         Ok(out)
     }
 
     /// The session's newest id, `uid`'s last accepted frame seq and, with `since`, what
-    /// `uid` missed after it: one read (one round trip in Redis).
+    /// `uid` missed after it (on the bus only the frame seq: the gateway reads the rest from
+    /// the stream).
     pub async fn snapshot(&self, sid: Uuid, uid: Uuid, since: Option<u64>) -> Result<Snapshot> {
         match self {
             EventLog::Off => Ok(Snapshot {
@@ -267,7 +204,6 @@ impl EventLog {
                 ..Snapshot::default()
             }),
             EventLog::Memory(log) => Ok(log.snapshot(sid, uid, since)),
-            EventLog::Redis(log) => log.snapshot(sid, uid, since).await,
             // the head and the replay come from the bus
             EventLog::OnBus(None) => Ok(Snapshot::default()),
             EventLog::OnBus(Some(log)) => Ok(Snapshot {
@@ -285,9 +221,7 @@ impl EventLog {
                 log.note_frame_seq(sid, uid, seq);
                 Ok(())
             }
-            EventLog::Redis(log) | EventLog::OnBus(Some(log)) => {
-                log.note_frame_seq(sid, uid, seq).await
-            }
+            EventLog::OnBus(Some(log)) => log.note_frame_seq(sid, uid, seq).await,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The history's semantics, the same in memory and in Redis.
+//! The history's semantics in memory (the embedded default), and what is kept beside the bus's
+//! stream on NATS: frame seqs in Redis, nothing else.
 
 use std::time::Duration;
 
@@ -10,19 +11,17 @@ use super::*;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-async fn backends(window: Window) -> Vec<(EventLog, Limiter)> {
+async fn redis() -> Limiter {
     let prefix = format!("t{}", Uuid::new_v4().simple());
-    let redis = Limiter::redis(REDIS, &prefix)
+    Limiter::redis(REDIS, &prefix)
         .await
-        .expect("Redis on 127.0.0.1:6379 (scripts/services starts it)");
-    let memory = Limiter::memory();
-    vec![
-        (
-            EventLog::for_deployment(&memory, true, Some(window)),
-            memory,
-        ),
-        (EventLog::for_deployment(&redis, false, Some(window)), redis),
-    ]
+        .expect("Redis on 127.0.0.1:6379 (scripts/services starts it)")
+}
+
+/// The embedded default's history, with a limiter of each kind beside it.
+async fn backends(window: Window) -> Vec<(EventLog, Limiter)> {
+    let log = EventLog::for_deployment(&Limiter::memory(), true, Some(window));
+    vec![(log.clone(), Limiter::memory()), (log, redis().await)]
 }
 
 fn window(events: usize) -> Window {
@@ -62,12 +61,7 @@ async fn a_reconnecting_user_gets_what_was_meant_for_them_after_since_in_order()
         ] {
             appended.push(log.append(sid, to, kind, &payload(n)).await.unwrap());
         }
-        assert_eq!(
-            appended,
-            [1, 2, 3, 4, 5].map(Some),
-            "remote: {}",
-            log.is_remote()
-        );
+        assert_eq!(appended, [1, 2, 3, 4, 5].map(Some));
         // another session counts on its own
         assert_eq!(
             log.append(other_sid, Some(a), HistoryKind::Nudge, &payload(9))
@@ -124,7 +118,7 @@ async fn since_before_the_window_or_after_the_newest_id_is_gone() {
             } => {
                 assert!((2..=396).contains(&oldest), "{oldest}")
             }
-            other => panic!("remote {}: {other:?}", log.is_remote()),
+            other => panic!("{other:?}"),
         }
         // the last five are always held, each with its own payload (of varying lengths)
         let last = log
@@ -164,12 +158,7 @@ async fn events_older_than_the_window_are_gone() {
         );
         tokio::time::sleep(Duration::from_millis(450)).await;
         let snap = log.snapshot(sid, a, Some(0)).await.unwrap();
-        assert_eq!(
-            snap.replay,
-            Some(Replay::Gone { oldest: None }),
-            "remote: {}",
-            log.is_remote()
-        );
+        assert_eq!(snap.replay, Some(Replay::Gone { oldest: None }));
         // the counter goes on: ids never go back
         assert_eq!(
             log.append(sid, Some(a), HistoryKind::Nudge, &payload(2))
@@ -235,9 +224,7 @@ async fn a_batch_appends_in_order_and_its_limits_hold_within_it() {
                 Once::Limited,
                 Once::Sent(Some(2)),
                 Once::Sent(Some(3))
-            ],
-            "remote: {}",
-            log.is_remote()
+            ]
         );
         // the next batch knows a's window is taken without asking, and the ids go on
         let outcomes = log
@@ -253,35 +240,11 @@ async fn a_batch_appends_in_order_and_its_limits_hold_within_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_after_redis_forgot_the_script_appends_each_once() {
-    let (log, limiter) = backends(window(1_000)).await.pop().unwrap();
-    let Limiter::Redis { conn, .. } = &limiter else {
-        panic!("the last backend is Redis");
-    };
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn.clone())
-        .await
-        .unwrap();
-    let sid = Uuid::new_v4();
-    let batch: Vec<Pending> = (1..=3)
-        .map(|n| Pending {
-            sid,
-            to: None,
-            kind: HistoryKind::Speaker,
-            payload: payload(n),
-            once: None,
-        })
-        .collect();
-    let outcomes = log.append_many(&limiter, &batch).await.unwrap();
-    assert_eq!(outcomes, [1, 2, 3].map(|id| Once::Sent(Some(id))));
-    let snap = log.snapshot(sid, Uuid::new_v4(), Some(0)).await.unwrap();
-    assert_eq!(snap.head, Some(3));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_frame_seq_only_rises() {
-    for (log, _) in backends(window(10)).await {
+    let on_nats = EventLog::for_deployment(&redis().await, false, Some(window(10)));
+    assert!(on_nats.keeps_frame_seqs_remotely());
+    let embedded = EventLog::for_deployment(&Limiter::memory(), true, Some(window(10)));
+    for log in [embedded, on_nats] {
         let (sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         assert_eq!(
             log.snapshot(sid, a, None).await.unwrap().last_frame_seq,
@@ -302,23 +265,32 @@ async fn the_last_frame_seq_only_rises() {
 }
 
 #[tokio::test]
-async fn without_a_shared_store_there_is_no_history() {
-    // NATS without Redis: producers and gateways share nothing to keep it in
-    let log = EventLog::for_deployment(&Limiter::memory(), false, Some(window(10)));
-    assert!(!log.is_on());
-    let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
-    assert_eq!(
-        log.append(sid, Some(a), HistoryKind::Nudge, &payload(1))
-            .await
-            .unwrap(),
-        None
-    );
-    let snap = log.snapshot(sid, a, Some(3)).await.unwrap();
-    assert_eq!(
-        (snap.head, snap.replay),
-        (None, Some(Replay::Gone { oldest: None }))
-    );
-    assert!(!EventLog::for_deployment(&Limiter::memory(), true, None).is_on());
+async fn on_nats_producers_append_nothing_and_the_bus_keeps_the_events() {
+    // with Redis or without: the stream numbers the events, the log only the frame seqs
+    for limiter in [Limiter::memory(), redis().await] {
+        let log = EventLog::for_deployment(&limiter, false, Some(window(10)));
+        assert!(log.is_on_bus() && !log.is_on());
+        let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(
+            log.append(sid, Some(a), HistoryKind::Nudge, &payload(1))
+                .await
+                .unwrap(),
+            None
+        );
+        let snap = log.snapshot(sid, a, Some(3)).await.unwrap();
+        assert_eq!(
+            (snap.head, snap.replay),
+            (None, None),
+            "the gateway reads them"
+        );
+    }
+    let off = EventLog::for_deployment(&Limiter::memory(), false, None);
+    assert!(!off.is_on() && !off.is_on_bus());
+    let snap = off
+        .snapshot(Uuid::new_v4(), Uuid::new_v4(), Some(3))
+        .await
+        .unwrap();
+    assert_eq!(snap.replay, Some(Replay::Gone { oldest: None }));
 }
 
 #[test]

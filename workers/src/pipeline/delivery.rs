@@ -1,7 +1,7 @@
 //! The way out for a nudge, whichever rule raised it: the per-(sid, uid)
-//! rate limit shared by every worker, the append to the session's history (its event id;
-//! with both in Redis, one round trip with the limit), the publish to the user's nudge
-//! subject, and the record for the report.
+//! rate limit shared by every worker, the append to the session's history (its event id, in
+//! the embedded default; on NATS the events stream numbers it as it is published), the publish
+//! to the user's nudge subject, and the record for the report.
 
 use std::time::Duration;
 
@@ -60,10 +60,10 @@ impl NudgeDelivery {
         }
     }
 
-    /// True when sending a nudge waits on the network (the limit or the history kept in
-    /// Redis): a frame loop should not wait on that between frames.
+    /// True when sending a nudge waits on the network (the limit kept in Redis): a frame
+    /// loop should not wait on that between frames.
     pub fn checks_remotely(&self) -> bool {
-        (self.window.is_some() && self.limiter.is_remote()) || self.events.is_remote()
+        self.window.is_some() && self.limiter.is_remote()
     }
 
     /// The session histories nudges are appended to (speaker events go there too).
@@ -140,9 +140,9 @@ impl NudgeDelivery {
         true
     }
 
-    /// Delivers the nudges `raised` yields until every sender is gone, asking the limit and
-    /// the history about all that queued up while the previous round trip was out, in one
-    /// round trip: one nudge alone goes at once, a busy stream shares the cost.
+    /// Delivers the nudges `raised` yields until every sender is gone, the ones that queued
+    /// up while the previous limit checks were out together: one nudge alone goes at once,
+    /// and a window this process learned is taken meanwhile costs the next ones nothing.
     pub async fn deliver_raised(self, mut raised: mpsc::Receiver<Raised>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while raised.recv_many(&mut batch, MAX_BATCH).await > 0 {

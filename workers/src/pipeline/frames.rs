@@ -5,10 +5,9 @@
 //! in range, and (from the [`SessionDirectory`] cache, not a query per frame) the session
 //! active or finalizing and the uid a member whose consent is granted.
 //!
-//! Frames are handled one after another on one subscription; a nudge whose limit check or
-//! history append is a Redis round trip is handed to a delivery task of the consumer's own
-//! (at most `IN_FLIGHT` waiting), so the frames behind it do not wait on the network, and the
-//! nudges raised while one round trip is out share the next; one for a (sid, uid) whose
+//! Frames are handled one after another on one subscription; a nudge whose limit check is a
+//! Redis round trip is handed to a delivery task of the consumer's own (at most `IN_FLIGHT`
+//! waiting), so the frames behind it do not wait on the network; one for a (sid, uid) whose
 //! window this process already knows is taken is dropped on the spot, so with the limit on
 //! only a frame that might nudge asks Redis.
 
