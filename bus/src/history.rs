@@ -1,4 +1,4 @@
-//! The resume history on NATS: a JetStream stream in memory (`<PREFIX>_EVENTS`) captures every
+//! The resume history on NATS: a JetStream stream on disk (`<PREFIX>_EVENTS`) captures every
 //! nudge, speaker event and poke as it is published, and its sequence numbers are the events'
 //! ids. One counter for the deployment, kept by the server that routes the events anyway: ids
 //! increase within every session in the order gateways receive them, and no producer waits on
@@ -8,13 +8,25 @@
 //! Each gateway follows the stream with an ordered consumer (its live feed: every event with
 //! its id, in order) and reads a resuming socket's missed events back by subject and sequence
 //! (direct gets), so no consumer lives per socket.
+//!
+//! On disk, so a NATS server that restarts keeps the stream and its ids: the ordered consumer
+//! picks up after the last id it delivered, and a phone's `since` still means what it did. A
+//! stream that is made anew all the same (deleted, or a server that lost its store) would start
+//! its ids again, and a phone's `since` could then name another event: [`EventStream::made_at`]
+//! tells a follower, which moves the new stream's ids past the old ones
+//! ([`EventStream::continue_after`]) and starts over.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 
 use crate::{BusError, BusMessage, Headers, Subjects};
+
+/// How far past the newest id a follower knew a stream made anew starts: followers are a few
+/// events apart at most, so whichever moves the ids first moves them past every follower's.
+pub const RESTART_GAP: u64 = 1_000_000;
 
 /// How much the stream keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +60,18 @@ pub struct EventStream {
     client: async_nats::Client,
     stream: stream::Stream,
     per_subject: u64,
+    config: stream::Config,
+}
+
+/// A live feed of the stream from some point on.
+pub struct Following {
+    /// The newest id when the feed started; the feed brings every later one, in order.
+    pub head: u64,
+    /// The oldest id the stream held then (`None`: none).
+    pub oldest: Option<u64>,
+    /// When the stream followed was made ([`EventStream::made_at`]).
+    pub made: i128,
+    pub events: BoxStream<'static, Logged>,
 }
 
 fn js_error(e: impl std::fmt::Display) -> BusError {
@@ -69,7 +93,7 @@ impl EventStream {
                 subjects.all_speakers(),
                 subjects.all_pokes(),
             ],
-            storage: stream::StorageType::Memory,
+            storage: stream::StorageType::File,
             max_age: keep.max_age,
             max_messages_per_subject: i64::try_from(keep.per_subject).unwrap_or(i64::MAX),
             discard: stream::DiscardPolicy::Old,
@@ -85,18 +109,52 @@ impl EventStream {
             client: client.clone(),
             stream,
             per_subject: keep.per_subject,
+            config,
         })
     }
 
-    /// The newest id when called, and every event after it as it arrives, in order.
-    pub async fn follow(&self) -> Result<(u64, impl Stream<Item = Logged>), BusError> {
-        let head = self
+    /// When the stream now on the server was made (ns since the epoch), making it again
+    /// if it is gone. A value other than a feed's [`Following::made`] means the stream was
+    /// made anew since: its ids started again, and the feed waits for ids that will mean
+    /// other events.
+    pub async fn made_at(&self) -> Result<i128, BusError> {
+        let js = jetstream::new(self.client.clone());
+        let stream = js
+            .get_or_create_stream(self.config.clone())
+            .await
+            .map_err(js_error)?;
+        Ok(stream.cached_info().created.unix_timestamp_nanos())
+    }
+
+    /// Moves the ids of a stream made anew past `known` (the newest id the caller had handed
+    /// out) and [`RESTART_GAP`], unless they are past `known` already (another follower moved
+    /// them): ids never go back, so a `since` from the old stream reads as gone, never as an
+    /// event of the new one. What the new stream took before is dropped; it went out while the
+    /// followers switched over, and their sockets get `server.resync`.
+    pub async fn continue_after(&self, known: u64) -> Result<(), BusError> {
+        let last = self
             .stream
             .get_info()
             .await
             .map_err(js_error)?
             .state
             .last_sequence;
+        if last > known {
+            return Ok(());
+        }
+        // a purge up to a sequence past the last makes it the next one
+        self.stream
+            .purge()
+            .sequence(known.saturating_add(RESTART_GAP + 1))
+            .await
+            .map_err(js_error)?;
+        Ok(())
+    }
+
+    /// Every event after the newest one when called, as it arrives, in order.
+    pub async fn follow(&self) -> Result<Following, BusError> {
+        let info = self.stream.get_info().await.map_err(js_error)?;
+        let head = info.state.last_sequence;
         let consumer = self
             .stream
             .create_consumer(consumer::push::OrderedConfig {
@@ -131,7 +189,12 @@ impl EventStream {
                 }
             }
         });
-        Ok((head, feed))
+        Ok(Following {
+            head,
+            oldest: (info.state.messages > 0).then_some(info.state.first_sequence),
+            made: info.created.unix_timestamp_nanos(),
+            events: feed.boxed(),
+        })
     }
 
     /// The events on `subjects` with an id after `since` and up to `through` (the live feed

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use inside_bus::history::{EventStream, Logged, Missed, Retention};
+use inside_bus::history::{EventStream, Logged, Missed, Retention, RESTART_GAP};
 use inside_bus::{Bus, Subjects};
 use uuid::Uuid;
 
@@ -48,8 +48,8 @@ async fn the_feed_numbers_events_in_order_and_a_resume_reads_back_only_its_own()
     let (bus, stream) = setup(3).await;
     let s = bus.subjects().clone();
     let (sid, uid, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let (head, feed) = stream.follow().await.expect("follow");
-    let mut feed = Box::pin(feed);
+    let following = stream.follow().await.expect("follow");
+    let (head, mut feed) = (following.head, following.events);
     let published = [
         s.nudges(sid, uid),
         s.nudges(sid, other),
@@ -111,8 +111,8 @@ async fn events_pushed_out_of_their_subject_or_never_reached_are_gone() {
     let (bus, stream) = setup(3).await;
     let s = bus.subjects().clone();
     let (sid, uid) = (Uuid::new_v4(), Uuid::new_v4());
-    let (head, feed) = stream.follow().await.expect("follow");
-    let mut feed = Box::pin(feed);
+    let following = stream.follow().await.expect("follow");
+    let (head, mut feed) = (following.head, following.events);
     // one at a time, each delivered before the next pushes the oldest out
     let mut last = head;
     for n in 0..5 {
@@ -145,4 +145,90 @@ async fn events_pushed_out_of_their_subject_or_never_reached_are_gone() {
         Missed::Gone { .. }
     ));
     drop_stream(&bus).await;
+}
+
+#[tokio::test]
+async fn a_stream_made_anew_tells_its_followers_by_when_it_was_made() {
+    let (bus, stream) = setup(3).await;
+    let following = stream.follow().await.expect("follow");
+    assert_eq!(stream.made_at().await.expect("made_at"), following.made);
+    drop_stream(&bus).await;
+    // gone: made again, and so made later
+    let again = stream.made_at().await.expect("made again");
+    assert_ne!(again, following.made);
+    assert_eq!(stream.made_at().await.expect("made_at"), again);
+    // its ids go on past those a follower knew, once
+    stream.continue_after(7).await.expect("continue_after");
+    stream.continue_after(7).await.expect("continue_after");
+    let following = stream.follow().await.expect("follow");
+    let mut feed = following.events;
+    assert_eq!(following.head, 7 + RESTART_GAP);
+    bus.publish(bus.subjects().pokes(Uuid::new_v4()), "{}".into())
+        .await
+        .expect("publish");
+    assert_eq!(next(&mut feed).await.id, 8 + RESTART_GAP);
+    drop_stream(&bus).await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_keeps_the_ids_and_the_feed_goes_on_after_them() {
+    let mut nats = inside_testkit::nats_server::NatsServer::with_jetstream();
+    let bus = Bus::connect_nats(&nats.url(), "event-stream-test", Subjects::new("restart"))
+        .await
+        .expect("the test's own nats-server");
+    let client = bus.nats().expect("a NATS bus").clone();
+    let keep = Retention {
+        per_subject: 100,
+        max_age: Duration::from_secs(60),
+    };
+    let stream = EventStream::ensure(&client, bus.subjects(), keep)
+        .await
+        .expect("the events stream");
+    let following = stream.follow().await.expect("follow");
+    let (head, mut feed) = (following.head, following.events);
+    let (sid, uid) = (Uuid::new_v4(), Uuid::new_v4());
+    let subject = bus.subjects().nudges(sid, uid);
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        bus.publish(subject.clone(), format!("{n}").into())
+            .await
+            .expect("publish");
+        ids.push(next(&mut feed).await.id);
+    }
+
+    nats.restart();
+    // a publish into the connection the kill broke is lost (core NATS): wait for an answer
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let made = loop {
+        match stream.made_at().await {
+            Ok(made) => break made,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("waiting for the restarted server: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the restarted server did not answer within 30 s: {e}"),
+        }
+    };
+    assert_eq!(made, following.made, "the same stream, kept on disk");
+    // published once the client is back: the same stream numbers them after the others
+    for n in 2..4 {
+        bus.publish(subject.clone(), format!("{n}").into())
+            .await
+            .expect("publish");
+        let logged = tokio::time::timeout(Duration::from_secs(30), feed.next())
+            .await
+            .expect("the feed goes on within 30 s of the restart")
+            .expect("the feed goes on");
+        ids.push(logged.id);
+    }
+    assert_eq!(ids, (head + 1..=head + 4).collect::<Vec<_>>());
+    let Missed::Events(missed) = stream
+        .missed(std::slice::from_ref(&subject), head, head + 4)
+        .await
+        .expect("read")
+    else {
+        panic!("all four are held");
+    };
+    let payloads: Vec<&[u8]> = missed.iter().map(|l| &l.msg.payload[..]).collect();
+    assert_eq!(payloads, [b"0", b"1", b"2", b"3"]);
 }

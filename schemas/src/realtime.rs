@@ -283,7 +283,8 @@ pub struct Joined {
     pub last_frame_seq: Option<i64>,
 }
 
-/// `server.resync` payload: the events after `since` are no longer held.
+/// `server.resync` payload: the events after `since` are no longer held. First on a resumed
+/// socket, or mid-stream when the history was made anew and its ids started again.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resync {
@@ -291,7 +292,7 @@ pub struct Resync {
     pub reason: String,
     /// The oldest `event_id` still held (null: none).
     pub oldest_event_id: Option<u64>,
-    /// The session's newest `event_id`; live events after this one follow.
+    /// The session's newest `event_id`; live events after this one follow (the next `since`).
     pub last_event_id: Option<u64>,
 }
 

@@ -11,109 +11,15 @@ mod common;
 use std::time::Duration;
 
 use common::audio::{model_dir, pcm, voice};
+use common::history::{drain_until, ids, joined, seen, Reference, Seen, T};
 use common::worker::start_worker;
 use common::ws::{try_connect, ws_url, Ws};
 use common::*;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-const T: Duration = Duration::from_secs(5);
 const NATS: &str = "nats://127.0.0.1:4222";
 const REDIS: &str = "redis://127.0.0.1:6379";
-
-/// A history event as a socket saw it: type, event id, payload.
-type Seen = (String, u64, Value);
-
-fn seen(m: &Value) -> Seen {
-    let id = m["event_id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("a history event without an event_id: {m}"));
-    (
-        m["type"].as_str().unwrap().to_string(),
-        id,
-        m["payload"].clone(),
-    )
-}
-
-fn is_history(m: &Value) -> bool {
-    ["server.nudge", "server.poke", "server.speaker"].contains(&m["type"].as_str().unwrap_or(""))
-}
-
-/// The first message of every socket.
-async fn joined(ws: &mut Ws) -> Value {
-    let m = ws.next_json(T).await.expect("server.joined");
-    assert_eq!(m["type"], "server.joined", "{m}");
-    m["payload"].clone()
-}
-
-/// Every history event on `ws` until it is quiet for `quiet`.
-async fn drain(ws: &mut Ws, quiet: Duration) -> Vec<Seen> {
-    let mut out = Vec::new();
-    while let Some(m) = ws.next_json(quiet).await {
-        if is_history(&m) {
-            out.push(seen(&m));
-        }
-    }
-    out
-}
-
-/// Every history event on `ws` until those with the ids of `want` have arrived (or `T` has
-/// passed), then until it is quiet: a loaded machine can stall a socket for longer than any
-/// quiet period, and what comes after the wanted events (a duplicate) must still be seen.
-async fn drain_until(ws: &mut Ws, want: &[u64]) -> Vec<Seen> {
-    let deadline = tokio::time::Instant::now() + T;
-    let mut missing: std::collections::HashSet<u64> = want.iter().copied().collect();
-    let mut out: Vec<Seen> = Vec::new();
-    while !missing.is_empty() {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match ws.next_json(left).await {
-            Some(m) if is_history(&m) => {
-                let e = seen(&m);
-                missing.remove(&e.1);
-                out.push(e);
-            }
-            Some(_) => {}
-            None => break,
-        }
-    }
-    out.extend(drain(ws, Duration::from_millis(200)).await);
-    out
-}
-
-fn ids(events: &[Seen]) -> Vec<u64> {
-    events.iter().map(|e| e.1).collect()
-}
-
-/// A socket of the resuming user that stays up: every history event it gets, in order, is
-/// what the resumed socket must end up with.
-struct Reference {
-    ws: Ws,
-    seen: Vec<Seen>,
-}
-
-impl Reference {
-    /// Waits for the next history event matching `want`, recording everything on the way.
-    async fn until(&mut self, want: impl Fn(&Seen) -> bool) -> Seen {
-        loop {
-            let m = self.ws.next_json(T).await.expect("the awaited event");
-            if is_history(&m) {
-                let e = seen(&m);
-                self.seen.push(e.clone());
-                if want(&e) {
-                    return e;
-                }
-            }
-        }
-    }
-
-    /// An over-threshold frame from this socket, and the nudge it causes.
-    async fn nudge(&mut self, seq: i64, pace: Duration) -> Seen {
-        tokio::time::sleep(pace).await;
-        self.ws.frame(6.0, seq).await;
-        self.until(|e| e.0 == "server.nudge" && e.2["frame_seq"] == seq)
-            .await
-    }
-}
 
 async fn poke(api: &Api, from: &Value, rid: &str) -> String {
     let (s, poke) = api
@@ -222,7 +128,7 @@ async fn a_dropped_phone_gets_what_it_missed_once_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_phone_resumes_on_another_gateway_with_the_same_ids() {
-    // the nudge limit on and in Redis: the limit and the append are one script
+    // the nudge limit on, in Redis
     let g1 = spawn_app_with(
         Db::Postgres,
         &[

@@ -1,6 +1,7 @@
 //! A nats-server of a test's own: the shipped configuration (`deploy/nats/nats-server.conf`,
 //! identities and subject permissions) or one the test writes, on a free loopback port with a
-//! temporary JetStream directory, killed when dropped. A missing `nats-server` binary fails
+//! temporary JetStream directory, killed when dropped, and restarted on demand with the same
+//! port, configuration and store (what an operator's restart does). A missing `nats-server` binary fails
 //! the test: the secured bus is not something to skip silently.
 
 use std::io::{BufRead, BufReader};
@@ -45,8 +46,10 @@ pub struct NatsServer {
     child: Child,
     pub port: u16,
     log: Arc<Mutex<Vec<String>>>,
+    config: PathBuf,
+    env: Vec<(&'static str, String)>,
     /// The configuration and JetStream store, removed with the server.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl NatsServer {
@@ -55,12 +58,12 @@ impl NatsServer {
     pub fn shipped() -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = dir.path().join("jetstream");
-        let mut env: Vec<(&str, String)> = [GATEWAY, WORKER, RESEARCHER]
+        let mut env: Vec<(&'static str, String)> = [GATEWAY, WORKER, RESEARCHER]
             .iter()
             .map(|i| (i.env, i.password.to_string()))
             .collect();
         env.push(("INSIDE_NATS_STORE_DIR", store.display().to_string()));
-        Self::start(dir, &shipped_config(), &env)
+        Self::start(dir, shipped_config(), env)
     }
 
     /// A configuration of the test's own, written to a file in the server's directory.
@@ -68,56 +71,56 @@ impl NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nats-server.conf");
         std::fs::write(&path, config).expect("writing the nats-server config");
-        Self::start(dir, &path, &[])
+        Self::start(dir, path, Vec::new())
     }
 
-    fn start(dir: tempfile::TempDir, config: &Path, env: &[(&str, String)]) -> NatsServer {
+    /// No identities, JetStream on with its store in the server's directory (kept across
+    /// [`NatsServer::restart`]).
+    pub fn with_jetstream() -> NatsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("jetstream");
+        let path = dir.path().join("nats-server.conf");
+        std::fs::write(
+            &path,
+            format!("jetstream {{ store_dir: \"{}\" }}\n", store.display()),
+        )
+        .expect("writing the nats-server config");
+        Self::start(dir, path, Vec::new())
+    }
+
+    fn start(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        env: Vec<(&'static str, String)>,
+    ) -> NatsServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let spawned = Command::new("nats-server")
-            .current_dir(dir.path())
-            .arg("-c")
-            .arg(config)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => panic!(
-                "cannot start nats-server ({e}): the secured-bus tests run their own from \
-                 deploy/nats/nats-server.conf; install it (scripts/services does) and put it on PATH"
-            ),
-        };
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            // keeps reading until the server ends, so it never blocks on a full pipe
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("Server is ready") {
-                    let _ = ready_tx.send(());
-                }
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        let server = NatsServer {
+        let child = spawn(dir.path(), &config, &env, port, &log);
+        NatsServer {
             child,
             port,
             log,
-            _dir: dir,
-        };
-        if ready_rx.recv_timeout(READY_WITHIN).is_err() {
-            panic!(
-                "nats-server not ready within {READY_WITHIN:?}:\n{}",
-                server.log()
-            );
+            config,
+            env,
+            dir,
         }
-        server
+    }
+
+    /// Stops the server (SIGKILL: nothing flushed beyond what it already wrote) and starts it
+    /// again on the same port, configuration and JetStream store; clients reconnect to it.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(
+            self.dir.path(),
+            &self.config,
+            &self.env,
+            self.port,
+            &self.log,
+        );
     }
 
     pub fn url(&self) -> String {
@@ -162,6 +165,53 @@ impl NatsServer {
             .cloned()
             .collect()
     }
+}
+
+/// Starts nats-server and waits until it says it is ready; its log lines go to `log`.
+fn spawn(
+    dir: &Path,
+    config: &Path,
+    env: &[(&'static str, String)],
+    port: u16,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> Child {
+    let spawned = Command::new("nats-server")
+        .current_dir(dir)
+        .arg("-c")
+        .arg(config)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "cannot start nats-server ({e}): the secured-bus tests run their own from \
+             deploy/nats/nats-server.conf; install it (scripts/services does) and put it on PATH"
+        ),
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        // keeps reading until the server ends, so it never blocks on a full pipe
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("Server is ready") {
+                let _ = ready_tx.send(());
+            }
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    if ready_rx.recv_timeout(READY_WITHIN).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "nats-server not ready within {READY_WITHIN:?}:\n{}",
+            log.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+        );
+    }
+    child
 }
 
 impl Drop for NatsServer {

@@ -353,8 +353,12 @@ impl SessionHub {
                 .into_iter()
                 .map(|(feed, sub)| tokio::spawn(feed_task(hub.clone(), feed, sub)))
                 .collect();
-            let stream = followed.map(|(stream, events)| {
-                tasks.push(tokio::spawn(events::feed_task(hub.clone(), events)));
+            let stream = followed.map(|(stream, following)| {
+                tasks.push(tokio::spawn(events::feed_task(
+                    hub.clone(),
+                    stream.clone(),
+                    following,
+                )));
                 stream
             });
             Ok::<_, BusError>(Feeds { tasks, stream })

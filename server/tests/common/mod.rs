@@ -4,6 +4,7 @@
 
 pub mod asyncapi;
 pub mod audio;
+pub mod history;
 pub mod process;
 pub mod worker;
 

@@ -1,15 +1,31 @@
 //! The hub's feed from the events stream (NATS with a resume window): every nudge, speaker
 //! event and poke of the deployment, in the stream's order, each numbered by it.
+//!
+//! The feed outlives NATS restarts: the stream is on disk and the ordered consumer picks up
+//! after the last id it delivered. A stream made anew (deleted, or lost with the server's
+//! store) starts its ids again, and a consumer picking up after the old ids would wait for
+//! events that never come, so the feed checks every [`STREAM_CHECK`] when the stream on the
+//! server was made; when that changed it moves the new stream's ids past the old ones, follows
+//! it from its newest id, and every socket held here gets `server.resync` (what was published
+//! meanwhile went nowhere).
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
+use std::time::Duration;
 
 use futures::StreamExt;
-use inside_bus::history::{EventStream, Logged, Retention};
+use inside_bus::history::{EventStream, Following, Logged, Retention};
 use inside_bus::inbound::reject;
 use inside_bus::BusError;
+use inside_schemas::{Resync, ServerMessageType};
 
-use super::{dispatch, holds, lock, Feed, HubInner};
+use super::{dispatch, holds, lock, session_sockets, Feed, HubInner, Outbound};
+use crate::realtime::protocol;
+
+/// How often the feed checks that the stream it follows is the one on the server.
+const STREAM_CHECK: Duration = Duration::from_secs(2);
+/// How long a feed whose stream ended waits before following again.
+const REFOLLOW_AFTER: Duration = Duration::from_secs(1);
 
 impl Feed {
     /// The feed of a subject of the events stream, by its kind token.
@@ -35,29 +51,106 @@ pub(super) async fn follow(
     subjects: &inside_bus::Subjects,
     keep: Retention,
     hub: &HubInner,
-) -> Result<(EventStream, impl futures::Stream<Item = Logged>), BusError> {
+) -> Result<(EventStream, Following), BusError> {
     let stream = EventStream::ensure(client, subjects, keep).await?;
-    let (head, events) = stream.follow().await?;
-    hub.last_event_id.store(head, Ordering::Release);
-    Ok((stream, events))
+    let following = stream.follow().await?;
+    hub.last_event_id.store(following.head, Ordering::Release);
+    Ok((stream, following))
 }
 
 /// Routes the events stream's events, each numbered by the stream, to the sockets held here
-/// until the hub goes; then records the id as handled (after the sockets have it, so a socket
-/// registered meanwhile that reads the older id gets it in its replay rather than not at all).
-pub(super) async fn feed_task(hub: Weak<HubInner>, events: impl futures::Stream<Item = Logged>) {
-    let mut events = std::pin::pin!(events);
-    while let Some(Logged { id, msg }) = events.next().await {
+/// until the hub goes, and follows a stream made anew (see the module's doc).
+pub(super) async fn feed_task(hub: Weak<HubInner>, stream: EventStream, mut following: Following) {
+    let mut check =
+        tokio::time::interval_at(tokio::time::Instant::now() + STREAM_CHECK, STREAM_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let restart = tokio::select! {
+            next = following.events.next() => match next {
+                Some(logged) => {
+                    let Some(hub) = hub.upgrade() else { return };
+                    route(&hub, logged).await;
+                    None
+                }
+                None => {
+                    tracing::warn!("the events stream's feed ended; following it again");
+                    tokio::time::sleep(REFOLLOW_AFTER).await;
+                    Some(Restart::Ended)
+                }
+            },
+            _ = check.tick() => match stream.made_at().await {
+                Ok(made) if made == following.made => None,
+                Ok(_) => {
+                    tracing::warn!("the events stream was made anew; following it from its newest event, and every socket gets server.resync");
+                    Some(Restart::MadeAnew)
+                }
+                // NATS away: the consumer picks up after its last id once it is back
+                Err(e) => {
+                    tracing::debug!(error = %e, "checking the events stream");
+                    None
+                }
+            },
+        };
+        let Some(restart) = restart else { continue };
         let Some(hub) = hub.upgrade() else { return };
-        let route = Feed::of_event(hub.bus.subjects(), &msg.subject)
-            .and_then(|feed| Some((feed, feed.route(&msg.subject)?)));
-        match route {
-            Some((_, route)) if holds(&lock(&hub), route) => {
-                dispatch(&hub, route, msg, Some(id)).await;
+        let known = hub.last_event_id.load(Ordering::Acquire);
+        let again = async {
+            if restart == Restart::MadeAnew {
+                stream.continue_after(known).await?;
             }
-            Some(_) => {}
-            None => reject("events", "subject", None),
+            stream.follow().await
+        };
+        match again.await {
+            Ok(again) => {
+                following = again;
+                resync_all(&hub, &following);
+            }
+            // tried again at the next check
+            Err(e) => tracing::warn!(error = %e, "following the events stream again failed"),
         }
-        hub.last_event_id.store(id, Ordering::Release);
     }
+}
+
+/// Why the feed follows the stream again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// The consumer's messages ended (the connection closed for good).
+    Ended,
+    /// The stream on the server is not the one followed.
+    MadeAnew,
+}
+
+/// Hands one event to the sockets concerned, then records its id as handled (after the
+/// sockets have it, so a socket registered meanwhile that reads the older id gets it in its
+/// replay rather than not at all).
+async fn route(hub: &HubInner, Logged { id, msg }: Logged) {
+    let route = Feed::of_event(hub.bus.subjects(), &msg.subject)
+        .and_then(|feed| Some((feed, feed.route(&msg.subject)?)));
+    match route {
+        Some((_, route)) if holds(&lock(hub), route) => {
+            dispatch(hub, route, msg, Some(id)).await;
+        }
+        Some(_) => {}
+        None => reject("events", "subject", None),
+    }
+    hub.last_event_id.store(id, Ordering::Release);
+}
+
+/// The ids start again from `following.head`: every socket held here is told, before any
+/// event of the new stream reaches it.
+fn resync_all(hub: &HubInner, following: &Following) {
+    hub.last_event_id.store(following.head, Ordering::Release);
+    let resync = Resync {
+        reason: "history_expired".into(),
+        oldest_event_id: following.oldest,
+        last_event_id: Some(following.head),
+    };
+    let st = lock(hub);
+    for &sid in st.sessions.keys() {
+        let text = protocol::server(ServerMessageType::Resync, sid, &resync);
+        for socket in session_sockets(&st, sid) {
+            super::push(socket, Outbound::Restart(text.clone().into()));
+        }
+    }
+    metrics::counter!("inside_events_stream_restarts_total").increment(1);
 }
