@@ -36,6 +36,8 @@ pub struct Retention {
     pub per_subject: u64,
     /// Events older than this are gone.
     pub max_age: Duration,
+    /// In nats-server's memory rather than on disk: lost when NATS restarts.
+    pub in_memory: bool,
 }
 
 /// One event read from the stream: its id (the stream sequence) and the message as published.
@@ -93,7 +95,11 @@ impl EventStream {
                 subjects.all_speakers(),
                 subjects.all_pokes(),
             ],
-            storage: stream::StorageType::File,
+            storage: if keep.in_memory {
+                stream::StorageType::Memory
+            } else {
+                stream::StorageType::File
+            },
             max_age: keep.max_age,
             max_messages_per_subject: i64::try_from(keep.per_subject).unwrap_or(i64::MAX),
             discard: stream::DiscardPolicy::Old,
@@ -101,10 +107,18 @@ impl EventStream {
             ..Default::default()
         };
         let js = jetstream::new(client.clone());
-        js.create_or_update_stream(config.clone())
-            .await
-            .map_err(js_error)?;
+        let updated = js.create_or_update_stream(config.clone()).await;
         let stream = js.get_stream(&config.name).await.map_err(js_error)?;
+        if let Err(e) = updated {
+            // the one change an update cannot make is where the stream is kept (the setting
+            // changed, or the stream predates it): the one there serves, and the change takes
+            // effect when it is made anew (a memory stream at NATS's next restart)
+            let held = stream.cached_info().config.storage;
+            if held == config.storage {
+                return Err(js_error(e));
+            }
+            tracing::warn!(stream = %config.name, ?held, wanted = ?config.storage, "the events stream is kept elsewhere than WEBSOCKET_RESUME_IN_MEMORY says; following it as it is (delete it to have it made anew: every socket then gets server.resync)");
+        }
         Ok(Self {
             client: client.clone(),
             stream,

@@ -24,6 +24,7 @@ async fn setup(per_subject: u64) -> (Bus, EventStream) {
         Retention {
             per_subject,
             max_age: Duration::from_secs(60),
+            in_memory: false,
         },
     )
     .await
@@ -180,6 +181,7 @@ async fn a_restarted_server_keeps_the_ids_and_the_feed_goes_on_after_them() {
     let keep = Retention {
         per_subject: 100,
         max_age: Duration::from_secs(60),
+        in_memory: false,
     };
     let stream = EventStream::ensure(&client, bus.subjects(), keep)
         .await
@@ -231,4 +233,78 @@ async fn a_restarted_server_keeps_the_ids_and_the_feed_goes_on_after_them() {
     };
     let payloads: Vec<&[u8]> = missed.iter().map(|l| &l.msg.payload[..]).collect();
     assert_eq!(payloads, [b"0", b"1", b"2", b"3"]);
+}
+
+#[tokio::test]
+async fn a_stream_kept_elsewhere_than_configured_is_followed_as_it_is() {
+    let (bus, _on_disk) = setup(3).await;
+    drop_stream(&bus).await;
+    let client = bus.nats().expect("NATS").clone();
+    let mut keep = Retention {
+        per_subject: 3,
+        max_age: Duration::from_secs(60),
+        in_memory: true,
+    };
+    let in_memory = EventStream::ensure(&client, bus.subjects(), keep)
+        .await
+        .expect("made in memory");
+    let made = in_memory.made_at().await.expect("made_at");
+    // a gateway configured for disk: no error, the same stream
+    keep.in_memory = false;
+    let followed = EventStream::ensure(&client, bus.subjects(), keep)
+        .await
+        .expect("the stream as it is");
+    assert_eq!(followed.made_at().await.expect("made_at"), made);
+    let js = async_nats::jetstream::new(client);
+    let mut held = js
+        .get_stream(bus.subjects().events_stream())
+        .await
+        .expect("the stream");
+    assert_eq!(
+        held.info().await.expect("info").config.storage,
+        async_nats::jetstream::stream::StorageType::Memory
+    );
+    drop_stream(&bus).await;
+}
+
+#[tokio::test]
+async fn the_shipped_gateway_identity_may_make_follow_read_and_move_the_stream() {
+    use inside_testkit::nats_server::{NatsServer, GATEWAY};
+    let nats = NatsServer::shipped();
+    let client = nats.connect(GATEWAY).await;
+    let subjects = Subjects::new("inside");
+    let keep = Retention {
+        per_subject: 10,
+        max_age: Duration::from_secs(60),
+        in_memory: false,
+    };
+    let stream = EventStream::ensure(&client, &subjects, keep)
+        .await
+        .expect("made by the gateway identity");
+    stream.made_at().await.expect("checked");
+    stream.continue_after(5).await.expect("ids moved");
+    let following = stream.follow().await.expect("followed");
+    assert_eq!(following.head, 5 + RESTART_GAP);
+    // a poke: what the gateway itself publishes there
+    let (sid, uid) = (Uuid::new_v4(), Uuid::new_v4());
+    let subject = subjects.pokes(uid);
+    client
+        .publish(subject.clone(), "{}".into())
+        .await
+        .expect("publish");
+    let mut feed = following.events;
+    assert_eq!(next(&mut feed).await.id, 6 + RESTART_GAP);
+    let Missed::Events(read) = stream
+        .missed(
+            &[subject, subjects.nudges(sid, uid)],
+            5 + RESTART_GAP,
+            6 + RESTART_GAP,
+        )
+        .await
+        .expect("read back")
+    else {
+        panic!("held");
+    };
+    assert_eq!(read.len(), 1);
+    assert_eq!(nats.violations(), Vec::<String>::new());
 }

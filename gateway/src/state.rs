@@ -151,6 +151,7 @@ impl AppState {
                 .map(|(events, max_age)| inside_bus::history::Retention {
                     per_subject: events as u64,
                     max_age,
+                    in_memory: settings.websocket_resume_in_memory,
                 }),
         );
         hub.start_presence(crate::realtime::PresenceTimers {

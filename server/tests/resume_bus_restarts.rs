@@ -78,6 +78,7 @@ async fn a_nats_restart_keeps_the_event_ids_and_a_resume_across_it_misses_nothin
     let (app, a, sid) = (&c.app, &c.a, c.sid.clone());
     let reference = &mut c.reference;
     let mut wa = Ws::connect(app.addr, &sid, token(a)).await;
+    joined(&mut wa).await;
     for seq in 1..=3 {
         reference.nudge(seq, Duration::ZERO).await;
     }

@@ -100,6 +100,9 @@ pub struct Settings {
     pub websocket_resume_events: usize,
     /// Seconds an event stays in the history.
     pub websocket_resume_seconds: f64,
+    /// On NATS: the events stream in nats-server's memory rather than on disk (a NATS restart
+    /// then loses it, and every socket gets `server.resync`).
+    pub websocket_resume_in_memory: bool,
     /// Seconds a connection (new, or kept alive between requests) has to send a request head.
     pub http_header_read_timeout: f64,
     /// Seconds without a byte read or written after which an HTTP connection (not a
@@ -242,6 +245,7 @@ impl Settings {
             )?,
             websocket_resume_events: r.ranged("WEBSOCKET_RESUME_EVENTS", 1_000, 0, 100_000)?,
             websocket_resume_seconds: r.float("WEBSOCKET_RESUME_SECONDS", 120.0, 1.0, 86_400.0)?,
+            websocket_resume_in_memory: r.boolean("WEBSOCKET_RESUME_IN_MEMORY", false)?,
             http_header_read_timeout: r.float("HTTP_HEADER_READ_TIMEOUT", 30.0, 0.05, 3600.0)?,
             http_idle_timeout: r.float("HTTP_IDLE_TIMEOUT", 60.0, 0.05, 86400.0)?,
             http_max_connections_per_client: r.ranged(

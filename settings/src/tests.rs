@@ -95,6 +95,7 @@ fn the_resume_history_defaults_to_a_thousand_events_for_two_minutes() {
         s.resume_window(),
         Some((50, std::time::Duration::from_millis(2_500)))
     );
+    assert!(!s.websocket_resume_in_memory, "on disk unless asked");
     let off = Settings::from_map(&map(&[("WEBSOCKET_RESUME_EVENTS", "0")])).unwrap();
     assert_eq!(off.resume_window(), None);
     for (k, v) in [
