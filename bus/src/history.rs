@@ -130,7 +130,7 @@ impl EventStream {
     /// When the stream now on the server was made (ns since the epoch), making it again
     /// if it is gone. A value other than a feed's [`Following::made`] means the stream was
     /// made anew since: its ids started again, and the feed waits for ids that will mean
-    /// other events.
+    /// other events (until [`EventStream::continue_after`] moves them).
     pub async fn made_at(&self) -> Result<i128, BusError> {
         let js = jetstream::new(self.client.clone());
         let stream = js

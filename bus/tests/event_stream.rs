@@ -12,23 +12,24 @@ use uuid::Uuid;
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
+/// The last `per_subject` events of each subject for a minute, on disk.
+fn on_disk(per_subject: u64) -> Retention {
+    Retention {
+        per_subject,
+        max_age: Duration::from_secs(60),
+        in_memory: false,
+    }
+}
+
 async fn setup(per_subject: u64) -> (Bus, EventStream) {
     let prefix = format!("t{}", Uuid::new_v4().simple());
     let bus = Bus::connect_nats(NATS, "event-stream-test", Subjects::new(prefix))
         .await
         .expect("nats-server with JetStream on 127.0.0.1:4222 (scripts/test starts it)");
     let client = bus.nats().expect("a NATS bus").clone();
-    let stream = EventStream::ensure(
-        &client,
-        bus.subjects(),
-        Retention {
-            per_subject,
-            max_age: Duration::from_secs(60),
-            in_memory: false,
-        },
-    )
-    .await
-    .expect("the events stream");
+    let stream = EventStream::ensure(&client, bus.subjects(), on_disk(per_subject))
+        .await
+        .expect("the events stream");
     (bus, stream)
 }
 
@@ -178,12 +179,7 @@ async fn a_restarted_server_keeps_the_ids_and_the_feed_goes_on_after_them() {
         .await
         .expect("the test's own nats-server");
     let client = bus.nats().expect("a NATS bus").clone();
-    let keep = Retention {
-        per_subject: 100,
-        max_age: Duration::from_secs(60),
-        in_memory: false,
-    };
-    let stream = EventStream::ensure(&client, bus.subjects(), keep)
+    let stream = EventStream::ensure(&client, bus.subjects(), on_disk(100))
         .await
         .expect("the events stream");
     let following = stream.follow().await.expect("follow");
@@ -240,17 +236,16 @@ async fn a_stream_kept_elsewhere_than_configured_is_followed_as_it_is() {
     let (bus, _on_disk) = setup(3).await;
     drop_stream(&bus).await;
     let client = bus.nats().expect("NATS").clone();
-    let mut keep = Retention {
-        per_subject: 3,
-        max_age: Duration::from_secs(60),
+    let keep = on_disk(3);
+    let in_memory = Retention {
         in_memory: true,
+        ..keep
     };
-    let in_memory = EventStream::ensure(&client, bus.subjects(), keep)
+    let in_memory = EventStream::ensure(&client, bus.subjects(), in_memory)
         .await
         .expect("made in memory");
     let made = in_memory.made_at().await.expect("made_at");
     // a gateway configured for disk: no error, the same stream
-    keep.in_memory = false;
     let followed = EventStream::ensure(&client, bus.subjects(), keep)
         .await
         .expect("the stream as it is");
@@ -273,12 +268,7 @@ async fn the_shipped_gateway_identity_may_make_follow_read_and_move_the_stream()
     let nats = NatsServer::shipped();
     let client = nats.connect(GATEWAY).await;
     let subjects = Subjects::new("inside");
-    let keep = Retention {
-        per_subject: 10,
-        max_age: Duration::from_secs(60),
-        in_memory: false,
-    };
-    let stream = EventStream::ensure(&client, &subjects, keep)
+    let stream = EventStream::ensure(&client, &subjects, on_disk(10))
         .await
         .expect("made by the gateway identity");
     stream.made_at().await.expect("checked");

@@ -110,7 +110,7 @@ pub fn describe_metrics() {
             ("inside_ws_sockets_refused_total", "Socket upgrades refused, by the cap hit"),
             ("inside_ws_resumes_total", "Reconnecting sockets, by outcome (replayed or resync)"),
             ("inside_ws_replayed_events_total", "Events replayed to reconnecting sockets"),
-            ("inside_events_stream_restarts_total", "Times the events stream was found made anew, its ids started again (every socket got server.resync)"),
+            ("inside_events_stream_restarts_total", "Times the gateway followed the events stream again (made anew, or its feed ended): every socket got server.resync"),
             ("inside_nudges_delivered_total", "Nudges handed to sockets"),
             ("inside_speakers_delivered_total", "Speaker events handed to sockets"),
             ("inside_presence_expired_total", "Participants of a silent gateway dropped from presence"),

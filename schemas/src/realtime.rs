@@ -284,7 +284,7 @@ pub struct Joined {
 }
 
 /// `server.resync` payload: the events after `since` are no longer held. First on a resumed
-/// socket, or mid-stream when the history was made anew and its ids started again.
+/// socket, or mid-stream when the history was made anew (its ids go on past the old ones).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resync {
@@ -294,6 +294,17 @@ pub struct Resync {
     pub oldest_event_id: Option<u64>,
     /// The session's newest `event_id`; live events after this one follow (the next `since`).
     pub last_event_id: Option<u64>,
+}
+
+impl Resync {
+    /// The one reason there is: the history no longer holds what the socket missed.
+    pub fn history_expired(oldest_event_id: Option<u64>, last_event_id: Option<u64>) -> Self {
+        Self {
+            reason: "history_expired".into(),
+            oldest_event_id,
+            last_event_id,
+        }
+    }
 }
 
 /// `server.pong` payload.

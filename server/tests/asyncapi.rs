@@ -288,12 +288,7 @@ async fn asyncapi_schemas_accept_what_the_rust_types_send() {
         ),
         (
             ServerMessageType::Resync,
-            serde_json::to_value(Resync {
-                reason: "history_expired".into(),
-                oldest_event_id: None,
-                last_event_id: Some(9),
-            })
-            .unwrap(),
+            serde_json::to_value(Resync::history_expired(None, Some(9))).unwrap(),
         ),
         (
             ServerMessageType::Pong,

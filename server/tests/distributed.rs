@@ -141,11 +141,7 @@ async fn audio_start_is_refused_while_no_worker_can_attribute_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_naming_the_bus_while_livez_stays_up() {
-    let js = tempfile::tempdir().unwrap();
-    let nats = NatsServer::with_config(&format!(
-        "jetstream {{ store_dir: \"{}\" }}\n",
-        js.path().display()
-    ));
+    let nats = NatsServer::with_jetstream();
     let url = nats.url();
     let g = spawn_app_with(Db::Sqlite, &[("NATS_URL", &url), ("REDIS_URL", REDIS)]).await;
     let (s, ready) = g.get("/readyz", None).await;

@@ -127,11 +127,7 @@ async fn wait_for(addr: SocketAddr, path: &str, status: u16, w: &Proc) -> Value 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_and_health_fail_naming_redis_then_nats_while_livez_stays_up() {
-    let js = tempfile::tempdir().unwrap();
-    let nats = NatsServer::with_config(&format!(
-        "jetstream {{ store_dir: \"{}\" }}\n",
-        js.path().display()
-    ));
+    let nats = NatsServer::with_jetstream();
     let (mut redis, redis_url) = redis_server();
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
@@ -201,11 +197,7 @@ async fn readyz_and_health_fail_naming_redis_then_nats_while_livez_stays_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_nats_and_no_redis_refuses_to_start_naming_both_settings() {
-    let js = tempfile::tempdir().unwrap();
-    let nats = NatsServer::with_config(&format!(
-        "jetstream {{ store_dir: \"{}\" }}\n",
-        js.path().display()
-    ));
+    let nats = NatsServer::with_jetstream();
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let env = vec![

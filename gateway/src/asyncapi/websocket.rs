@@ -272,11 +272,9 @@ fn server_example(t: ServerMessageType) -> Value {
             message: None,
             created_at: chrono::DateTime::UNIX_EPOCH,
         }),
-        ServerMessageType::Resync => serde_json::to_value(Resync {
-            reason: "history_expired".into(),
-            oldest_event_id: Some(120),
-            last_event_id: Some(180),
-        }),
+        ServerMessageType::Resync => {
+            serde_json::to_value(Resync::history_expired(Some(120), Some(180)))
+        }
         ServerMessageType::Pong => serde_json::to_value(Pong {
             last_frame_seq: Some(25),
         }),

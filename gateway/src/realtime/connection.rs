@@ -149,7 +149,7 @@ impl Connection {
         queue: &SendQueue,
         started: Instant,
         last_seen: &AtomicU64,
-        mut skip_through: u64,
+        skip_through: u64,
     ) -> Ending {
         let settings = &self.state.settings;
         let every = Duration::from_secs_f64(settings.websocket_heartbeat_interval.max(0.01));
@@ -166,9 +166,6 @@ impl Connection {
                     for msg in batch.drain(..) {
                         if msg.replayed(skip_through) {
                             continue;
-                        }
-                        if let Outbound::Restart(_) = msg {
-                            skip_through = 0;
                         }
                         if let Some(end) = feed(sink, msg).await {
                             return end;
@@ -337,7 +334,7 @@ enum AudioState {
 
 async fn feed(sink: &mut SplitSink<WebSocket, Message>, msg: Outbound) -> Option<Ending> {
     match msg {
-        Outbound::Text(text) | Outbound::Event(_, text) | Outbound::Restart(text) => sink
+        Outbound::Text(text) | Outbound::Event(_, text) => sink
             .feed(Message::Text(text))
             .await
             .err()

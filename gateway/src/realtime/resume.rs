@@ -138,11 +138,7 @@ pub(super) async fn greet(
         }
         Some(Replay::Gone { oldest }) => {
             metrics::counter!("inside_ws_resumes_total", "outcome" => "resync").increment(1);
-            let resync = Resync {
-                reason: "history_expired".into(),
-                oldest_event_id: oldest,
-                last_event_id: snapshot.head,
-            };
+            let resync = Resync::history_expired(oldest, snapshot.head);
             out.push(protocol::server(ServerMessageType::Resync, sid, &resync));
         }
     }

@@ -13,9 +13,6 @@ pub enum Outbound {
     Text(Utf8Bytes),
     /// A history event (nudge, speaker event, poke) and its `event_id`.
     Event(u64, Utf8Bytes),
-    /// `server.resync` after the events stream was made anew: its ids started again, so the
-    /// live events after it are written whatever the socket's replay covered.
-    Restart(Utf8Bytes),
     Close(u16, &'static str),
 }
 

@@ -3,8 +3,8 @@
 //!
 //! The feed outlives NATS restarts: the stream is on disk and the ordered consumer picks up
 //! after the last id it delivered. A stream made anew (deleted, or lost with the server's
-//! store) starts its ids again, and a consumer picking up after the old ids would wait for
-//! events that never come, so the feed checks every [`STREAM_CHECK`] when the stream on the
+//! store) would start its ids again, and a consumer picking up after the old ids would wait
+//! for events that never come, so the feed checks every [`STREAM_CHECK`] when the stream on the
 //! server was made; when that changed it moves the new stream's ids past the old ones, follows
 //! it from its newest id, and every socket held here gets `server.resync` (what was published
 //! meanwhile went nowhere).
@@ -124,10 +124,10 @@ enum Restart {
 /// sockets have it, so a socket registered meanwhile that reads the older id gets it in its
 /// replay rather than not at all).
 async fn route(hub: &HubInner, Logged { id, msg }: Logged) {
-    let route = Feed::of_event(hub.bus.subjects(), &msg.subject)
-        .and_then(|feed| Some((feed, feed.route(&msg.subject)?)));
+    let route =
+        Feed::of_event(hub.bus.subjects(), &msg.subject).and_then(|feed| feed.route(&msg.subject));
     match route {
-        Some((_, route)) if holds(&lock(hub), route) => {
+        Some(route) if holds(&lock(hub), route) => {
             dispatch(hub, route, msg, Some(id)).await;
         }
         Some(_) => {}
@@ -136,20 +136,17 @@ async fn route(hub: &HubInner, Logged { id, msg }: Logged) {
     hub.last_event_id.store(id, Ordering::Release);
 }
 
-/// The ids start again from `following.head`: every socket held here is told, before any
-/// event of the new stream reaches it.
+/// The feed starts again from `following.head` (ids past every one handed out before, so no
+/// socket's replay skips any of them): every socket held here is told, before any event of
+/// the new feed reaches it.
 fn resync_all(hub: &HubInner, following: &Following) {
     hub.last_event_id.store(following.head, Ordering::Release);
-    let resync = Resync {
-        reason: "history_expired".into(),
-        oldest_event_id: following.oldest,
-        last_event_id: Some(following.head),
-    };
+    let resync = Resync::history_expired(following.oldest, Some(following.head));
     let st = lock(hub);
     for &sid in st.sessions.keys() {
         let text = protocol::server(ServerMessageType::Resync, sid, &resync);
         for socket in session_sockets(&st, sid) {
-            super::push(socket, Outbound::Restart(text.clone().into()));
+            super::push(socket, Outbound::Text(text.clone().into()));
         }
     }
     metrics::counter!("inside_events_stream_restarts_total").increment(1);
