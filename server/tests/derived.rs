@@ -194,14 +194,18 @@ fn runs(truth: &Value, who: &str, bridge: i64) -> Vec<(i64, i64)> {
 /// take the shared nudge window first; the two-phone tests are about overlap.
 const NO_SLOW_DOWN: (&str, &str) = ("SPEAKING_RATE_THRESHOLD", "20");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_phones_get_let_partner_finish_on_overlap_and_a_report_from_audio() {
-    let app = spawn_app_with(
+/// The embedded default with the speaker model.
+async fn embedded_with_model() -> TestApp {
+    spawn_app_with(
         Db::Sqlite,
         &[("ECAPA_MODEL_DIR", model_dir().as_str()), NO_SLOW_DOWN],
     )
-    .await;
-    let_partner_finish_from_two_phones(&app).await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phones_get_let_partner_finish_on_overlap_and_a_report_from_audio() {
+    let_partner_finish_from_two_phones(&embedded_with_model().await).await;
 }
 
 /// Two workers share the queue group, so the two phones' segments are spread over them; the
@@ -209,19 +213,42 @@ async fn two_phones_get_let_partner_finish_on_overlap_and_a_report_from_audio() 
 /// worker (its owner in Redis), which the other forwards its share to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_phones_get_let_partner_finish_with_two_workers_on_nats() {
-    let app = spawn_app_with(
-        Db::Postgres,
-        &[("NATS_URL", NATS), ("REDIS_URL", REDIS), NO_SLOW_DOWN],
-    )
-    .await;
-    let model = std::sync::Arc::new(load_model());
-    let stop = CancellationToken::new();
-    let first = start_worker(&app.env, 1, Some(model.clone()), stop.clone()).await;
-    let second = start_worker(&app.env, 1, Some(model), stop.clone()).await;
-    let_partner_finish_from_two_phones(&app).await;
-    stop.cancel();
-    first.stopped().await;
-    second.stopped().await;
+    let fleet = TwoWorkers::start().await;
+    let_partner_finish_from_two_phones(&fleet.app).await;
+    fleet.stop().await;
+}
+
+/// NATS + Redis + PostgreSQL, and two workers with the speaker model in the queue group.
+struct TwoWorkers {
+    app: TestApp,
+    stop: CancellationToken,
+    workers: [inside_workers::pipeline::Pipeline; 2],
+}
+
+impl TwoWorkers {
+    async fn start() -> Self {
+        let app = spawn_app_with(
+            Db::Postgres,
+            &[("NATS_URL", NATS), ("REDIS_URL", REDIS), NO_SLOW_DOWN],
+        )
+        .await;
+        let model = std::sync::Arc::new(load_model());
+        let stop = CancellationToken::new();
+        let first = start_worker(&app.env, 1, Some(model.clone()), stop.clone()).await;
+        let second = start_worker(&app.env, 1, Some(model), stop.clone()).await;
+        Self {
+            app,
+            stop,
+            workers: [first, second],
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for w in self.workers {
+            w.stopped().await;
+        }
+    }
 }
 
 /// Both phones of a couple stream their side of `turns` together: both get
@@ -333,4 +360,62 @@ async fn let_partner_finish_from_two_phones(app: &TestApp) {
         );
         assert_eq!(stats["monologues"].as_u64(), Some(0), "{side}: {stats}");
     }
+}
+
+/// A's phone streams the whole `turns` side, whose last words (16.5–18.5 s) come after B's
+/// phone stopped at 2 s, and the report is asked for as soon as the gateway has read the
+/// streams: the hops that waited for B's audio come out on B's stream end, not 4 s later, so
+/// the report has all of A's speech.
+async fn the_last_speakers_tail_reaches_a_report_asked_for_at_once(app: &TestApp) {
+    let (a, b, rid) = app.couple().await;
+    let sid = app.start_session(&a, &rid).await;
+    let mut ws_a = Ws::connect(app.addr, &sid, token(&a)).await;
+    let mut ws_b = Ws::connect(app.addr, &sid, token(&b)).await;
+    ws_b.expect_participants(&[&uid(&a), &uid(&b)], T).await;
+    let mut short = dialogue("turns", "b");
+    short.truncate(32_000);
+    stream_together(&mut [(&mut ws_a, dialogue("turns", "a")), (&mut ws_b, short)]).await;
+    // a pong: the gateway has read every chunk sent before it (what it had not read when the
+    // finalize reached it would not be in the report)
+    for ws in [&mut ws_a, &mut ws_b] {
+        ws.send("client.ping", json!({})).await;
+        ws.expect("server.pong", T).await;
+    }
+    let (s, _) = app.finalize(&sid, Some(token(&a))).await;
+    assert!(s == 200 || s == 202, "finalize: {s}");
+    let report = app.wait_report(&sid, token(&a)).await;
+    let want_ms: i64 = truth("turns")["utterances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["member"] == "a")
+        .map(|u| u["end_ms"].as_i64().unwrap() - u["start_ms"].as_i64().unwrap())
+        .sum();
+    let stats = report["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["user_id"] == uid(&a).as_str())
+        .unwrap()["from_audio"]
+        .clone();
+    let want_s = want_ms as f64 / 1000.0;
+    println!(
+        "A: from_audio {stats}; script {want_s:.2} s; complete: {}",
+        report["complete"]
+    );
+    assert_eq!(report["complete"], true, "{report}");
+    let got = stats["speaking_s"].as_f64().unwrap();
+    assert!((got - want_s).abs() <= 0.10 * want_s, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_speakers_tail_reaches_a_report_asked_for_at_once_embedded() {
+    the_last_speakers_tail_reaches_a_report_asked_for_at_once(&embedded_with_model().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_speakers_tail_reaches_a_report_asked_for_at_once_with_two_workers() {
+    let fleet = TwoWorkers::start().await;
+    the_last_speakers_tail_reaches_a_report_asked_for_at_once(&fleet.app).await;
+    fleet.stop().await;
 }

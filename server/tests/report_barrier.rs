@@ -276,7 +276,7 @@ async fn audio_segments_published_before_finalize_are_waited_for_on_nats() {
     for chunk in common::audio::pcm(&audio).chunks(3200) {
         ws.send_binary(chunk).await;
     }
-    // no audio_stop: finalize ends the stream, whose last segments are cut and published
+    // no audio_stop: finalize ends the stream, whose last segments and end are published
     // after the socket stopped reading (the pong only proves the chunks were read)
     pong(&mut ws).await;
     let (s, _) = app.finalize(&sid, Some(token(&a))).await;
@@ -289,7 +289,8 @@ async fn audio_segments_published_before_finalize_are_waited_for_on_nats() {
     let sent = published.per_member[&uid(&a)];
     assert_eq!(sent, recorded[&uid(&a)]);
     assert_eq!(sent.frames, 20);
-    assert_eq!(sent.segments, 3, "{sent:?}");
+    // 4.5 s in 1.5 s segments, then the stream's end (a segment with no samples)
+    assert_eq!(sent.segments, 4, "{sent:?}");
     assert_eq!(report["frames"], 20);
     stop.cancel();
     w1.stopped().await;

@@ -77,7 +77,7 @@ fn audio_headers() -> Vec<Header> {
 
 const AUDIO: Payload = Payload::Binary(
     "application/octet-stream",
-    "A segment (~1.5 s) of one member's audio: f32 little-endian samples, 16 kHz, mono.",
+    "A segment (~1.5 s) of one member's audio: f32 little-endian samples, 16 kHz, mono. One with no samples, after the last, marks the stream's end.",
 );
 
 /// The payload, headers and reply of each subject: a new kind does not compile until it has them.

@@ -4,8 +4,12 @@
 //! and each segment is published on `inside.v1.audio.<sid>.<uid>` as f32le
 //! with its seq, stream times, cut time and the server time the stream started (the session's
 //! time base) in headers, counted for the report's barrier, and copied to the research subject
-//! when the session's members all agreed (see [`ResearchGate`]).
+//! when the session's members all agreed (see [`ResearchGate`]). When the stream ends
+//! (`client.audio_stop`, the socket's end, or a refused chunk) a last segment with no samples
+//! says so: the workers' derived analysis then stops waiting for this member's audio, so what
+//! the others said last reaches the report without waiting for the member to time out.
 
+use std::cell::Cell;
 use std::io::Read;
 
 use axum::extract::ws::Utf8Bytes;
@@ -77,8 +81,12 @@ impl AudioUplink {
                 revoked,
                 tally,
                 stream_started_ms,
+                last: Cell::new(None),
             };
             let outcome = decode(rx, params, max_seconds, &publisher);
+            if let Err(e) = publisher.end() {
+                tracing::debug!(%sid, %uid, error = %e, "the stream's end was not published");
+            }
             metrics::counter!("inside_audio_streams_total", "outcome" => if outcome.is_ok() { "ok" } else { "error" }).increment(1);
             if let Err(e) = outcome {
                 tracing::info!(%sid, %uid, error = %e, "audio stream refused");
@@ -111,9 +119,25 @@ struct SegmentPublisher {
     revoked: CancellationToken,
     tally: AudioTally,
     stream_started_ms: Option<u64>,
+    /// The seq and end of the last segment published.
+    last: Cell<Option<(u64, u64)>>,
 }
 
 impl SegmentPublisher {
+    /// Publishes the stream's end: a segment with no samples after the last one, when any went
+    /// out (a worker that never heard of the stream has nothing to end).
+    fn end(&self) -> Result<(), SpeechError> {
+        let Some((seq, end_ms)) = self.last.get() else {
+            return Ok(());
+        };
+        self.publish(Segment {
+            seq: seq.saturating_add(1),
+            start_ms: end_ms,
+            end_ms,
+            samples: Vec::new(),
+        })
+    }
+
     fn publish(&self, seg: Segment) -> Result<(), SpeechError> {
         if self.revoked.is_cancelled() {
             return Ok(());
@@ -140,6 +164,7 @@ impl SegmentPublisher {
         });
         match sent {
             Ok(()) => {
+                self.last.set(Some((seg.seq, seg.end_ms)));
                 self.tally.segment();
                 metrics::counter!("inside_audio_segments_published_total").increment(1);
                 Ok(())

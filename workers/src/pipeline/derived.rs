@@ -4,7 +4,8 @@
 //! the gateway started the stream, plus the segment's place in it). Gaps are padded with
 //! silence; a member who is not streaming (or has gone quiet on the bus) is padded up to the
 //! member furthest ahead so the others' hops keep coming; a member who streams but lags is
-//! waited for, up to [`MAX_LAG_MS`] of audio. A segment that arrives ahead of one still missing
+//! waited for, up to [`MAX_LAG_MS`] of audio, or until the gateway's empty segment says their
+//! stream ended (then at once: the report may be asked for right away). A segment that arrives ahead of one still missing
 //! from its stream (a forwarded segment overtaken by the next one, sent straight) is held for up
 //! to [`HOLD`] for the gap to fill. Pure and synchronous: the consumer runs it off the async
 //! runtime, on the blocking pool.
@@ -63,6 +64,8 @@ pub struct SegmentAudio<'a> {
     /// Its stream (where the stream started on the server clock) and its number in it, when
     /// known: a segment ahead of a missing one of its stream is held for it.
     pub place: Option<(i64, u64)>,
+    /// The gateway's mark that the stream ended (a segment with no samples, after its last).
+    pub ends: bool,
 }
 
 /// One member's hop: the frame published on the derived subject, and the feature frame the
@@ -120,6 +123,15 @@ struct Slot {
     next: Option<(i64, u64)>,
     /// Segments that came ahead of a missing one of their stream, waiting for it.
     held: Vec<Held>,
+    /// The stream whose end was fed: while it is the member's latest, they are not streaming.
+    ended: Option<i64>,
+}
+
+impl Slot {
+    /// The member's latest stream has ended (its end was fed).
+    fn ended(&self) -> bool {
+        self.ended.is_some() && self.ended == self.next.map(|(stream, _)| stream)
+    }
 }
 
 /// A segment held for a missing one before it.
@@ -130,6 +142,7 @@ struct Held {
     start: u64,
     samples: Vec<f32>,
     since: Instant,
+    ends: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -279,12 +292,16 @@ impl SessionStreams {
                     start,
                     samples: samples.to_vec(),
                     since: now,
+                    ends: seg.ends,
                 });
             }
             place => {
                 self.place(slot, start, samples, &mut hops);
                 if let Some((stream, seq)) = place {
                     self.slots[slot].next = Some((stream, seq.saturating_add(1)));
+                    if seg.ends {
+                        self.slots[slot].ended = Some(stream);
+                    }
                 }
             }
         }
@@ -338,12 +355,15 @@ impl SessionStreams {
             let seg = self.slots[slot].held.swap_remove(i);
             self.place(slot, seg.start, &seg.samples, hops);
             self.slots[slot].next = Some((seg.place.0, seg.place.1.saturating_add(1)));
+            if seg.ends {
+                self.slots[slot].ended = Some(seg.place.0);
+            }
         }
     }
 
     /// Feeds what held segments may go, then pads the others up to the member furthest ahead:
-    /// at once for a member who is not streaming, with up to MAX_LAG_MS of patience for one who
-    /// is.
+    /// at once for a member who is not streaming (their stream ended, or went quiet for
+    /// [`LIVE`]), with up to MAX_LAG_MS of patience for one who is.
     fn catch_up(&mut self, now: Instant, hops: &mut Vec<Vec<DerivedFeatures>>) {
         for k in 0..self.slots.len() {
             if !self.slots[k].held.is_empty() {
@@ -351,9 +371,20 @@ impl SessionStreams {
             }
         }
         let leader = self.slots.iter().map(|s| s.fed).max().unwrap_or(0);
+        // every stream seen has ended: a member yet to stream has nothing to line up with
+        let all_ended = self
+            .slots
+            .iter()
+            .filter(|s| s.uid.is_some())
+            .all(Slot::ended);
         for k in 0..self.slots.len() {
-            let since = self.slots[k].last_segment.unwrap_or(self.created);
-            let streaming = now.saturating_duration_since(since) < LIVE;
+            let slot = &self.slots[k];
+            let since = slot.last_segment.unwrap_or(self.created);
+            let waited_for = match slot.uid {
+                Some(_) => !slot.ended(),
+                None => !all_ended,
+            };
+            let streaming = waited_for && now.saturating_duration_since(since) < LIVE;
             let target = if streaming {
                 leader.saturating_sub(MAX_LAG_MS * PER_MS)
             } else {

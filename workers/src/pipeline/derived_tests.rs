@@ -46,6 +46,7 @@ fn stream(
                     samples: seg,
                     members: 2,
                     place: None,
+                    ends: false,
                 },
                 now + Duration::from_millis(i as u64 * 1500),
             )
@@ -92,6 +93,7 @@ fn a_member_joining_later_is_lined_up_on_the_server_clock() {
                 samples: &[0.0; 16_000],
                 members: 2,
                 place: None,
+                ends: false,
             },
             now + Duration::from_secs(20),
         )
@@ -184,6 +186,7 @@ fn the_same_audio_twice_counts_once_and_streams_past_the_cap_are_ignored() {
         samples: &audio[8_000..32_000],
         members: 20,
         place: None,
+        ends: false,
     };
     // the second copy arrives once the members who have not streamed are no longer waited
     // for, so every hop of the first comes out
@@ -243,6 +246,7 @@ fn two_phones_of_the_turns_dialogue_overlap_where_the_script_does() {
                 samples: chunk,
                 members: 2,
                 place: None,
+                ends: false,
             };
             frames.extend(s.feed(&seg, at).unwrap().frames);
         }
@@ -296,6 +300,7 @@ fn speech_fed_in(audio: &[f32], order: &[usize], later: Duration) -> u64 {
             samples: &audio[i * 24_000..(i + 1) * 24_000],
             members: 1,
             place: Some((T0, i as u64)),
+            ends: false,
         };
         records.extend(s.feed(&seg, now).unwrap().records);
     }
@@ -316,4 +321,77 @@ fn a_segment_overtaken_by_the_next_of_its_stream_is_not_lost() {
     let gap_padded = speech_fed_in(&audio, &[0, 1, 3], HOLD);
     assert!(gap_padded > without_2, "{gap_padded} vs {without_2} ms");
     assert!(gap_padded < in_order, "{gap_padded} vs {in_order} ms");
+}
+
+/// The gateway's empty segment at a stream's end lets the hops that waited for that member out
+/// at once, not after [`LIVE`]: a report asked for right after the phones stop has them all.
+#[test]
+fn a_partners_stream_end_lets_the_last_speakers_hops_out_at_once() {
+    let audio = speech();
+    let silence = [0f32; 24_000];
+    let (sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut s = DerivedSessions::new(ConversationConfig::default());
+    let now = Instant::now();
+    let seg = |uid, seq: u64, samples| SegmentAudio {
+        sid,
+        uid,
+        start_ms: T0 + seq as i64 * 1500,
+        samples,
+        members: 2,
+        place: Some((T0, seq)),
+        ends: false,
+    };
+    let mut frames = Vec::new();
+    // A speaks 3 s; B's phone sent 1.5 s of silence
+    for d in [
+        s.feed(&seg(a, 0, &audio[..24_000]), now),
+        s.feed(&seg(b, 0, &silence), now),
+        s.feed(&seg(a, 1, &audio[24_000..48_000]), now),
+    ] {
+        frames.extend(d.unwrap().frames);
+    }
+    let waiting = frames.iter().filter(|h| h.uid == a).count();
+    // B's stream ends (no samples, after its last segment), still well within LIVE
+    let end = SegmentAudio {
+        start_ms: T0 + 1500,
+        samples: &[],
+        ends: true,
+        ..seg(b, 1, &[])
+    };
+    frames.extend(s.feed(&end, now).unwrap().frames);
+    let n = frames.iter().filter(|h| h.uid == a).count();
+    println!("A's hops: {waiting} before B's end, {n} after");
+    // 1 s of slack and 3 s of audio in 250 ms hops (the last one may still wait for its end)
+    assert!((15..=16).contains(&n), "{n}");
+    assert!(waiting < n - 4, "{waiting} of {n} came out before B's end");
+    assert!(frames
+        .iter()
+        .any(|h| h.uid == a && h.derived.speaking && h.derived.at_ms >= T0 + 2_500));
+    assert!(s
+        .tick(now + LIVE + Duration::from_secs(1))
+        .frames
+        .is_empty());
+}
+
+/// A lone phone's stream end lets its last hops out at once, though the partner who never
+/// streamed would otherwise still be waited for ([`LIVE`] from the analysis's start).
+#[test]
+fn a_lone_phones_stream_end_lets_its_last_hops_out_at_once() {
+    let audio = speech();
+    let (sid, a) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut s = DerivedSessions::new(ConversationConfig::default());
+    let now = Instant::now();
+    let held = stream(&mut s, sid, a, T0, &audio[..48_000], now);
+    assert!(held.frames.is_empty(), "{}", held.frames.len());
+    let end = SegmentAudio {
+        sid,
+        uid: a,
+        start_ms: T0 + 3_000,
+        samples: &[],
+        members: 2,
+        place: Some((T0, 2)),
+        ends: true,
+    };
+    let n = s.feed(&end, now).unwrap().frames.len();
+    assert!((15..=16).contains(&n), "{n}");
 }

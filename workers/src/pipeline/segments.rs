@@ -76,6 +76,11 @@ pub(super) fn parse(msg: BusMessage) -> Option<Pending> {
 }
 
 impl Pending {
+    /// A segment with no samples: the gateway's mark that the member's stream ended.
+    pub(super) fn ends_stream(&self) -> bool {
+        self.samples.is_empty()
+    }
+
     /// The segment on the server clock, for the derived analysis; `None` from a gateway that
     /// does not say where the stream started.
     pub(super) fn audio(&self) -> Option<SegmentAudio<'_>> {
@@ -87,6 +92,7 @@ impl Pending {
             samples: &self.samples,
             members: self.members,
             place: Some((started, self.meta.seq)),
+            ends: self.ends_stream(),
         })
     }
 }

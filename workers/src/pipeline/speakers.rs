@@ -282,6 +282,7 @@ impl SpeakerConsumer {
         for (seg, embedding) in pending.into_iter().zip(embeddings) {
             match embedding {
                 Some(e) => self.attribute(&seg, &e).await,
+                None if seg.ends_stream() => {}
                 None => metrics::counter!("inside_audio_segments_silent_total").increment(1),
             }
             // last, after the speaker event and any nudge: once every segment's mark is
