@@ -296,3 +296,68 @@ async fn audio_segments_published_before_finalize_are_waited_for_on_nats() {
     w1.stopped().await;
     w2.stopped().await;
 }
+
+/// A TCP proxy in front of the test Redis that holds every reply for `delay`.
+async fn slow_redis(delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect("127.0.0.1:6379")
+                .await
+                .unwrap();
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+            });
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                    let due = tokio::time::Instant::now() + delay;
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some((due, bytes)) = rx.recv().await {
+                    tokio::time::sleep_until(due).await;
+                    if to_client.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// With the limit on, a frame that may nudge asks Redis off the frame loop, so its nudge is
+/// decided after the frame reached the worker. The frame is recorded only after its nudge,
+/// so a report written the moment the frame is in still has the nudge: here the worker's
+/// Redis answers 1 s late, and finalize comes right after the frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nudge_decided_after_its_frame_reached_the_worker_is_in_the_report() {
+    let app = spawn_app_with(Db::Postgres, &[("NATS_URL", NATS), ("REDIS_URL", REDIS)]).await;
+    let mut env = app.env.clone();
+    let slow = slow_redis(Duration::from_secs(1)).await;
+    env.insert("REDIS_URL".into(), format!("redis://{slow}"));
+    let stop = CancellationToken::new();
+    let worker = start_worker(&env, 1, None, stop.clone()).await;
+    let (a, _b, rid) = app.couple().await;
+    let sid = app.start_session(&a, &rid).await;
+    let mut ws = Ws::connect(app.addr, &sid, token(&a)).await;
+    ws.frame(6.0, 1).await;
+    pong(&mut ws).await;
+    let (s, _) = app.finalize(&sid, Some(token(&a))).await;
+    assert_eq!(s, 202);
+    let report = app.wait_report(&sid, token(&a)).await;
+    assert_eq!(report["complete"], true, "{report}");
+    assert_eq!(report["frames"], 1, "{report}");
+    assert_eq!(report["nudges"]["total"], 1, "{report}");
+    stop.cancel();
+    worker.stopped().await;
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use inside_bus::Bus;
-use inside_schemas::{EventBody, HistoryKind, Nudge, NudgeType};
+use inside_schemas::{EventBody, FeatureFrame, HistoryKind, Nudge, NudgeType};
 use inside_store::event_log::{EventLog, Once, Pending};
 use inside_store::events::SessionEvent;
 use inside_store::limiter::Limiter;
@@ -19,13 +19,15 @@ use super::EventWriter;
 /// The most nudges asked about in one round trip.
 const MAX_BATCH: usize = 256;
 
-/// A nudge a frame raised, waiting for its limit and history.
+/// A nudge a frame raised, waiting for its limit and history, and the frame, recorded once
+/// the nudge is decided (and recorded, if it went out).
 pub struct Raised {
     pub sid: Uuid,
     pub uid: Uuid,
     pub nudge: Nudge,
     /// When the gateway accepted the frame that raised it.
     pub frame_received_us: Option<i64>,
+    pub frame: FeatureFrame,
 }
 
 #[derive(Clone)]
@@ -151,9 +153,31 @@ impl NudgeDelivery {
     }
 
     async fn deliver_many(&self, batch: &mut Vec<Raised>) {
-        let mut raised = Vec::with_capacity(batch.len());
-        let mut pending = Vec::with_capacity(batch.len());
-        for r in batch.drain(..) {
+        let raised = std::mem::take(batch);
+        let went = self.send_many(&raised).await;
+        // every phone of the batch has its nudge on the way: now the report's side, each
+        // nudge before its frame (once the frame is recorded the report may be written)
+        for (r, went) in raised.into_iter().zip(went) {
+            if went {
+                self.record(r.sid, r.uid, r.nudge).await;
+            }
+            self.writer
+                .record(SessionEvent {
+                    session_id: r.sid,
+                    user_id: Some(r.uid),
+                    body: EventBody::Frame(r.frame),
+                })
+                .await;
+        }
+    }
+
+    /// Asks the limit and history of every nudge of `raised` in one round trip and sends
+    /// those let out; whether each went out.
+    async fn send_many(&self, raised: &[Raised]) -> Vec<bool> {
+        let mut went = vec![false; raised.len()];
+        let mut pending = Vec::with_capacity(raised.len());
+        let mut index = Vec::with_capacity(raised.len());
+        for (i, r) in raised.iter().enumerate() {
             let Some(payload) = encode(r.sid, &r.nudge) else {
                 continue;
             };
@@ -164,14 +188,14 @@ impl NudgeDelivery {
                 payload,
                 once: self.window.map(|w| (Self::limit_key(r.sid, r.uid), w)),
             });
-            raised.push(r);
+            index.push(i);
         }
         let outcomes = match self.events.append_many(&self.limiter, &pending).await {
             Ok(outcomes) => outcomes,
             // as one at a time: better a missed nudge than a burst of them
             Err(e) if self.window.is_some() => {
                 tracing::warn!(error = %e, skipped = pending.len(), "nudge limiter unavailable; nudges skipped");
-                return;
+                return went;
             }
             // the phones still get them live; only a resume would miss them
             Err(e) => {
@@ -179,26 +203,20 @@ impl NudgeDelivery {
                 vec![Once::Sent(None); pending.len()]
             }
         };
-        let mut sent = Vec::with_capacity(raised.len());
-        for ((r, p), outcome) in raised.into_iter().zip(pending).zip(outcomes) {
+        for ((i, p), outcome) in index.into_iter().zip(pending).zip(outcomes) {
+            let r = &raised[i];
             match outcome {
                 Once::Limited => {
                     metrics::counter!("inside_nudges_limited_total").increment(1);
                 }
                 Once::Sent(id) => {
-                    if self
+                    went[i] = self
                         .send(r.sid, r.uid, id, r.frame_received_us, p.payload, &r.nudge)
-                        .await
-                    {
-                        sent.push(r);
-                    }
+                        .await;
                 }
             }
         }
-        // recorded once every phone of the batch has its nudge on the way
-        for r in sent {
-            self.record(r.sid, r.uid, r.nudge).await;
-        }
+        went
     }
 
     /// Records a nudge that went out, for the report.

@@ -9,7 +9,9 @@
 //! Redis round trip is handed to a delivery task of the consumer's own (at most `IN_FLIGHT`
 //! waiting), so the frames behind it do not wait on the network; one for a (sid, uid) whose
 //! window this process already knows is taken is dropped on the spot, so with the limit on
-//! only a frame that might nudge asks Redis.
+//! only a frame that might nudge asks Redis. A frame handed to the delivery task is recorded
+//! by that task, after its nudge: the report's barrier counts frames, so once a frame is
+//! recorded the nudge it raised is too, however long Redis took to decide.
 
 use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
 use inside_bus::{sid_uid, BusMessage, Subscription};
@@ -121,12 +123,16 @@ impl FrameConsumer {
                     uid,
                     nudge,
                     frame_received_us: received_us,
+                    frame,
                 };
                 if raised.send(nudge).await.is_ok() {
                     // the delivery task sits in this thread's LIFO slot, which no other thread
                     // may steal: without a yield it would wait for this loop to exhaust its
                     // coop budget before even asking Redis
                     tokio::task::yield_now().await;
+                    // it records the frame, after the nudge
+                    self.processed.increment(1);
+                    return;
                 }
                 None
             }
