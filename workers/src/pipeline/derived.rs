@@ -5,10 +5,10 @@
 //! silence; a member who is not streaming (or has gone quiet on the bus) is padded up to the
 //! member furthest ahead so the others' hops keep coming; a member who streams but lags is
 //! waited for, up to [`MAX_LAG_MS`] of audio, or until the gateway's empty segment says their
-//! stream ended (then at once: the report may be asked for right away). A segment that arrives ahead of one still missing
-//! from its stream (a forwarded segment overtaken by the next one, sent straight) is held for up
-//! to [`HOLD`] for the gap to fill. Pure and synchronous: the consumer runs it off the async
-//! runtime, on the blocking pool.
+//! stream ended (then at once: the report may be asked for right away). A segment that arrives
+//! ahead of one still missing from its stream (a forwarded segment overtaken by the next one,
+//! sent straight) is held for up to [`HOLD`] for the gap to fill. Pure and synchronous: the
+//! consumer runs it off the async runtime, on the blocking pool.
 //!
 //! Bounds, since every segment is untrusted: at most [`MAX_STREAMS`] streams per session (the
 //! analyzer's limit; later ones are ignored), at most [`MAX_SESSIONS`] sessions per process, a
@@ -124,13 +124,13 @@ struct Slot {
     /// Segments that came ahead of a missing one of their stream, waiting for it.
     held: Vec<Held>,
     /// The stream whose end was fed: while it is the member's latest, they are not streaming.
-    ended: Option<i64>,
+    ended_stream: Option<i64>,
 }
 
 impl Slot {
     /// The member's latest stream has ended (its end was fed).
     fn ended(&self) -> bool {
-        self.ended.is_some() && self.ended == self.next.map(|(stream, _)| stream)
+        self.ended_stream.is_some() && self.ended_stream == self.next.map(|(stream, _)| stream)
     }
 }
 
@@ -300,7 +300,7 @@ impl SessionStreams {
                 if let Some((stream, seq)) = place {
                     self.slots[slot].next = Some((stream, seq.saturating_add(1)));
                     if seg.ends {
-                        self.slots[slot].ended = Some(stream);
+                        self.slots[slot].ended_stream = Some(stream);
                     }
                 }
             }
@@ -356,7 +356,7 @@ impl SessionStreams {
             self.place(slot, seg.start, &seg.samples, hops);
             self.slots[slot].next = Some((seg.place.0, seg.place.1.saturating_add(1)));
             if seg.ends {
-                self.slots[slot].ended = Some(seg.place.0);
+                self.slots[slot].ended_stream = Some(seg.place.0);
             }
         }
     }
