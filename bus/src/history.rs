@@ -61,7 +61,6 @@ pub enum Missed {
 pub struct EventStream {
     client: async_nats::Client,
     stream: stream::Stream,
-    per_subject: u64,
     config: stream::Config,
 }
 
@@ -122,7 +121,6 @@ impl EventStream {
         Ok(Self {
             client: client.clone(),
             stream,
-            per_subject: keep.per_subject,
             config,
         })
     }
@@ -268,7 +266,7 @@ impl EventStream {
                 }
                 held += 1;
                 // a subject at its limit may have pushed out events after `since`
-                if held >= self.per_subject {
+                if held >= self.config.max_messages_per_subject.unsigned_abs() {
                     return Ok(Missed::Gone {
                         oldest: Some(first),
                     });

@@ -165,13 +165,35 @@ async fn derived_features_off_gives_no_derived_nudges() {
     }
 }
 
-/// Runs of `who`'s speech in the script with pauses under `bridge` ms bridged.
-fn runs(truth: &Value, who: &str, bridge: i64) -> Vec<(i64, i64)> {
-    let mut spans: Vec<(i64, i64)> = truth["utterances"]
+/// The scripted utterances of `side`.
+fn utterances<'a>(truth: &'a Value, side: &str) -> Vec<&'a Value> {
+    truth["utterances"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|u| u["member"] == who)
+        .filter(|u| u["member"] == side)
+        .collect()
+}
+
+fn span_ms(utterance: &Value) -> i64 {
+    utterance["end_ms"].as_i64().unwrap() - utterance["start_ms"].as_i64().unwrap()
+}
+
+/// The report's `from_audio` of `pair`'s user.
+fn from_audio(report: &Value, pair: &Value) -> Value {
+    report["speakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["user_id"] == uid(pair).as_str())
+        .unwrap()["from_audio"]
+        .clone()
+}
+
+/// Runs of `who`'s speech in the script with pauses under `bridge` ms bridged.
+fn runs(truth: &Value, who: &str, bridge: i64) -> Vec<(i64, i64)> {
+    let mut spans: Vec<(i64, i64)> = utterances(truth, who)
+        .into_iter()
         .map(|u| {
             (
                 u["start_ms"].as_i64().unwrap(),
@@ -288,21 +310,9 @@ async fn let_partner_finish_from_two_phones(app: &TestApp) {
         })
         .collect();
     for (side, pair) in [("a", &a), ("b", &b)] {
-        let stats = report["speakers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["user_id"] == uid(pair).as_str())
-            .unwrap()["from_audio"]
-            .clone();
-        let utterances: Vec<&Value> = truth["utterances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|u| u["member"] == side)
-            .collect();
-        let span = |u: &Value| u["end_ms"].as_i64().unwrap() - u["start_ms"].as_i64().unwrap();
-        let speaking_ms: i64 = utterances.iter().map(|u| span(u)).sum();
+        let stats = from_audio(&report, pair);
+        let utterances = utterances(&truth, side);
+        let speaking_ms: i64 = utterances.iter().map(|u| span_ms(u)).sum();
         let syllables: i64 = utterances
             .iter()
             .map(|u| u["syllables"].as_i64().unwrap())
@@ -384,20 +394,11 @@ async fn the_last_speakers_tail_reaches_a_report_asked_for_at_once(app: &TestApp
     let (s, _) = app.finalize(&sid, Some(token(&a))).await;
     assert!(s == 200 || s == 202, "finalize: {s}");
     let report = app.wait_report(&sid, token(&a)).await;
-    let want_ms: i64 = truth("turns")["utterances"]
-        .as_array()
-        .unwrap()
+    let want_ms: i64 = utterances(&truth("turns"), "a")
         .iter()
-        .filter(|u| u["member"] == "a")
-        .map(|u| u["end_ms"].as_i64().unwrap() - u["start_ms"].as_i64().unwrap())
+        .map(|u| span_ms(u))
         .sum();
-    let stats = report["speakers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["user_id"] == uid(&a).as_str())
-        .unwrap()["from_audio"]
-        .clone();
+    let stats = from_audio(&report, &a);
     let want_s = want_ms as f64 / 1000.0;
     println!(
         "A: from_audio {stats}; script {want_s:.2} s; complete: {}",

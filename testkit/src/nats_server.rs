@@ -1,8 +1,8 @@
 //! A nats-server of a test's own: the shipped configuration (`deploy/nats/nats-server.conf`,
 //! identities and subject permissions) or one the test writes, on a free loopback port with a
 //! temporary JetStream directory, killed when dropped, and restarted on demand with the same
-//! port, configuration and store (what an operator's restart does). A missing `nats-server` binary fails
-//! the test: the secured bus is not something to skip silently.
+//! port, configuration and store (what an operator's restart does). A missing `nats-server`
+//! binary fails the test: the secured bus is not something to skip silently.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

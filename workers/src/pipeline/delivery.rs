@@ -155,18 +155,9 @@ impl NudgeDelivery {
     async fn deliver_many(&self, batch: &mut Vec<Raised>) {
         let raised = std::mem::take(batch);
         let went = self.send_many(&raised).await;
-        // every phone of the batch has its nudge on the way: now the report's side, each
-        // nudge before its frame (once the frame is recorded the report may be written)
+        // every phone of the batch has its nudge on the way: now the report's side
         for (r, went) in raised.into_iter().zip(went) {
-            if went {
-                self.record(r.sid, r.uid, r.nudge).await;
-            }
-            self.writer
-                .record(SessionEvent {
-                    session_id: r.sid,
-                    user_id: Some(r.uid),
-                    body: EventBody::Frame(r.frame),
-                })
+            self.record_frame(r.sid, r.uid, r.frame, went.then_some(r.nudge))
                 .await;
         }
     }
@@ -175,21 +166,20 @@ impl NudgeDelivery {
     /// those let out; whether each went out.
     async fn send_many(&self, raised: &[Raised]) -> Vec<bool> {
         let mut went = vec![false; raised.len()];
-        let mut pending = Vec::with_capacity(raised.len());
-        let mut index = Vec::with_capacity(raised.len());
-        for (i, r) in raised.iter().enumerate() {
-            let Some(payload) = encode(r.sid, &r.nudge) else {
-                continue;
-            };
-            pending.push(Pending {
-                sid: r.sid,
-                to: Some(r.uid),
-                kind: HistoryKind::Nudge,
-                payload,
-                once: self.window.map(|w| (Self::limit_key(r.sid, r.uid), w)),
-            });
-            index.push(i);
-        }
+        let (index, pending): (Vec<usize>, Vec<Pending>) = raised
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let pending = Pending {
+                    sid: r.sid,
+                    to: Some(r.uid),
+                    kind: HistoryKind::Nudge,
+                    payload: encode(r.sid, &r.nudge)?,
+                    once: self.window.map(|w| (Self::limit_key(r.sid, r.uid), w)),
+                };
+                Some((i, pending))
+            })
+            .unzip();
         let outcomes = match self.events.append_many(&self.limiter, &pending).await {
             Ok(outcomes) => outcomes,
             // as one at a time: better a missed nudge than a burst of them
@@ -226,6 +216,28 @@ impl NudgeDelivery {
                 session_id: sid,
                 user_id: Some(uid),
                 body: EventBody::Nudge(nudge),
+            })
+            .await;
+    }
+
+    /// Records a frame for the report, after the nudge it raised when that went out: once the
+    /// frame is recorded the report may be written, and the writer keeps the order it is
+    /// handed events in.
+    pub async fn record_frame(
+        &self,
+        sid: Uuid,
+        uid: Uuid,
+        frame: FeatureFrame,
+        sent: Option<Nudge>,
+    ) {
+        if let Some(nudge) = sent {
+            self.record(sid, uid, nudge).await;
+        }
+        self.writer
+            .record(SessionEvent {
+                session_id: sid,
+                user_id: Some(uid),
+                body: EventBody::Frame(frame),
             })
             .await;
     }

@@ -297,11 +297,8 @@ impl SessionStreams {
             }
             place => {
                 self.place(slot, start, samples, &mut hops);
-                if let Some((stream, seq)) = place {
-                    self.slots[slot].next = Some((stream, seq.saturating_add(1)));
-                    if seg.ends {
-                        self.slots[slot].ended_stream = Some(stream);
-                    }
+                if let Some(place) = place {
+                    self.fed_through(slot, place, seg.ends);
                 }
             }
         }
@@ -317,6 +314,16 @@ impl SessionStreams {
             _ => 0,
         };
         seq > expected
+    }
+
+    /// The segment at `(stream, seq)` was fed: the next one expected follows it, and when it
+    /// was the stream's end, the member is not streaming until a new stream of theirs comes.
+    fn fed_through(&mut self, slot: usize, (stream, seq): (i64, u64), ends: bool) {
+        let s = &mut self.slots[slot];
+        s.next = Some((stream, seq.saturating_add(1)));
+        if ends {
+            s.ended_stream = Some(stream);
+        }
     }
 
     /// Feeds `samples` starting at `start`: a gap before them padded with silence, a part
@@ -354,10 +361,7 @@ impl SessionStreams {
             }
             let seg = self.slots[slot].held.swap_remove(i);
             self.place(slot, seg.start, &seg.samples, hops);
-            self.slots[slot].next = Some((seg.place.0, seg.place.1.saturating_add(1)));
-            if seg.ends {
-                self.slots[slot].ended_stream = Some(seg.place.0);
-            }
+            self.fed_through(slot, seg.place, seg.ends);
         }
     }
 

@@ -16,21 +16,19 @@
 use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
 use inside_bus::{sid_uid, BusMessage, Subscription};
 use inside_engine::NudgePolicy;
-use inside_schemas::{EventBody, FeatureFrame};
-use inside_store::events::SessionEvent;
+use inside_schemas::FeatureFrame;
 use std::ops::ControlFlow;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::Raised;
-use super::{EventWriter, NudgeDelivery};
+use super::NudgeDelivery;
 use inside_store::SessionDirectory;
 
 /// Nudges waiting for the delivery task; past that the frame loop waits too.
 const IN_FLIGHT: usize = 1024;
 
 pub struct FrameConsumer {
-    writer: EventWriter,
     delivery: NudgeDelivery,
     policy: NudgePolicy,
     directory: SessionDirectory,
@@ -40,14 +38,8 @@ pub struct FrameConsumer {
 }
 
 impl FrameConsumer {
-    pub fn new(
-        writer: EventWriter,
-        delivery: NudgeDelivery,
-        policy: NudgePolicy,
-        directory: SessionDirectory,
-    ) -> Self {
+    pub fn new(delivery: NudgeDelivery, policy: NudgePolicy, directory: SessionDirectory) -> Self {
         Self {
-            writer,
             delivery,
             policy,
             directory,
@@ -139,18 +131,7 @@ impl FrameConsumer {
             (Some(nudge), None) => self.delivery.publish(sid, uid, nudge, received_us).await,
             (None, _) => None,
         };
-        // the nudge first: once the frame is recorded the report may be written, and the
-        // writer keeps the order it is handed events in
-        if let Some(nudge) = sent {
-            self.delivery.record(sid, uid, nudge).await;
-        }
-        self.writer
-            .record(SessionEvent {
-                session_id: sid,
-                user_id: Some(uid),
-                body: EventBody::Frame(frame),
-            })
-            .await;
+        self.delivery.record_frame(sid, uid, frame, sent).await;
         self.processed.increment(1);
     }
 }

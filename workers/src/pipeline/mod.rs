@@ -163,12 +163,7 @@ impl Pipeline {
             let sub = bus
                 .queue_subscribe(bus.subjects().all_frames(), WORKERS)
                 .await?;
-            let consumer = FrameConsumer::new(
-                writer.clone(),
-                delivery.clone(),
-                config.policy,
-                directory.clone(),
-            );
+            let consumer = FrameConsumer::new(delivery.clone(), config.policy, directory.clone());
             consumers.push(tokio::spawn(consumer.run(sub, shutdown.clone())));
         }
         if let Some(attribution) = &config.speakers {
