@@ -102,6 +102,8 @@ pub async fn serve(
     while state.hub.sockets() > 0 && tokio::time::Instant::now() < sockets_gone {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // the last seqs the sockets accepted, for their phones' next join on another gateway
+    state.events.write_frame_seqs_now().await;
     shutdown.cancel();
     companions.await;
     state.store.close().await;

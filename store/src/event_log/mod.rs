@@ -127,11 +127,6 @@ impl EventLog {
         matches!(self, EventLog::Memory(_))
     }
 
-    /// True when noting a frame seq is a network round trip.
-    pub fn keeps_frame_seqs_remotely(&self) -> bool {
-        matches!(self, EventLog::OnBus(Some(_)))
-    }
-
     /// True when the bus keeps and numbers the events.
     pub fn is_on_bus(&self) -> bool {
         matches!(self, EventLog::OnBus(_))
@@ -213,15 +208,20 @@ impl EventLog {
         }
     }
 
-    /// Raises `uid`'s highest accepted frame seq in `sid` to `seq`.
-    pub async fn note_frame_seq(&self, sid: Uuid, uid: Uuid, seq: i64) -> Result<()> {
+    /// Raises `uid`'s highest accepted frame seq in `sid` to `seq`, without waiting: in Redis
+    /// it is written with the others noted within `remote::FLUSH_EVERY`, in one round trip.
+    pub fn note_frame_seq_soon(&self, sid: Uuid, uid: Uuid, seq: i64) {
         match self {
-            EventLog::Off | EventLog::OnBus(None) => Ok(()),
-            EventLog::Memory(log) => {
-                log.note_frame_seq(sid, uid, seq);
-                Ok(())
-            }
-            EventLog::OnBus(Some(log)) => log.note_frame_seq(sid, uid, seq).await,
+            EventLog::Off | EventLog::OnBus(None) => {}
+            EventLog::Memory(log) => log.note_frame_seq(sid, uid, seq),
+            EventLog::OnBus(Some(log)) => log.note_frame_seq_soon(sid, uid, seq),
+        }
+    }
+
+    /// Writes the frame seqs noted and not yet written (a graceful stop).
+    pub async fn write_frame_seqs_now(&self) {
+        if let EventLog::OnBus(Some(log)) = self {
+            log.write_now().await;
         }
     }
 }

@@ -3,6 +3,15 @@
 //! (`{prefix}:frameseq:{sid}`), shared by every gateway so that a phone that reconnects
 //! anywhere learns which of its frames to send again. Also the `EVALSHA` runner the store's
 //! other scripts use.
+//!
+//! The seqs the frame path notes are written by one task per process, every `FLUSH_EVERY`,
+//! all in one round trip: a frame costs a map update, not a task, a timer and a round trip of
+//! its own (at 10 frames/s a socket, that was one of each per frame).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, FromRedisValue, RedisResult};
@@ -100,11 +109,18 @@ impl Script {
     }
 }
 
+/// How stale the shared seqs may be while frames flow.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
 /// The frame seqs of every session, in Redis.
 pub struct RedisFrameSeqs {
     conn: ConnectionManager,
     prefix: String,
     frame_seq: Script,
+    /// Noted and not yet written: the highest seq of each (sid, uid).
+    unwritten: Mutex<HashMap<(Uuid, Uuid), i64>>,
+    /// The writing task is running.
+    writing: AtomicBool,
 }
 
 impl RedisFrameSeqs {
@@ -113,7 +129,93 @@ impl RedisFrameSeqs {
             conn,
             prefix,
             frame_seq: Script::new(FRAME_SEQ),
+            unwritten: Mutex::new(HashMap::new()),
+            writing: AtomicBool::new(false),
         }
+    }
+
+    /// Notes `seq` for the writing task, which stores it within [`FLUSH_EVERY`] (started here
+    /// on the current runtime when it is not running: it runs only while seqs come in).
+    pub fn note_frame_seq_soon(self: &Arc<Self>, sid: Uuid, uid: Uuid, seq: i64) {
+        {
+            let mut unwritten = self
+                .unwritten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let held = unwritten.entry((sid, uid)).or_insert(seq);
+            *held = (*held).max(seq);
+        }
+        if !self.writing.swap(true, Ordering::AcqRel) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(self.clone().write_noted());
+            } else {
+                self.writing.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Writes what was noted every [`FLUSH_EVERY`] until nothing more comes in.
+    async fn write_noted(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(FLUSH_EVERY).await;
+            if self.write_now().await == 0 {
+                self.writing.store(false, Ordering::Release);
+                // a seq noted between the write and the store above found the task running
+                if self.is_clean() || self.writing.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn is_clean(&self) -> bool {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Writes every seq noted so far in one round trip (a graceful stop calls it last); how
+    /// many. One that fails is noted again for the next try, unless a newer one was.
+    pub async fn write_now(&self) -> usize {
+        let noted = std::mem::take(
+            &mut *self
+                .unwritten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if noted.is_empty() {
+            return 0;
+        }
+        let ttl = (KEEP_COUNTERS.as_millis() as u64).to_string();
+        let mut pipe = redis::pipe();
+        for ((sid, uid), seq) in &noted {
+            let key = self.frame_seqs_key(*sid);
+            let (uid, seq) = (uid.to_string(), seq.to_string());
+            pipe.add_command(self.frame_seq.command(
+                &[key.as_str()],
+                &[uid.as_bytes(), seq.as_bytes(), ttl.as_bytes()],
+            ));
+        }
+        let written: RedisResult<Vec<i64>> = self
+            .frame_seq
+            .reloading(&self.conn, || {
+                let (mut conn, pipe) = (self.conn.clone(), &pipe);
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, seqs = noted.len(), "storing the last accepted frame seqs failed; trying again");
+            let mut unwritten = self
+                .unwritten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (k, seq) in &noted {
+                let held = unwritten.entry(*k).or_insert(*seq);
+                *held = (*held).max(*seq);
+            }
+        }
+        noted.len()
     }
 
     /// `uid`'s highest accepted frame seq in `sid`.
@@ -124,21 +226,6 @@ impl RedisFrameSeqs {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(seq)
-    }
-
-    pub async fn note_frame_seq(&self, sid: Uuid, uid: Uuid, seq: i64) -> Result<()> {
-        let key = self.frame_seqs_key(sid);
-        let (uid, seq) = (uid.to_string(), seq.to_string());
-        let ttl = (KEEP_COUNTERS.as_millis() as u64).to_string();
-        let _: i64 = self
-            .frame_seq
-            .run(
-                &self.conn,
-                &[key.as_str()],
-                &[uid.as_bytes(), seq.as_bytes(), ttl.as_bytes()],
-            )
-            .await?;
-        Ok(())
     }
 
     fn frame_seqs_key(&self, sid: Uuid) -> String {

@@ -241,27 +241,69 @@ async fn a_batch_appends_in_order_and_its_limits_hold_within_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_frame_seq_only_rises() {
-    let on_nats = EventLog::for_deployment(&redis().await, false, Some(window(10)));
-    assert!(on_nats.keeps_frame_seqs_remotely());
+    let limiter = redis().await;
+    // two gateways sharing one Redis, each with its own writing task
+    let on_nats = EventLog::for_deployment(&limiter, false, Some(window(10)));
+    let other_gateway = EventLog::for_deployment(&limiter, false, Some(window(10)));
     let embedded = EventLog::for_deployment(&Limiter::memory(), true, Some(window(10)));
-    for log in [embedded, on_nats] {
+    for (log, elsewhere) in [(embedded.clone(), embedded), (on_nats, other_gateway)] {
         let (sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         assert_eq!(
             log.snapshot(sid, a, None).await.unwrap().last_frame_seq,
             None
         );
-        log.note_frame_seq(sid, a, 7).await.unwrap();
-        log.note_frame_seq(sid, a, 5).await.unwrap();
-        log.note_frame_seq(sid, b, 2).await.unwrap();
+        log.note_frame_seq_soon(sid, a, 7);
+        log.note_frame_seq_soon(sid, a, 5);
+        log.note_frame_seq_soon(sid, b, 2);
+        log.write_frame_seqs_now().await;
+        elsewhere.note_frame_seq_soon(sid, a, 6);
+        elsewhere.write_frame_seqs_now().await;
         assert_eq!(
-            log.snapshot(sid, a, None).await.unwrap().last_frame_seq,
+            elsewhere
+                .snapshot(sid, a, None)
+                .await
+                .unwrap()
+                .last_frame_seq,
             Some(7)
         );
         assert_eq!(
-            log.snapshot(sid, b, Some(0)).await.unwrap().last_frame_seq,
+            elsewhere
+                .snapshot(sid, b, Some(0))
+                .await
+                .unwrap()
+                .last_frame_seq,
             Some(2)
         );
     }
+}
+
+/// Polls `log` until `uid`'s stored frame seq is `want`; how long that took, at most 3 s.
+async fn stored_within(log: &EventLog, sid: Uuid, uid: Uuid, want: i64) -> Duration {
+    let start = std::time::Instant::now();
+    while log.snapshot(sid, uid, None).await.unwrap().last_frame_seq != Some(want) {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "seq {want} was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noted_frame_seqs_are_stored_by_the_writing_task_while_they_come_in() {
+    let limiter = redis().await;
+    let gateway = EventLog::for_deployment(&limiter, false, Some(window(10)));
+    let elsewhere = EventLog::for_deployment(&limiter, false, Some(window(10)));
+    let (sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    gateway.note_frame_seq_soon(sid, a, 3);
+    gateway.note_frame_seq_soon(sid, b, 4);
+    stored_within(&elsewhere, sid, a, 3).await;
+    stored_within(&elsewhere, sid, b, 4).await;
+    // the task ends once nothing more comes in, and starts again with the next seq
+    tokio::time::sleep(super::remote::FLUSH_EVERY * 3).await;
+    gateway.note_frame_seq_soon(sid, a, 9);
+    stored_within(&elsewhere, sid, a, 9).await;
 }
 
 #[tokio::test]
