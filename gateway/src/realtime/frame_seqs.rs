@@ -6,9 +6,10 @@
 //! In memory (the embedded default) each accepted seq is a map update. In Redis it is noted
 //! for the history's writing task, which stores every socket's newest seq at most
 //! `FLUSH_EVERY` after it was accepted, in one round trip for them all: no round trip, task
-//! or timer on the frame path.
+//! or timer on the frame path. When the socket ends they are written at once, for a phone that
+//! reconnects to another gateway straight away.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use inside_store::event_log::EventLog;
 use uuid::Uuid;
@@ -22,6 +23,8 @@ pub(super) struct FrameSeqs {
     uid: Uuid,
     /// Highest seq known: the stored one at join, raised by this socket's frames.
     latest: AtomicI64,
+    /// This socket raised it.
+    raised: AtomicBool,
 }
 
 impl FrameSeqs {
@@ -32,6 +35,7 @@ impl FrameSeqs {
             sid,
             uid,
             latest: AtomicI64::new(stored.unwrap_or(NONE)),
+            raised: AtomicBool::new(false),
         }
     }
 
@@ -40,6 +44,7 @@ impl FrameSeqs {
         let Some(seq) = seq else { return };
         if self.latest.fetch_max(seq, Ordering::Relaxed) < seq {
             self.log.note_frame_seq_soon(self.sid, self.uid, seq);
+            self.raised.store(true, Ordering::Relaxed);
         }
     }
 
@@ -47,5 +52,17 @@ impl FrameSeqs {
     pub(super) fn last(&self) -> Option<i64> {
         let v = self.latest.load(Ordering::Relaxed);
         (v != NONE).then_some(v)
+    }
+}
+
+impl Drop for FrameSeqs {
+    fn drop(&mut self) {
+        if !self.raised.load(Ordering::Relaxed) || !self.log.is_on_bus() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let log = self.log.clone();
+            runtime.spawn(async move { log.write_frame_seqs_now().await });
+        }
     }
 }
