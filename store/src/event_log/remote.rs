@@ -121,6 +121,8 @@ pub struct RedisFrameSeqs {
     unwritten: Mutex<HashMap<(Uuid, Uuid), i64>>,
     /// The writing task is running.
     writing: AtomicBool,
+    /// The last write failed: said once, not every `FLUSH_EVERY` while Redis is away.
+    failing: AtomicBool,
 }
 
 impl RedisFrameSeqs {
@@ -131,6 +133,7 @@ impl RedisFrameSeqs {
             frame_seq: Script::new(FRAME_SEQ),
             unwritten: Mutex::new(HashMap::new()),
             writing: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -204,8 +207,16 @@ impl RedisFrameSeqs {
                 async move { pipe.query_async(&mut conn).await }
             })
             .await;
+        if written.is_ok() && self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                seqs = noted.len(),
+                "the last accepted frame seqs are stored again"
+            );
+        }
         if let Err(e) = written {
-            tracing::warn!(error = %e, seqs = noted.len(), "storing the last accepted frame seqs failed; trying again");
+            if !self.failing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, seqs = noted.len(), "storing the last accepted frame seqs failed; trying again every 100 ms");
+            }
             let mut unwritten = self
                 .unwritten
                 .lock()
