@@ -9,7 +9,7 @@
 //! or timer on the frame path. When the socket ends they are written at once, for a phone that
 //! reconnects to another gateway straight away.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use inside_store::event_log::EventLog;
 use uuid::Uuid;
@@ -23,19 +23,20 @@ pub(super) struct FrameSeqs {
     uid: Uuid,
     /// Highest seq known: the stored one at join, raised by this socket's frames.
     latest: AtomicI64,
-    /// This socket raised it.
-    raised: AtomicBool,
+    /// What the store held when the socket joined.
+    joined: i64,
 }
 
 impl FrameSeqs {
     /// `stored`: what the store held when the socket joined.
     pub(super) fn new(log: EventLog, sid: Uuid, uid: Uuid, stored: Option<i64>) -> Self {
+        let joined = stored.unwrap_or(NONE);
         Self {
             log,
             sid,
             uid,
-            latest: AtomicI64::new(stored.unwrap_or(NONE)),
-            raised: AtomicBool::new(false),
+            latest: AtomicI64::new(joined),
+            joined,
         }
     }
 
@@ -44,7 +45,6 @@ impl FrameSeqs {
         let Some(seq) = seq else { return };
         if self.latest.fetch_max(seq, Ordering::Relaxed) < seq {
             self.log.note_frame_seq_soon(self.sid, self.uid, seq);
-            self.raised.store(true, Ordering::Relaxed);
         }
     }
 
@@ -57,7 +57,9 @@ impl FrameSeqs {
 
 impl Drop for FrameSeqs {
     fn drop(&mut self) {
-        if !self.raised.load(Ordering::Relaxed) || !self.log.is_on_bus() {
+        // only a socket that raised the seq has anything waiting to be written
+        if self.latest.load(Ordering::Relaxed) == self.joined || !self.log.writes_frame_seqs_later()
+        {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -127,6 +127,11 @@ impl EventLog {
         matches!(self, EventLog::Memory(_))
     }
 
+    /// True when a noted frame seq is written later, by the writing task (Redis).
+    pub fn writes_frame_seqs_later(&self) -> bool {
+        matches!(self, EventLog::OnBus(Some(_)))
+    }
+
     /// True when the bus keeps and numbers the events.
     pub fn is_on_bus(&self) -> bool {
         matches!(self, EventLog::OnBus(_))

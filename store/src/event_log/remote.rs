@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -112,6 +112,12 @@ impl Script {
 /// How stale the shared seqs may be while frames flow.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
+/// Raises the seq held for `key` to `seq` (the seqs only ever rise).
+fn raise(seqs: &mut HashMap<(Uuid, Uuid), i64>, key: (Uuid, Uuid), seq: i64) {
+    let held = seqs.entry(key).or_insert(seq);
+    *held = (*held).max(seq);
+}
+
 /// The frame seqs of every session, in Redis.
 pub struct RedisFrameSeqs {
     conn: ConnectionManager,
@@ -140,14 +146,7 @@ impl RedisFrameSeqs {
     /// Notes `seq` for the writing task, which stores it within [`FLUSH_EVERY`] (started here
     /// on the current runtime when it is not running: it runs only while seqs come in).
     pub fn note_frame_seq_soon(self: &Arc<Self>, sid: Uuid, uid: Uuid, seq: i64) {
-        {
-            let mut unwritten = self
-                .unwritten
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let held = unwritten.entry((sid, uid)).or_insert(seq);
-            *held = (*held).max(seq);
-        }
+        raise(&mut self.unwritten(), (sid, uid), seq);
         if !self.writing.swap(true, Ordering::AcqRel) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(self.clone().write_noted());
@@ -172,21 +171,19 @@ impl RedisFrameSeqs {
     }
 
     fn is_clean(&self) -> bool {
+        self.unwritten().is_empty()
+    }
+
+    fn unwritten(&self) -> MutexGuard<'_, HashMap<(Uuid, Uuid), i64>> {
         self.unwritten
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
     }
 
     /// Writes every seq noted so far in one round trip (a graceful stop calls it last); how
     /// many. One that fails is noted again for the next try, unless a newer one was.
     pub async fn write_now(&self) -> usize {
-        let noted = std::mem::take(
-            &mut *self
-                .unwritten
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let noted = std::mem::take(&mut *self.unwritten());
         if noted.is_empty() {
             return 0;
         }
@@ -217,13 +214,9 @@ impl RedisFrameSeqs {
             if !self.failing.swap(true, Ordering::Relaxed) {
                 tracing::warn!(error = %e, seqs = noted.len(), "storing the last accepted frame seqs failed; trying again every 100 ms");
             }
-            let mut unwritten = self
-                .unwritten
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut unwritten = self.unwritten();
             for (k, seq) in &noted {
-                let held = unwritten.entry(*k).or_insert(*seq);
-                *held = (*held).max(*seq);
+                raise(&mut unwritten, *k, *seq);
             }
         }
         noted.len()

@@ -245,6 +245,7 @@ async fn the_last_frame_seq_only_rises() {
     // two gateways sharing one Redis, each with its own writing task
     let on_nats = EventLog::for_deployment(&limiter, false, Some(window(10)));
     let other_gateway = EventLog::for_deployment(&limiter, false, Some(window(10)));
+    assert!(on_nats.writes_frame_seqs_later());
     let embedded = EventLog::for_deployment(&Limiter::memory(), true, Some(window(10)));
     for (log, elsewhere) in [(embedded.clone(), embedded), (on_nats, other_gateway)] {
         let (sid, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
