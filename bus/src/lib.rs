@@ -290,13 +290,7 @@ impl Bus {
         frame_received_us: Option<i64>,
         payload: Bytes,
     ) -> Result<(), BusError> {
-        let mut headers = Headers::new();
-        if let Some(id) = event_id {
-            headers.insert(EVENT_ID_HEADER, id.to_compact_string());
-        }
-        if let Some(at) = frame_received_us {
-            headers.insert(FRAME_RECEIVED_US_HEADER, at.to_compact_string());
-        }
+        let headers = nudge_headers(event_id, frame_received_us);
         if headers.is_empty() {
             self.publish(subject, payload).await
         } else {
@@ -451,6 +445,19 @@ impl Stream for Subscription {
 
 /// `(sid, uid)` from the last two tokens of a per-user subject such as
 /// `inside.v1.frames.<sid>.<uid>`.
+/// A nudge's headers: its id when it has one here ([`EVENT_ID_HEADER`]), and when the frame
+/// that raised it was accepted ([`FRAME_RECEIVED_US_HEADER`]).
+pub fn nudge_headers(event_id: Option<u64>, frame_received_us: Option<i64>) -> Headers {
+    let mut headers = Headers::new();
+    if let Some(id) = event_id {
+        headers.insert(EVENT_ID_HEADER, id.to_compact_string());
+    }
+    if let Some(at) = frame_received_us {
+        headers.insert(FRAME_RECEIVED_US_HEADER, at.to_compact_string());
+    }
+    headers
+}
+
 pub fn sid_uid(subject: &str) -> Option<(uuid::Uuid, uuid::Uuid)> {
     // every frame and nudge asks: the ids as this code writes them (hyphenated, 36 bytes) are
     // read in place, anything else as before

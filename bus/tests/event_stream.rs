@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use inside_bus::history::{EventStream, Logged, Missed, Retention, RESTART_GAP};
+use inside_bus::history::{EventStream, Logged, Missed, Retention, Stored, RESTART_GAP};
 use inside_bus::{Bus, Subjects};
 use uuid::Uuid;
 
@@ -297,4 +297,62 @@ async fn the_shipped_gateway_identity_may_make_follow_read_and_move_the_stream()
     };
     assert_eq!(read.len(), 1);
     assert_eq!(nats.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_event_published_after_a_named_one_is_stored_only_while_that_is_the_newest() {
+    let (bus, stream) = setup(100).await;
+    let sid = Uuid::new_v4();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let subject = bus.subjects().nudges(sid, a);
+    let headers = inside_bus::nudge_headers(None, Some(42));
+    let publish = |after: u64, body: &'static str| {
+        let (stream, subject, headers) = (stream.clone(), subject.clone(), headers.clone());
+        async move {
+            let storing = stream
+                .publish_after(subject, &headers, body.into(), after)
+                .await
+                .unwrap();
+            storing.outcome().await
+        }
+    };
+    assert_eq!(stream.last_of(&subject).await.unwrap(), None, "none yet");
+    let Stored::Id(first) = publish(0, "one").await else {
+        panic!("the first event of an empty subject is stored")
+    };
+    // two producers that both saw none: only the first is stored
+    assert!(matches!(publish(0, "two").await, Stored::NotAfter));
+    let last = stream.last_of(&subject).await.unwrap().expect("held");
+    assert_eq!((last.id, &last.payload[..]), (first, &b"one"[..]));
+    assert!(last.age < Duration::from_secs(5), "{:?}", last.age);
+    let Stored::Id(second) = publish(first, "three").await else {
+        panic!("stored after the newest")
+    };
+    assert!(second > first);
+    assert!(matches!(publish(first, "four").await, Stored::NotAfter));
+    // another member's subject is judged on its own
+    let other = bus.subjects().nudges(sid, b);
+    let storing = stream
+        .publish_after(other.clone(), &headers, "five".into(), 0)
+        .await
+        .unwrap();
+    assert!(matches!(storing.outcome().await, Stored::Id(_)));
+    assert_eq!(
+        stream.last_of(&subject).await.unwrap().map(|l| l.id),
+        Some(second)
+    );
+    // what was refused went nowhere: the follower of the stream sees the stored three
+    let held = stream
+        .missed(&[subject, other], 0, second + 1)
+        .await
+        .unwrap();
+    let Missed::Events(held) = held else {
+        panic!("all held")
+    };
+    let bodies: Vec<_> = held.iter().map(|l| l.msg.payload.clone()).collect();
+    assert_eq!(
+        bodies,
+        [&b"one"[..], b"three", b"five"].map(bytes::Bytes::from_static)
+    );
+    drop_stream(&bus).await;
 }

@@ -145,6 +145,29 @@ impl Limiter {
         }
     }
 
+    /// Marks `key` taken for `window` from now, whoever holds it (a caller that judged its
+    /// window elsewhere, telling the processes that ask here).
+    pub async fn hold(&self, key: &str, window: Duration) -> Result<()> {
+        match self {
+            Limiter::Memory(map) => {
+                let now = Instant::now();
+                sweep(map, now);
+                map.insert(key.to_string(), (1, now + window));
+            }
+            Limiter::Redis { conn, prefix, .. } => {
+                let ms = window.as_millis().max(1) as u64;
+                let _: () = redis::cmd("SET")
+                    .arg(format!("{prefix}:{key}"))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut conn.clone())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Counts a hit on `key`; over `limit` hits in a window is `Limited`.
     pub async fn hit(&self, key: &str, limit: u64, window: Duration) -> Result<Hit> {
         let (count, left) = match self {

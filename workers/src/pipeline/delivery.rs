@@ -1,8 +1,11 @@
 //! The way out for a nudge, whichever rule raised it: the per-(sid, uid)
 //! rate limit shared by every worker, the append to the session's history (its event id, in
 //! the embedded default; on NATS the events stream numbers it as it is published), the publish
-//! to the user's nudge subject, and the record for the report.
+//! to the user's nudge subject, and the record for the report. On NATS with the events stream
+//! the stream judges the limit as it stores the nudge (`turns`); without it, Redis does, one
+//! round trip before the publish.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +17,7 @@ use inside_store::limiter::Limiter;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::turns::{NudgeTurns, Taken};
 use super::EventWriter;
 
 /// The most nudges asked about in one round trip.
@@ -28,6 +32,9 @@ pub struct Raised {
     /// When the gateway accepted the frame that raised it.
     pub frame_received_us: Option<i64>,
     pub frame: FeatureFrame,
+    /// Already published in its turn (the limit kept by the events stream), the stream's
+    /// answer to come.
+    pub taken: Option<Taken>,
 }
 
 #[derive(Clone)]
@@ -38,6 +45,8 @@ pub struct NudgeDelivery {
     writer: EventWriter,
     /// `None` when `NUDGE_RATE_LIMIT_SECONDS` is 0.
     window: Option<Duration>,
+    /// The limit kept by the events stream instead of `limiter` (NATS with a resume window).
+    turns: Option<Arc<NudgeTurns>>,
     /// `inside_nudges_total` of each of `NudgeType::ALL`, looked up in the recorder once
     /// rather than per nudge (so made after it is installed).
     sent: [metrics::Counter; NudgeType::ALL.len()],
@@ -57,15 +66,51 @@ impl NudgeDelivery {
             events,
             writer,
             window,
+            turns: None,
             sent: NudgeType::ALL
                 .map(|t| metrics::counter!("inside_nudges_total", "type" => t.as_str())),
         }
     }
 
-    /// True when sending a nudge waits on the network (the limit kept in Redis): a frame
-    /// loop should not wait on that between frames.
+    /// Has the events stream judge the nudge limit (see `turns`); the limiter then only
+    /// hears of the windows taken, for workers that still ask it.
+    pub fn with_turns(mut self, turns: NudgeTurns) -> Self {
+        if self.window.is_some() {
+            self.turns = Some(Arc::new(turns));
+        }
+        self
+    }
+
+    /// True when the limit is kept by the events stream.
+    pub fn takes_turns(&self) -> bool {
+        self.turns.is_some()
+    }
+
+    /// True when sending a nudge waits on the network (the limit kept in Redis, or the events
+    /// stream's answer): a frame loop should not wait on that between frames.
     pub fn checks_remotely(&self) -> bool {
-        self.window.is_some() && self.limiter.is_remote()
+        self.window.is_some() && (self.turns.is_some() || self.limiter.is_remote())
+    }
+
+    /// Starts `r` on its way: with the events stream judging the limit, publishes its nudge
+    /// now if the member's window is over as far as this process knows, for the delivery
+    /// task to wait for the stream's answer; with Redis, leaves the check to the delivery
+    /// task (the caller has asked [`known_limited`](Self::known_limited)). False when it is
+    /// known not to go out.
+    pub async fn start(&self, r: &mut Raised) -> bool {
+        let Some(turns) = &self.turns else {
+            return true;
+        };
+        let Some(payload) = encode(r.sid, &r.nudge) else {
+            return false;
+        };
+        r.taken = self
+            .publish_in_turn(turns, r.sid, r.uid, payload, r.frame_received_us)
+            .await;
+        if r.taken.is_none() {
+            metrics::counter!("inside_nudges_limited_total").increment(1);
+        }
+        r.taken.is_some()
     }
 
     /// The session histories nudges are appended to (speaker events go there too).
@@ -77,7 +122,11 @@ impl NudgeDelivery {
     /// the frame loop then drops the nudge at once instead of asking Redis (so with the limit
     /// on, only a frame that might nudge costs a round trip).
     pub fn known_limited(&self, sid: Uuid, uid: Uuid) -> bool {
-        let limited = self.window.is_some() && self.limiter.taken_here(&Self::limit_key(sid, uid));
+        let limited = self.window.is_some()
+            && match &self.turns {
+                Some(turns) => turns.limited_here(sid, uid),
+                None => self.limiter.taken_here(&Self::limit_key(sid, uid)),
+            };
         if limited {
             metrics::counter!("inside_nudges_limited_total").increment(1);
         }
@@ -113,6 +162,14 @@ impl NudgeDelivery {
         frame_received_us: Option<i64>,
     ) -> Option<Nudge> {
         let payload = encode(sid, &nudge)?;
+        if let Some(turns) = &self.turns {
+            let taken = self
+                .publish_in_turn(turns, sid, uid, payload, frame_received_us)
+                .await?;
+            turns.settle(sid, uid, taken).await?;
+            self.stored(sid, uid, &nudge).await;
+            return Some(nudge);
+        }
         let id = self.append(sid, uid, &payload).await?;
         self.send(sid, uid, id, frame_received_us, payload, &nudge)
             .await
@@ -136,10 +193,38 @@ impl NudgeDelivery {
             tracing::warn!(%sid, error = %e, "publishing a nudge failed");
             return false;
         }
+        self.count_sent(nudge);
+        true
+    }
+
+    fn count_sent(&self, nudge: &Nudge) {
         if let Some(i) = NudgeType::ALL.iter().position(|t| *t == nudge.nudge_type) {
             self.sent[i].increment(1);
         }
-        true
+    }
+
+    /// Publishes a nudge's `payload` to `uid` if it is the member's turn (see `turns`).
+    async fn publish_in_turn(
+        &self,
+        turns: &NudgeTurns,
+        sid: Uuid,
+        uid: Uuid,
+        payload: Bytes,
+        frame_received_us: Option<i64>,
+    ) -> Option<Taken> {
+        let subject = self.bus.subjects().nudges(sid, uid);
+        let headers = inside_bus::nudge_headers(None, frame_received_us);
+        turns.publish(sid, uid, subject, headers, payload).await
+    }
+
+    /// Counts a nudge the events stream stored, and marks `uid`'s window taken in the
+    /// limiter, for workers that ask it rather than the stream (an older release).
+    async fn stored(&self, sid: Uuid, uid: Uuid, nudge: &Nudge) {
+        self.count_sent(nudge);
+        let Some(window) = self.window else { return };
+        if let Err(e) = self.limiter.hold(&Self::limit_key(sid, uid), window).await {
+            tracing::debug!(%sid, error = %e, "marking a nudge window taken in the limiter");
+        }
     }
 
     /// Delivers the nudges `raised` yields until every sender is gone, the ones that queued
@@ -153,13 +238,35 @@ impl NudgeDelivery {
     }
 
     async fn deliver_many(&self, batch: &mut Vec<Raised>) {
-        let raised = std::mem::take(batch);
-        let went = self.send_many(&raised).await;
+        let mut raised = std::mem::take(batch);
+        let went = match &self.turns {
+            Some(turns) => self.settle_many(turns, &mut raised).await,
+            None => self.send_many(&raised).await,
+        };
         // every phone of the batch has its nudge on the way: now the report's side
         for (r, went) in raised.into_iter().zip(went) {
             self.record_frame(r.sid, r.uid, r.frame, went.then_some(r.nudge))
                 .await;
         }
+    }
+
+    /// Waits for the stream's answer to every nudge of `raised` (each published in its turn by
+    /// [`start`](Self::start)); whether each went out.
+    async fn settle_many(&self, turns: &NudgeTurns, raised: &mut [Raised]) -> Vec<bool> {
+        let mut went = Vec::with_capacity(raised.len());
+        for r in raised.iter_mut() {
+            let stored = match r.taken.take() {
+                Some(taken) => turns.settle(r.sid, r.uid, taken).await.is_some(),
+                None => false,
+            };
+            if stored {
+                self.stored(r.sid, r.uid, &r.nudge).await;
+            } else {
+                metrics::counter!("inside_nudges_limited_total").increment(1);
+            }
+            went.push(stored);
+        }
+        went
     }
 
     /// Asks the limit and history of every nudge of `raised` in one round trip and sends

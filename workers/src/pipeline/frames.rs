@@ -5,13 +5,14 @@
 //! in range, and (from the [`SessionDirectory`] cache, not a query per frame) the session
 //! active or finalizing and the uid a member whose consent is granted.
 //!
-//! Frames are handled one after another on one subscription; a nudge whose limit check is a
-//! Redis round trip is handed to a delivery task of the consumer's own (at most `IN_FLIGHT`
-//! waiting), so the frames behind it do not wait on the network; one for a (sid, uid) whose
-//! window this process already knows is taken is dropped on the spot, so with the limit on
-//! only a frame that might nudge asks Redis. A frame handed to the delivery task is recorded
-//! by that task, after its nudge: the report's barrier counts frames, so once a frame is
-//! recorded the nudge it raised is too, however long Redis took to decide.
+//! Frames are handled one after another on one subscription; a nudge whose limit is judged
+//! remotely (a Redis round trip, or the events stream's answer to a nudge published in its
+//! turn) is handed to a delivery task of the consumer's own (at most `IN_FLIGHT` waiting), so
+//! the frames behind it do not wait on the network; one for a (sid, uid) whose window this
+//! process already knows is taken is dropped on the spot, so with the limit on only a frame
+//! that might nudge costs a round trip. A frame handed to the delivery task is recorded by
+//! that task, after its nudge: the report's barrier counts frames, so once a frame is recorded
+//! the nudge it raised is too, however long the limit took to decide.
 
 use inside_bus::inbound::{reject, MAX_JSON_PAYLOAD};
 use inside_bus::{sid_uid, BusMessage, Subscription};
@@ -110,14 +111,17 @@ impl FrameConsumer {
         let sent = match (self.policy.evaluate(&frame), raised) {
             (Some(_), Some(_)) if self.delivery.known_limited(sid, uid) => None,
             (Some(nudge), Some(raised)) => {
-                let nudge = Raised {
+                let mut nudge = Raised {
                     sid,
                     uid,
                     nudge,
                     frame_received_us: received_us,
                     frame,
+                    taken: None,
                 };
-                if raised.send(nudge).await.is_ok() {
+                // with the events stream judging the limit, the nudge is published here, in
+                // the member's turn, and the delivery task waits for the stream's answer
+                if self.delivery.start(&mut nudge).await && raised.send(nudge).await.is_ok() {
                     // the delivery task sits in this thread's LIFO slot, which no other thread
                     // may steal: without a yield it would wait for this loop to exhaust its
                     // coop budget before even asking Redis

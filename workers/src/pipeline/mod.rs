@@ -19,6 +19,7 @@ mod frames;
 pub mod jobs;
 mod segments;
 mod speakers;
+mod turns;
 mod warmup;
 mod writer;
 
@@ -62,6 +63,9 @@ pub struct PipelineConfig {
     /// How much history of nudges and speaker events each session keeps for reconnecting
     /// sockets; `None`: none.
     pub resume_window: Option<Window>,
+    /// The events stream in nats-server's memory rather than on disk, made so by the first
+    /// process that needs it (`WEBSOCKET_RESUME_IN_MEMORY`).
+    pub resume_in_memory: bool,
     /// The history, shared with the gateway in the embedded default; `None`: the pipeline
     /// keeps it next to its limiter (Redis) or not at all (NATS without Redis).
     pub event_log: Option<EventLog>,
@@ -85,6 +89,7 @@ impl PipelineConfig {
             resume_window: settings
                 .resume_window()
                 .map(|(events, max_age)| Window { events, max_age }),
+            resume_in_memory: settings.websocket_resume_in_memory,
             event_log: None,
             derived_features: settings.derived_features,
         }
@@ -142,13 +147,16 @@ impl Pipeline {
         let events = config.event_log.clone().unwrap_or_else(|| {
             EventLog::for_deployment(&limiter, bus.is_local(), config.resume_window)
         });
-        let delivery = NudgeDelivery::new(
+        let mut delivery = NudgeDelivery::new(
             bus.clone(),
             limiter.clone(),
             events.clone(),
             writer.clone(),
             config.nudge_window,
         );
+        if let Some(turns) = turns::for_deployment(&bus, &config, events.is_on_bus()).await {
+            delivery = delivery.with_turns(turns);
+        }
         let mut consumers = Vec::with_capacity(config.consumers + 1);
         if !bus.is_local() {
             // in-process, the gateway reads the session into this same directory at a join
@@ -215,6 +223,7 @@ impl Pipeline {
             }
         }
         // The writer stops once every consumer has dropped its handle.
+        let delivery_turns = delivery.takes_turns();
         drop(writer);
         drop(delivery);
         bus.flush().await?;
@@ -223,6 +232,12 @@ impl Pipeline {
             speakers = config.speakers.is_some(),
             derived_features = config.speakers.is_some() && config.derived_features,
             nudge_window_s = config.nudge_window.map(|w| w.as_secs_f64()),
+            nudge_limit = match (config.nudge_window, delivery_turns) {
+                (None, _) => "off",
+                (Some(_), true) => "events stream",
+                (Some(_), false) if limiter.is_remote() => "redis",
+                (Some(_), false) => "memory",
+            },
             event_history = if events.is_on_bus() {
                 "events stream"
             } else if events.is_on() {

@@ -16,6 +16,8 @@
 //! tells a follower, which moves the new stream's ids past the old ones
 //! ([`EventStream::continue_after`]) and starts over.
 
+mod turns;
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -23,6 +25,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::{BusError, BusMessage, Headers, Subjects};
+
+pub use turns::{LastEvent, Stored, Storing};
 
 /// How far past the newest id a follower knew a stream made anew starts: followers are a few
 /// events apart at most, so whichever moves the ids first moves them past every follower's.
@@ -87,7 +91,30 @@ impl EventStream {
         subjects: &Subjects,
         keep: Retention,
     ) -> Result<Self, BusError> {
-        let config = stream::Config {
+        let config = Self::config(subjects, keep);
+        let js = jetstream::new(client.clone());
+        let updated = js.create_or_update_stream(config.clone()).await;
+        let stream = js.get_stream(&config.name).await.map_err(js_error)?;
+        if let Err(e) = updated {
+            // the one change an update cannot make is where the stream is kept (the setting
+            // changed, or the stream predates it): the one there serves, and the change takes
+            // effect when it is made anew (a memory stream at NATS's next restart)
+            let held = stream.cached_info().config.storage;
+            if held == config.storage {
+                return Err(js_error(e));
+            }
+            tracing::warn!(stream = %config.name, ?held, wanted = ?config.storage, "the events stream is kept elsewhere than WEBSOCKET_RESUME_IN_MEMORY says; following it as it is (delete it to have it made anew: every socket then gets server.resync)");
+        }
+        Ok(Self {
+            client: client.clone(),
+            stream,
+            config,
+        })
+    }
+
+    /// The stream as `keep` wants it.
+    fn config(subjects: &Subjects, keep: Retention) -> stream::Config {
+        stream::Config {
             name: subjects.events_stream(),
             subjects: vec![
                 subjects.all_nudges(),
@@ -104,20 +131,22 @@ impl EventStream {
             discard: stream::DiscardPolicy::Old,
             allow_direct: true,
             ..Default::default()
-        };
-        let js = jetstream::new(client.clone());
-        let updated = js.create_or_update_stream(config.clone()).await;
-        let stream = js.get_stream(&config.name).await.map_err(js_error)?;
-        if let Err(e) = updated {
-            // the one change an update cannot make is where the stream is kept (the setting
-            // changed, or the stream predates it): the one there serves, and the change takes
-            // effect when it is made anew (a memory stream at NATS's next restart)
-            let held = stream.cached_info().config.storage;
-            if held == config.storage {
-                return Err(js_error(e));
-            }
-            tracing::warn!(stream = %config.name, ?held, wanted = ?config.storage, "the events stream is kept elsewhere than WEBSOCKET_RESUME_IN_MEMORY says; following it as it is (delete it to have it made anew: every socket then gets server.resync)");
         }
+    }
+
+    /// The stream as it is, made as `keep` wants it when there is none yet (a worker that
+    /// starts before any gateway; the gateways bring it to their settings).
+    pub async fn open(
+        client: &async_nats::Client,
+        subjects: &Subjects,
+        keep: Retention,
+    ) -> Result<Self, BusError> {
+        let js = jetstream::new(client.clone());
+        let stream = js
+            .get_or_create_stream(Self::config(subjects, keep))
+            .await
+            .map_err(js_error)?;
+        let config = stream.cached_info().config.clone();
         Ok(Self {
             client: client.clone(),
             stream,
