@@ -63,6 +63,27 @@ async fn one_session_across_two_gateways(
         .is_empty());
     let tapped = tokio::time::timeout(T, tap.next()).await.unwrap().unwrap();
     assert!(tapped.subject.as_str().ends_with(uid(&a)));
+    // the events stream judged that nudge's window; a worker asking Redis sees it taken too
+    let key = format!("{prefix}:nudge:{sid}:{}", uid(&a));
+    let mut redis = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if ttl_ms > 0 {
+            assert!(ttl_ms <= 30_000, "{ttl_ms}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{key} never set");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let frame: Value = serde_json::from_slice(&tapped.payload).unwrap();
     assert_eq!(frame["seq"], 1);
 

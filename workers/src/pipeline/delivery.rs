@@ -22,6 +22,8 @@ use super::EventWriter;
 
 /// The most nudges asked about in one round trip.
 const MAX_BATCH: usize = 256;
+/// How long after the events stream stored a nudge its window is marked in the limiter.
+const HOLD_AFTER: Duration = Duration::from_millis(50);
 
 /// A nudge a frame raised, waiting for its limit and history, and the frame, recorded once
 /// the nudge is decided (and recorded, if it went out).
@@ -167,7 +169,7 @@ impl NudgeDelivery {
                 .publish_in_turn(turns, sid, uid, payload, frame_received_us)
                 .await?;
             turns.settle(sid, uid, taken).await?;
-            self.stored(sid, uid, &nudge).await;
+            self.stored(sid, uid, &nudge);
             return Some(nudge);
         }
         let id = self.append(sid, uid, &payload).await?;
@@ -217,14 +219,21 @@ impl NudgeDelivery {
         turns.publish(sid, uid, subject, headers, payload).await
     }
 
-    /// Counts a nudge the events stream stored, and marks `uid`'s window taken in the
-    /// limiter, for workers that ask it rather than the stream (an older release).
-    async fn stored(&self, sid: Uuid, uid: Uuid, nudge: &Nudge) {
+    /// Counts a nudge the events stream stored, and soon marks `uid`'s window taken in the
+    /// limiter, for workers that ask it rather than the stream (an older release). Not at
+    /// once: the stream's answer comes while the nudge is on its way to the phone, and a Redis
+    /// round trip then (two more wake-ups on a busy machine) cost that nudge about 120 µs at
+    /// p50 (`docs/benchmarks/2026-12-07-nudge-turns.md`).
+    fn stored(&self, sid: Uuid, uid: Uuid, nudge: &Nudge) {
         self.count_sent(nudge);
         let Some(window) = self.window else { return };
-        if let Err(e) = self.limiter.hold(&Self::limit_key(sid, uid), window).await {
-            tracing::debug!(%sid, error = %e, "marking a nudge window taken in the limiter");
-        }
+        let (limiter, key) = (self.limiter.clone(), Self::limit_key(sid, uid));
+        tokio::spawn(async move {
+            tokio::time::sleep(HOLD_AFTER).await;
+            if let Err(e) = limiter.hold(&key, window).await {
+                tracing::debug!(%sid, error = %e, "marking a nudge window taken in the limiter");
+            }
+        });
     }
 
     /// Delivers the nudges `raised` yields until every sender is gone, the ones that queued
@@ -260,7 +269,7 @@ impl NudgeDelivery {
                 None => false,
             };
             if stored {
-                self.stored(r.sid, r.uid, &r.nudge).await;
+                self.stored(r.sid, r.uid, &r.nudge);
             } else {
                 metrics::counter!("inside_nudges_limited_total").increment(1);
             }

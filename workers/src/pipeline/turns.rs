@@ -9,9 +9,10 @@
 //!
 //! A worker that guessed wrong (another worker nudged since, or it never saw the member) is
 //! refused, reads the subject's newest nudge from the stream, and publishes again once the
-//! window after it is over, or learns it is not. Each stored nudge also marks the window taken
-//! in the shared limiter (Redis), off the phone's path, so a worker still limiting in Redis
-//! (an older release during an upgrade, or one that found no JetStream) keeps to it too.
+//! window after it is over, or learns it is not. 50 ms after each stored nudge the delivery
+//! also marks the window taken in the shared limiter (Redis), off the phone's path, so a worker
+//! still limiting in Redis (an older release during an upgrade, or one that found no
+//! JetStream) keeps to it too.
 
 use std::time::{Duration, Instant};
 
