@@ -20,6 +20,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use inside_bus::history::{EventStream, Retention, Stored, Storing};
 use inside_bus::{Bus, Headers};
+use inside_schemas::Nudge;
 use uuid::Uuid;
 
 use super::PipelineConfig;
@@ -65,6 +66,13 @@ pub async fn for_deployment(
         tracing::info!("the events stream keeps a nudge for less than NUDGE_RATE_LIMIT_SECONDS; the nudge limit is kept in the limiter");
     }
     turns
+}
+
+/// True when `payload` is a nudge a gateway shows (`gateway::realtime::inbound` checks its
+/// text too): only such a nudge takes a member's window, so a malformed one forged on the bus
+/// cannot silence the real ones.
+fn shown(payload: &[u8]) -> bool {
+    serde_json::from_slice::<Nudge>(payload).is_ok_and(|n| (1..=3).contains(&n.intensity))
 }
 
 /// A member's newest nudge, as far as this process knows.
@@ -231,6 +239,8 @@ impl NudgeTurns {
             }
         };
         let (id, at) = match last {
+            // something no gateway would show (forged on the bus) took no window
+            Some(l) if !shown(&l.payload) => (l.id, None),
             Some(l) => (l.id, Instant::now().checked_sub(l.age)),
             None => (0, None),
         };
@@ -308,11 +318,18 @@ mod tests {
     /// Publishes a nudge from `w` in its turn: whether it was stored.
     async fn nudge(w: &NudgeTurns, bus: &Bus, sid: Uuid, uid: Uuid, body: &str) -> bool {
         let subject = bus.subjects().nudges(sid, uid);
-        let payload = Bytes::from(body.to_string());
+        let payload = Bytes::from(shown_nudge(body));
         match w.publish(sid, uid, subject, Headers::new(), payload).await {
             Some(taken) => w.settle(sid, uid, taken).await.is_some(),
             None => false,
         }
+    }
+
+    /// A nudge a gateway would show, with `text` as its message.
+    fn shown_nudge(text: &str) -> String {
+        serde_json::json!({"nudge_type": "SLOW_DOWN", "intensity": 1, "message": text,
+            "frame_seq": null, "frame_timestamp_ms": null})
+        .to_string()
     }
 
     /// Turns taken, refused and learned by two workers over three windows.
@@ -349,7 +366,38 @@ mod tests {
             panic!("all held")
         };
         let bodies: Vec<_> = held.iter().map(|l| l.msg.payload.clone()).collect();
-        assert_eq!(bodies, [&b"1"[..], b"2", b"3"].map(Bytes::from_static));
+        assert_eq!(bodies, ["1", "2", "3"].map(|t| Bytes::from(shown_nudge(t))));
+    }
+
+    #[tokio::test]
+    async fn a_forged_nudge_no_gateway_shows_takes_no_window() {
+        let (bus, w1, _) = two_workers([shared_server().await, shared_server().await]).await;
+        let (sid, uid) = (Uuid::new_v4(), Uuid::new_v4());
+        let forger = bus.nats().unwrap();
+        let subject = bus.subjects().nudges(sid, uid);
+        for forged in [
+            "not json",
+            r#"{"nudge_type":"SLOW_DOWN","intensity":9,"message":"x","frame_seq":null,"frame_timestamp_ms":null}"#,
+        ] {
+            forger
+                .publish(subject.clone(), forged.into())
+                .await
+                .unwrap();
+        }
+        forger.flush().await.unwrap();
+        // refused (the forged one is the subject's newest), read back, and published after it
+        assert!(nudge(&w1, &bus, sid, uid, "real").await);
+        assert!(w1.limited_here(sid, uid));
+        // a forged nudge a gateway would show does take the window: the phone saw it
+        tokio::time::sleep(WINDOW).await;
+        forger
+            .publish(subject.clone(), shown_nudge("forged").into())
+            .await
+            .unwrap();
+        forger.flush().await.unwrap();
+        assert!(!nudge(&w1, &bus, sid, uid, "real").await);
+        let js = async_nats::jetstream::new(forger.clone());
+        js.delete_stream(bus.subjects().events_stream()).await.ok();
     }
 
     #[tokio::test]
