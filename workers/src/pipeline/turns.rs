@@ -118,10 +118,15 @@ impl NudgeTurns {
     /// True when this process knows a nudge to `uid` went out in the current window, or is
     /// going out.
     pub fn limited_here(&self, sid: Uuid, uid: Uuid) -> bool {
-        self.known.get(&(sid, uid)).is_some_and(|t| match *t {
+        self.known.get(&(sid, uid)).is_some_and(|t| self.limits(*t))
+    }
+
+    /// True while `turn` keeps its member from another nudge.
+    fn limits(&self, turn: Turn) -> bool {
+        match turn {
             Turn::Taking => true,
             Turn::Last { at, .. } => at.is_some_and(|at| at.elapsed() < self.window),
-        })
+        }
     }
 
     /// Publishes a nudge to `uid` if, as far as this process knows, its window is over:
@@ -161,10 +166,7 @@ impl NudgeTurns {
     /// `None` when its window is not over.
     fn take(&self, sid: Uuid, uid: Uuid) -> Option<u64> {
         if self.known.len() > SWEEP_AT {
-            self.known.retain(|_, t| match *t {
-                Turn::Taking => true,
-                Turn::Last { at, .. } => at.is_some_and(|at| at.elapsed() < self.window),
-            });
+            self.known.retain(|_, t| self.limits(*t));
         }
         let mut turn = self.known.entry((sid, uid)).or_insert(Turn::Last {
             // a member this process never nudged: most likely nobody has
@@ -172,12 +174,12 @@ impl NudgeTurns {
             at: None,
         });
         match *turn {
-            Turn::Taking => None,
-            Turn::Last { at: Some(at), .. } if at.elapsed() < self.window => None,
+            t if self.limits(t) => None,
             Turn::Last { id, .. } => {
                 *turn = Turn::Taking;
                 Some(id)
             }
+            Turn::Taking => None,
         }
     }
 
