@@ -443,8 +443,6 @@ impl Stream for Subscription {
     }
 }
 
-/// `(sid, uid)` from the last two tokens of a per-user subject such as
-/// `inside.v1.frames.<sid>.<uid>`.
 /// A nudge's headers: its id when it has one here ([`EVENT_ID_HEADER`]), and when the frame
 /// that raised it was accepted ([`FRAME_RECEIVED_US_HEADER`]).
 pub fn nudge_headers(event_id: Option<u64>, frame_received_us: Option<i64>) -> Headers {
@@ -458,6 +456,8 @@ pub fn nudge_headers(event_id: Option<u64>, frame_received_us: Option<i64>) -> H
     headers
 }
 
+/// `(sid, uid)` from the last two tokens of a per-user subject such as
+/// `inside.v1.frames.<sid>.<uid>`.
 pub fn sid_uid(subject: &str) -> Option<(uuid::Uuid, uuid::Uuid)> {
     // every frame and nudge asks: the ids as this code writes them (hyphenated, 36 bytes) are
     // read in place, anything else as before

@@ -64,6 +64,8 @@ pub enum Missed {
 #[derive(Clone)]
 pub struct EventStream {
     client: async_nats::Client,
+    /// Made once: a publish in turn goes through it per nudge.
+    js: jetstream::Context,
     stream: stream::Stream,
     config: stream::Config,
 }
@@ -107,6 +109,7 @@ impl EventStream {
         }
         Ok(Self {
             client: client.clone(),
+            js,
             stream,
             config,
         })
@@ -149,6 +152,7 @@ impl EventStream {
         let config = stream.cached_info().config.clone();
         Ok(Self {
             client: client.clone(),
+            js,
             stream,
             config,
         })
@@ -159,8 +163,8 @@ impl EventStream {
     /// made anew since: its ids started again, and the feed waits for ids that will mean
     /// other events (until [`EventStream::continue_after`] moves them).
     pub async fn made_at(&self) -> Result<i128, BusError> {
-        let js = jetstream::new(self.client.clone());
-        let stream = js
+        let stream = self
+            .js
             .get_or_create_stream(self.config.clone())
             .await
             .map_err(js_error)?;

@@ -76,14 +76,17 @@ impl EventStream {
             .headers(headers.to_nats())
             .payload(payload)
             .expected_last_subject_sequence(after);
-        let js = jetstream::new(self.client.clone());
-        js.send_publish(subject, publish)
+        self.js
+            .send_publish(subject, publish)
             .await
             .map(Storing)
             .map_err(js_error)
     }
 
-    /// The newest event on `subject`, `None` when the stream holds none.
+    /// The newest event on `subject`, `None` when the stream holds none. Asked with the
+    /// subject in the request's body, not in its subject (async-nats'
+    /// `direct_get_last_for_subject`), so the permission the gateways' direct gets use,
+    /// `$JS.API.DIRECT.GET.<stream>`, covers it.
     pub async fn last_of(&self, subject: &str) -> Result<Option<LastEvent>, BusError> {
         let request = serde_json::to_vec(&serde_json::json!({ "last_by_subj": subject }))?;
         let reply = self

@@ -124,7 +124,7 @@ impl FrameConsumer {
                 if self.delivery.start(&mut nudge).await && raised.send(nudge).await.is_ok() {
                     // the delivery task sits in this thread's LIFO slot, which no other thread
                     // may steal: without a yield it would wait for this loop to exhaust its
-                    // coop budget before even asking Redis
+                    // coop budget before even asking Redis (or taking the stream's answer)
                     tokio::task::yield_now().await;
                     // it records the frame, after the nudge
                     self.processed.increment(1);
