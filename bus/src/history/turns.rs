@@ -10,7 +10,7 @@
 //! subscriber of the subject would still see it, which is why this is used only where the
 //! gateways follow the stream.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
@@ -107,14 +107,8 @@ impl EventStream {
             )));
         }
         let m = StreamMessage::try_from(reply).map_err(js_error)?;
-        let stamped = i128::try_from(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        )
-        .unwrap_or(i128::MAX);
-        let age_ns = stamped.saturating_sub(m.time.unix_timestamp_nanos()).max(0);
+        let now_ns = i128::from(inside_schemas::server_now_us()) * 1_000;
+        let age_ns = now_ns.saturating_sub(m.time.unix_timestamp_nanos()).max(0);
         Ok(Some(LastEvent {
             id: m.sequence,
             age: Duration::from_nanos(u64::try_from(age_ns).unwrap_or(u64::MAX)),

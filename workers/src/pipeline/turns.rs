@@ -142,18 +142,35 @@ impl NudgeTurns {
     ) -> Option<Taken> {
         let after = self.take(sid, uid)?;
         let at = Instant::now();
+        let storing = self
+            .send(sid, uid, &subject, &headers, &payload, after)
+            .await?;
+        Some(Taken {
+            storing,
+            at,
+            subject,
+            headers,
+            payload,
+        })
+    }
+
+    /// Publishes `payload` after the member's nudge `after`; on failure forgets the member's
+    /// turn (the next nudge learns it afresh) and `None`.
+    async fn send(
+        &self,
+        sid: Uuid,
+        uid: Uuid,
+        subject: &str,
+        headers: &Headers,
+        payload: &Bytes,
+        after: u64,
+    ) -> Option<Storing> {
         match self
             .stream
-            .publish_after(subject.clone(), &headers, payload.clone(), after)
+            .publish_after(subject.to_string(), headers, payload.clone(), after)
             .await
         {
-            Ok(storing) => Some(Taken {
-                storing,
-                at,
-                subject,
-                headers,
-                payload,
-            }),
+            Ok(storing) => Some(storing),
             Err(e) => {
                 tracing::warn!(%sid, error = %e, "publishing a nudge failed");
                 self.known.remove(&(sid, uid));
@@ -211,18 +228,9 @@ impl NudgeTurns {
                 }
             };
             at = Instant::now();
-            storing = match self
-                .stream
-                .publish_after(subject.clone(), &headers, payload.clone(), after)
-                .await
-            {
-                Ok(storing) => storing,
-                Err(e) => {
-                    tracing::warn!(%sid, error = %e, "publishing a nudge failed");
-                    self.known.remove(&(sid, uid));
-                    return None;
-                }
-            };
+            storing = self
+                .send(sid, uid, &subject, &headers, &payload, after)
+                .await?;
         }
         // taken from under us every time: someone nudged the member
         self.known.remove(&(sid, uid));
