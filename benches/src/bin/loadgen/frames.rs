@@ -461,7 +461,12 @@ impl Inbox {
             };
             let text = match msg {
                 Message::Text(text) => text,
-                Message::Close(frame) => bail!("client {client}: the gateway closed: {frame:?}"),
+                Message::Close(frame) => bail!(
+                    "client {client}: the gateway closed {:.1} s into the run, with {} of its {} nudges read: {frame:?}",
+                    schedule.start.elapsed().as_secs_f64(),
+                    self.got,
+                    self.want
+                ),
                 _ => continue,
             };
             let Ok(m) = serde_json::from_str::<ServerMsg<'_>>(text.as_str()) else {
