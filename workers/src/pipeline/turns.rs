@@ -191,12 +191,11 @@ impl NudgeTurns {
             at: None,
         });
         match *turn {
-            t if self.limits(t) => None,
-            Turn::Last { id, .. } => {
+            Turn::Last { id, .. } if !self.limits(*turn) => {
                 *turn = Turn::Taking;
                 Some(id)
             }
-            Turn::Taking => None,
+            _ => None,
         }
     }
 

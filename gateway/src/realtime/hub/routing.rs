@@ -133,13 +133,11 @@ pub(super) async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage, numb
         None => return,
     };
     let payload = &*payload;
+    // the stream's id stands for any id header; a header that does not parse drops the event
+    let id_of = |sid| numbered.map_or_else(|| inbound::event_id(kind, sid, &msg), |n| Ok(Some(n)));
     match route {
         Route::Nudges(sid, uid) => {
-            let Ok(id) =
-                numbered.map_or_else(|| inbound::event_id(kind, sid, &msg), |n| Ok(Some(n)))
-            else {
-                return;
-            };
+            let Ok(id) = id_of(sid) else { return };
             hub.series.nudges_delivered.increment(1);
             let out = outbound(ServerMessageType::Nudge, sid, id, payload);
             let st = lock(hub);
@@ -148,11 +146,7 @@ pub(super) async fn dispatch(hub: &HubInner, route: Route, msg: BusMessage, numb
             observe_frame_to_nudge(&hub.series, &msg);
         }
         Route::Speakers(sid) => {
-            let Ok(id) =
-                numbered.map_or_else(|| inbound::event_id(kind, sid, &msg), |n| Ok(Some(n)))
-            else {
-                return;
-            };
+            let Ok(id) = id_of(sid) else { return };
             hub.series.speakers_delivered.increment(1);
             let out = outbound(ServerMessageType::Speaker, sid, id, payload);
             let st = lock(hub);
