@@ -198,7 +198,7 @@ impl LocalBus {
                         members: vec![(sub.id, sub.queue.clone())],
                         msg,
                     }),
-                    (Err(_), false) => count_dropped(sub.id, &sub.dropped),
+                    (Err(_), false) => crate::count_dropped("local", sub.id, &sub.dropped),
                 },
                 Target::Group(_, members) => {
                     let start = members[0].turn.fetch_add(1, Ordering::Relaxed) as usize;
@@ -271,26 +271,12 @@ impl Full {
 
     fn drop_it(self) {
         let id = self.members.first().map_or(0, |(id, _)| *id);
-        count_dropped(id, &QUEUE_GROUP_DROPS);
+        crate::count_dropped("local", id, &QUEUE_GROUP_DROPS);
     }
 }
 
 /// Queue-group messages dropped with every member full, for a log that does not flood.
 static QUEUE_GROUP_DROPS: AtomicU64 = AtomicU64::new(0);
-
-/// Counts (and, at powers of two, logs) a message dropped on a full buffer.
-fn count_dropped(subscription: u64, count: &AtomicU64) {
-    metrics::counter!("inside_bus_slow_consumer_total", "bus" => "local").increment(1);
-    let dropped = count.fetch_add(1, Ordering::Relaxed) + 1;
-    // Log the 1st, 2nd, 4th, 8th… drop: visible, not one line per message.
-    if dropped.is_power_of_two() {
-        tracing::warn!(
-            subscription,
-            dropped,
-            "in-process slow consumer: messages dropped"
-        );
-    }
-}
 
 /// NATS matching: `*` is one token, a final `>` one or more.
 fn matches(pattern: &[String], tokens: &[&str]) -> bool {

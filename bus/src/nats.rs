@@ -3,9 +3,14 @@
 //! and the server's refusals visible (async-nats drops silently when a subscription's buffer
 //! fills, and reports a permission violation only as an event).
 
+use std::sync::atomic::AtomicU64;
+
 use inside_settings::{ExposeSecret, NatsAuth, NatsOptions};
 
 use crate::{BusError, SUBSCRIPTION_CAPACITY};
+
+/// Messages this process's NATS subscriptions dropped, for a log that does not flood.
+static SLOW_CONSUMER_DROPS: AtomicU64 = AtomicU64::new(0);
 
 /// 1 while the NATS connection is up, 0 while it is down.
 pub(crate) const NATS_CONNECTED: &str = "inside_nats_connected";
@@ -22,9 +27,8 @@ pub(crate) async fn connect(
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::SlowConsumer(sid) => {
-                    metrics::counter!("inside_bus_slow_consumer_total", "bus" => "nats")
-                        .increment(1);
-                    tracing::warn!(subscription = sid, "NATS slow consumer: messages dropped");
+                    // async-nats reports each dropped message
+                    crate::count_dropped("nats", sid, &SLOW_CONSUMER_DROPS);
                 }
                 async_nats::Event::Disconnected => {
                     metrics::gauge!(NATS_CONNECTED).set(0.0);
