@@ -12,7 +12,8 @@
 # worker did not process and latencies are those of the nudges the limit let out; the clients' windows are staggered), FLOOR=0 (no raw-NATS floor run before frames on NATS); LATENCY_LOG=FILE keeps each probe's send time and
 # latency; NATS_AUTH=1 (nats: the servers log in to a nats-server of the run's own with the shipped
 # deploy/nats/nats-server.conf, identities and permissions on; NATS_GOMAXPROCS=N runs that server with
-# GOMAXPROCS=N, deploy/nats/README.md "Sharing a small machine"); GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
+# GOMAXPROCS=N, deploy/nats/README.md "Sharing a small machine"; NATS_SERVER=PATH runs that binary,
+# another nats-server release, instead of the one on PATH); GATEWAY_WRAP / WORKER_WRAP prefix a server's command (`perf record -o F --`, `env X=1`).
 # Every frames run ends with a `machine:` line (loopback round trip on one CPU and across two, CPU
 # stolen by the host while sending): read the figures beside it (docs/REALTIME.md, "slow hour").
 # On NATS it also prints the CPU seconds nats-server, redis-server and PostgreSQL used during the
@@ -82,7 +83,7 @@ if [ "$mode" = nats ]; then
     auth_port=$((port + 2))
     INSIDE_NATS_GATEWAY_PASSWORD=bench-gateway-pw INSIDE_NATS_WORKER_PASSWORD=bench-worker-pw \
       INSIDE_NATS_RESEARCHER_PASSWORD=bench-researcher-pw INSIDE_NATS_STORE_DIR="$data/jetstream" \
-      env ${NATS_GOMAXPROCS:+GOMAXPROCS=$NATS_GOMAXPROCS} nats-server -c deploy/nats/nats-server.conf -a 127.0.0.1 -p "$auth_port" >"$data/nats.log" 2>&1 &
+      env ${NATS_GOMAXPROCS:+GOMAXPROCS=$NATS_GOMAXPROCS} "${NATS_SERVER:-nats-server}" -c deploy/nats/nats-server.conf -a 127.0.0.1 -p "$auth_port" >"$data/nats.log" 2>&1 &
     nats_pid=$!
     for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$auth_port") 2>/dev/null && break; sleep 0.1; done
     export NATS_URL="nats://127.0.0.1:$auth_port"
@@ -92,6 +93,13 @@ if [ "$mode" = nats ]; then
   [ "$what" = frames ] && [ "${FLOOR:-1}" != 0 ] && nats_args+=(--nats-floor)
   worker_args=(--worker-metrics "http://127.0.0.1:$((port + 1))/metrics")
   # the gateway needs no model with NATS: the worker embeds
+  # the release matters where nudges are many (docs/benchmarks/2026-12-08-nats-releases.md):
+  # name the one the servers use, from its INFO line
+  nats_port=${NATS_URL##*:}
+  if exec 3<>/dev/tcp/127.0.0.1/"$nats_port"; then
+    echo "nats-server: $(timeout 2 head -n 1 <&3 | grep -o '"version":"[^"]*"' | cut -d'"' -f4) on port $nats_port"
+    exec 3>&-
+  fi
   gateway_id=() worker_id=()
   if [ "${NATS_AUTH:-0}" = 1 ]; then
     gateway_id=(NATS_USER=gateway NATS_PASSWORD=bench-gateway-pw)
