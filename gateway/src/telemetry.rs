@@ -111,6 +111,7 @@ pub fn describe_metrics() {
             ("inside_ws_resumes_total", "Reconnecting sockets, by outcome (replayed or resync)"),
             ("inside_ws_replayed_events_total", "Events replayed to reconnecting sockets"),
             ("inside_events_stream_restarts_total", "Times the gateway followed the events stream again (made anew, or its feed ended): every socket got server.resync"),
+            ("inside_events_skipped_total", "Events the events stream let go before this gateway read them (its feed fell behind, or a purge): every socket got server.resync"),
             ("inside_nudges_delivered_total", "Nudges handed to sockets"),
             ("inside_speakers_delivered_total", "Speaker events handed to sockets"),
             ("inside_presence_expired_total", "Participants of a silent gateway dropped from presence"),

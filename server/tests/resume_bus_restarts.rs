@@ -2,7 +2,8 @@
 //! that restarts keeps the events stream on disk, so ids go on from where they were and a
 //! `since` from before the restart still resumes with nothing missing; a stream made anew
 //! (deleted by hand) gets every socket a `server.resync` within seconds, and events flow again
-//! with ids past the old ones, so an old `since` reads as gone, never as a new event.
+//! with ids past the old ones, so an old `since` reads as gone, never as a new event; and
+//! events the stream let go before a gateway read them get its sockets a `server.resync`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -168,5 +169,61 @@ async fn a_stream_made_anew_sends_every_socket_a_resync_and_events_flow_with_its
     let mut recent = Ws::resume(app.addr, &sid, token(a), first).await;
     joined(&mut recent).await;
     assert_eq!(ids(&drain_until(&mut recent, &[second]).await), [second]);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_stream_let_go_unread_get_every_socket_a_resync_before_the_next() {
+    let mut c = coached(NATS).await;
+    let (app, a, sid) = (&c.app, &c.a, c.sid.clone());
+    let mut other = Ws::connect(app.addr, &sid, token(a)).await;
+    joined(&mut other).await;
+    let reference = &mut c.reference;
+    for seq in 1..=2 {
+        reference.nudge(seq, Duration::ZERO).await;
+    }
+    let old = reference.seen.last().unwrap().1;
+
+    // what a feed too far behind finds: the stream let go of ids it had not read yet (here a
+    // purge past the newest event, so the next id skips nine)
+    let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
+    let stream = js
+        .get_stream(app.state.bus.subjects().events_stream())
+        .await
+        .unwrap();
+    stream.purge().sequence(old + 10).await.unwrap();
+    reference.ws.frame(6.0, 3).await;
+
+    for ws in [&mut reference.ws, &mut other] {
+        let mut before = Vec::new();
+        let nudge = loop {
+            let m = ws.next_json(T).await.expect("the nudge of frame 3");
+            if m["type"] == "server.nudge" && m["payload"]["frame_seq"] == 3 {
+                break m;
+            }
+            before.push(m);
+        };
+        let resync = before
+            .iter()
+            .find(|m| m["type"] == "server.resync")
+            .unwrap_or_else(|| panic!("no server.resync before the nudge: {before:?}"));
+        assert_eq!(
+            resync["payload"],
+            json!({"reason": "history_expired", "oldest_event_id": null, "last_event_id": old}),
+        );
+        assert_eq!(nudge["event_id"], old + 10);
+    }
+    // a gap is one resync, not one per event after it
+    let second = reference.nudge(4, Duration::ZERO).await.1;
+    assert_eq!(second, old + 11);
+    let mut later = Vec::new();
+    while let Some(m) = other.next_json(Duration::from_millis(300)).await {
+        later.push(m);
+    }
+    assert!(
+        later.iter().all(|m| m["type"] != "server.resync"),
+        "{later:?}"
+    );
+    assert!(later.iter().any(|m| m["event_id"] == second), "{later:?}");
     c.stop().await;
 }

@@ -26,6 +26,10 @@ use crate::realtime::protocol;
 const STREAM_CHECK: Duration = Duration::from_secs(2);
 /// How long a feed whose stream ended waits before following again.
 const REFOLLOW_AFTER: Duration = Duration::from_secs(1);
+/// After a `server.resync` for events let go, how long a later gap waits to be told (at the
+/// next [`STREAM_CHECK`]): a feed falling behind under overload skips at every event, and a
+/// resync to every socket for each would add to the overload.
+const GAP_TOLD_EVERY: Duration = Duration::from_secs(1);
 
 impl Feed {
     /// The feed of a subject of the events stream, by its kind token.
@@ -64,11 +68,13 @@ pub(super) async fn feed_task(hub: Weak<HubInner>, stream: EventStream, mut foll
     let mut check =
         tokio::time::interval_at(tokio::time::Instant::now() + STREAM_CHECK, STREAM_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gaps = Gaps::default();
     loop {
         let restart = tokio::select! {
             next = following.events.next() => match next {
                 Some(logged) => {
                     let Some(hub) = hub.upgrade() else { return };
+                    gaps.check(&hub, logged.id);
                     route(&hub, logged).await;
                     None
                 }
@@ -78,18 +84,12 @@ pub(super) async fn feed_task(hub: Weak<HubInner>, stream: EventStream, mut foll
                     Some(Restart::Ended)
                 }
             },
-            _ = check.tick() => match stream.made_at().await {
-                Ok(made) if made == following.made => None,
-                Ok(_) => {
-                    tracing::warn!("the events stream was made anew; following it from its newest event, and every socket gets server.resync");
-                    Some(Restart::MadeAnew)
+            _ = check.tick() => {
+                if let Some(hub) = hub.upgrade() {
+                    gaps.tell_owed(&hub);
                 }
-                // NATS away: the consumer picks up after its last id once it is back
-                Err(e) => {
-                    tracing::debug!(error = %e, "checking the events stream");
-                    None
-                }
-            },
+                made_anew(&stream, following.made).await
+            }
         };
         let Some(restart) = restart else { continue };
         let Some(hub) = hub.upgrade() else { return };
@@ -107,6 +107,22 @@ pub(super) async fn feed_task(hub: Weak<HubInner>, stream: EventStream, mut foll
             }
             // tried again at the next check
             Err(e) => tracing::warn!(error = %e, "following the events stream again failed"),
+        }
+    }
+}
+
+/// `MadeAnew` when the stream on the server is not the one made at `followed` (the one followed).
+async fn made_anew(stream: &EventStream, followed: i128) -> Option<Restart> {
+    match stream.made_at().await {
+        Ok(made) if made == followed => None,
+        Ok(_) => {
+            tracing::warn!("the events stream was made anew; following it from its newest event, and every socket gets server.resync");
+            Some(Restart::MadeAnew)
+        }
+        // NATS away: the consumer picks up after its last id once it is back
+        Err(e) => {
+            tracing::debug!(error = %e, "checking the events stream");
+            None
         }
     }
 }
@@ -136,18 +152,75 @@ async fn route(hub: &HubInner, Logged { id, msg }: Logged) {
     hub.last_event_id.store(id, Ordering::Release);
 }
 
+/// Events the stream let go before this gateway read them: its feed fell further behind than
+/// a subject keeps (`WEBSOCKET_RESUME_EVENTS`, `…_SECONDS`), or someone purged the stream. The
+/// feed holds every event of the stream in order, so ids that skip are exactly those; whose
+/// they were is gone with them, so every socket held here gets `server.resync` rather than a
+/// silent hole.
+#[derive(Default)]
+struct Gaps {
+    told_at: Option<tokio::time::Instant>,
+    /// A gap came within [`GAP_TOLD_EVERY`] of the last resync: told at the next check.
+    owed: bool,
+}
+
+impl Gaps {
+    /// Before event `id` is routed: tells every socket of the events skipped since the last
+    /// one handled, if any (so the resync reaches each socket before event `id`).
+    fn check(&mut self, hub: &HubInner, id: u64) {
+        let last = hub.last_event_id.load(Ordering::Acquire);
+        if last == 0 || id <= last.saturating_add(1) {
+            return;
+        }
+        let skipped = id - last - 1;
+        metrics::counter!("inside_events_skipped_total").increment(skipped);
+        let now = tokio::time::Instant::now();
+        if self.told_at.is_some_and(|t| now < t + GAP_TOLD_EVERY) {
+            self.owed = true;
+            return;
+        }
+        tracing::warn!(
+            skipped,
+            after = last,
+            "the events stream let go of events before this gateway read them; every socket held here gets server.resync"
+        );
+        self.tell(hub, last);
+    }
+
+    /// Tells the gap owed since the last resync, if one is.
+    fn tell_owed(&mut self, hub: &HubInner) {
+        if self.owed {
+            self.tell(hub, hub.last_event_id.load(Ordering::Acquire));
+        }
+    }
+
+    /// Live events after `last` follow.
+    fn tell(&mut self, hub: &HubInner, last: u64) {
+        self.told_at = Some(tokio::time::Instant::now());
+        self.owed = false;
+        resync_held(hub, &Resync::history_expired(None, Some(last)));
+    }
+}
+
 /// The feed starts again from `following.head` (ids past every one handed out before, so no
 /// socket's replay skips any of them): every socket held here is told, before any event of
 /// the new feed reaches it.
 fn resync_all(hub: &HubInner, following: &Following) {
     hub.last_event_id.store(following.head, Ordering::Release);
-    let resync = Resync::history_expired(following.oldest, Some(following.head));
+    resync_held(
+        hub,
+        &Resync::history_expired(following.oldest, Some(following.head)),
+    );
+    metrics::counter!("inside_events_stream_restarts_total").increment(1);
+}
+
+/// `server.resync` to every socket held here.
+fn resync_held(hub: &HubInner, resync: &Resync) {
     let st = lock(hub);
     for &sid in st.sessions.keys() {
-        let text = protocol::server(ServerMessageType::Resync, sid, &resync);
+        let text = protocol::server(ServerMessageType::Resync, sid, resync);
         for socket in session_sockets(&st, sid) {
             super::push(socket, Outbound::Text(text.clone().into()));
         }
     }
-    metrics::counter!("inside_events_stream_restarts_total").increment(1);
 }
