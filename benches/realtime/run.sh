@@ -92,7 +92,6 @@ if [ "$mode" = nats ]; then
   # the same rate on raw NATS first, as the machine's floor at this hour (FLOOR=0: skip it)
   [ "$what" = frames ] && [ "${FLOOR:-1}" != 0 ] && nats_args+=(--nats-floor)
   worker_args=(--worker-metrics "http://127.0.0.1:$((port + 1))/metrics")
-  # the gateway needs no model with NATS: the worker embeds
   # the release matters where nudges are many (docs/benchmarks/2026-12-08-nats-releases.md):
   # name the one the servers use, from its INFO line
   nats_port=${NATS_URL##*:}
@@ -100,6 +99,7 @@ if [ "$mode" = nats ]; then
     echo "nats-server: $(timeout 2 head -n 1 <&3 | grep -o '"version":"[^"]*"' | cut -d'"' -f4) on port $nats_port"
     exec 3>&-
   fi
+  # the gateway needs no model with NATS: the worker embeds
   gateway_id=() worker_id=()
   if [ "${NATS_AUTH:-0}" = 1 ]; then
     gateway_id=(NATS_USER=gateway NATS_PASSWORD=bench-gateway-pw)
