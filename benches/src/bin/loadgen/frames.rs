@@ -90,6 +90,9 @@ pub struct Outcome {
     /// Seconds from the start of sending to the last nudge read: `nudged / last_nudge_s` is
     /// the rate nudges were delivered at, when the server fell behind the frames.
     pub last_nudge_s: f64,
+    /// `server.resync` messages read, every client together: the gateway telling phones that
+    /// events meant for them are gone (a lost nudge a phone was told of, rather than not).
+    pub resyncs: u64,
 }
 
 /// When global message `k` is due: `start + k / rate`, spread over `clients` in turn.
@@ -208,6 +211,7 @@ pub fn run(ws_base: &str, clients: &[Client], plan: &Plan) -> anyhow::Result<Out
         send_s,
         pacer_lag,
         last_nudge_s: read.last_s,
+        resyncs: read.resyncs,
     })
 }
 
@@ -360,6 +364,7 @@ struct Read {
     timeline: Timeline,
     /// Seconds from the start of sending to the last nudge.
     last_s: f64,
+    resyncs: u64,
 }
 
 impl Read {
@@ -369,6 +374,7 @@ impl Read {
             rx_hist: super::latency_histogram()?,
             timeline: Vec::new(),
             last_s: 0.0,
+            resyncs: 0,
         })
     }
 
@@ -377,6 +383,7 @@ impl Read {
         self.rx_hist.add(other.rx_hist)?;
         self.timeline.extend(other.timeline);
         self.last_s = self.last_s.max(other.last_s);
+        self.resyncs += other.resyncs;
         Ok(())
     }
 }
@@ -474,6 +481,10 @@ impl Inbox {
             };
             if m.kind == "server.error" {
                 bail!("client {client}: {text}");
+            }
+            if m.kind == "server.resync" {
+                read.resyncs += 1;
+                continue;
             }
             let Some(seq) = m
                 .payload

@@ -210,8 +210,8 @@ async fn main() -> anyhow::Result<()> {
             String::new()
         });
     println!(
-        "clients={} rate={} duration_s={} sent={} probes={} nudged={} lost={} send_s={:.2} throughput_fps={:.0} last_nudge_s={:.2} nudges_per_s={:.0} pacer_lag_p50_us={} pacer_lag_p99_us={} pacer_lag_max_us={} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} rx_p50_us={} rx_p99_us={} rx_p999_us={}{}",
-        args.clients, args.rate, args.duration, out.sent, out.probes, out.nudged, lost, out.send_s,
+        "clients={} rate={} duration_s={} sent={} probes={} nudged={} lost={} resyncs={} send_s={:.2} throughput_fps={:.0} last_nudge_s={:.2} nudges_per_s={:.0} pacer_lag_p50_us={} pacer_lag_p99_us={} pacer_lag_max_us={} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} rx_p50_us={} rx_p99_us={} rx_p999_us={}{}",
+        args.clients, args.rate, args.duration, out.sent, out.probes, out.nudged, lost, out.resyncs, out.send_s,
         out.sent as f64 / out.send_s.max(args.duration), out.last_nudge_s,
         out.nudged as f64 / out.last_nudge_s.max(args.duration), out.pacer_lag.value_at_quantile(0.5), out.pacer_lag.value_at_quantile(0.99), out.pacer_lag.max(),
         us(0.5), us(0.9), us(0.99), us(0.999), h.max(),
