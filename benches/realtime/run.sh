@@ -25,6 +25,17 @@ n=${2:?a rate, stream or socket count}
 mode=${3:-embedded}
 port=${PORT:-18100}
 target=${CARGO_TARGET_DIR:-target}
+# both act on the run's own nats-server, which only NATS_AUTH=1 starts: never ignore them silently
+for knob in NATS_SERVER NATS_GOMAXPROCS; do
+  if [ -n "${!knob:-}" ] && { [ "$mode" != nats ] || [ "${NATS_AUTH:-0}" != 1 ]; }; then
+    echo "$knob applies to the run's own nats-server: add NATS_AUTH=1 and \`nats\`" >&2
+    exit 2
+  fi
+done
+if [ -n "${NATS_SERVER:-}" ] && ! command -v "$NATS_SERVER" >/dev/null; then
+  echo "NATS_SERVER=$NATS_SERVER: no such program" >&2
+  exit 2
+fi
 cargo build --release -q -p inside-server -p inside-workers -p inside-benches --bins
 if curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
   echo "port $port is already serving (an earlier run still going?): set PORT or stop it" >&2
