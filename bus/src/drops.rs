@@ -23,23 +23,10 @@ pub(crate) fn count_dropped(bus: &'static str, subscription: u64, count: &Atomic
 mod tests {
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_consumer_dropping_thousands_logs_a_line_per_doubling_not_per_message() {
-        let lines = Lines::default();
-        let writer = lines.clone();
+        let log = inside_testkit::log_capture::CapturedLog::default();
+        let writer = log.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(move || writer.clone())
@@ -50,7 +37,7 @@ mod tests {
                 count_dropped("nats", 6, &count);
             }
         });
-        let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let logged = log.text();
         let dropped: Vec<&str> = logged
             .lines()
             .filter_map(|l| l.split("dropped=").nth(1))

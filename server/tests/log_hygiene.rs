@@ -7,33 +7,20 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::ws::try_connect;
 use common::*;
+use inside_testkit::log_capture::CapturedLog;
 use serde_json::json;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The process-wide capture, installed before any gateway starts (their own
 /// `try_init` then finds a subscriber and leaves it).
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
+fn logs() -> &'static CapturedLog {
+    static LOGS: OnceLock<CapturedLog> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let captured = Captured::default();
+        let captured = CapturedLog::default();
         let writer = captured.clone();
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
@@ -47,7 +34,7 @@ fn logs() -> &'static Captured {
 }
 
 fn logged() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
+    logs().text()
 }
 
 /// Waits until the logs hold one of `needles` (lines are written as requests end).

@@ -438,7 +438,7 @@ fn member_sockets(st: &HubState, sid: Uuid, uid: Uuid) -> impl Iterator<Item = &
 mod events;
 mod routing;
 
-use routing::{dispatch, feed_task, holds, Feed};
+use routing::{dispatch, feed_task, holds, push_each, Feed};
 
 #[cfg(test)]
 mod tests;

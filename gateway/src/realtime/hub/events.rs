@@ -19,7 +19,7 @@ use inside_bus::inbound::reject;
 use inside_bus::BusError;
 use inside_schemas::{Resync, ServerMessageType};
 
-use super::{dispatch, holds, lock, session_sockets, Feed, HubInner, Outbound};
+use super::{dispatch, holds, lock, push_each, session_sockets, Feed, HubInner, Outbound};
 use crate::realtime::protocol;
 
 /// How often the feed checks that the stream it follows is the one on the server.
@@ -219,8 +219,6 @@ fn resync_held(hub: &HubInner, resync: &Resync) {
     let st = lock(hub);
     for &sid in st.sessions.keys() {
         let text = protocol::server(ServerMessageType::Resync, sid, resync);
-        for socket in session_sockets(&st, sid) {
-            super::push(socket, Outbound::Text(text.clone().into()));
-        }
+        push_each(session_sockets(&st, sid), Outbound::Text(text.into()));
     }
 }

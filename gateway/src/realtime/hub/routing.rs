@@ -190,7 +190,7 @@ fn outbound(kind: ServerMessageType, sid: Uuid, id: Option<u64>, payload: &str) 
 
 /// [`push`]es `msg` to each of `sockets`, the last one the message itself: most go to a
 /// single socket, and a copy of a message is a shared count both threads then write.
-fn push_each<'a>(sockets: impl Iterator<Item = &'a Socket>, msg: Outbound) {
+pub(super) fn push_each<'a>(sockets: impl Iterator<Item = &'a Socket>, msg: Outbound) {
     let mut sockets = sockets.peekable();
     while let Some(s) = sockets.next() {
         if sockets.peek().is_none() {
